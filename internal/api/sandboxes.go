@@ -1,0 +1,410 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+func org(r *http.Request) string { return callerFrom(r.Context()).Org }
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req sandbox.CreateRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sb, err := s.sandbox.Create(r.Context(), org(r), &req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sb)
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	f := store.Filter{Org: org(r), Metadata: map[string]string{}}
+	for k, vs := range r.URL.Query() {
+		switch {
+		case k == "state":
+			for _, v := range vs {
+				for _, st := range strings.Split(v, ",") {
+					if !validState(st) {
+						writeError(w, http.StatusBadRequest, "bad_request", "unknown state "+strconv.Quote(st), "state")
+						return
+					}
+					f.States = append(f.States, st)
+				}
+			}
+		case strings.HasPrefix(k, "metadata."):
+			f.Metadata[strings.TrimPrefix(k, "metadata.")] = vs[0]
+		case k == "limit":
+			n, err := strconv.Atoi(vs[0])
+			if err != nil || n < 1 {
+				writeError(w, http.StatusBadRequest, "bad_request", "limit must be a positive number", "limit")
+				return
+			}
+			f.Limit = n
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", "unknown query parameter "+strconv.Quote(k), k)
+			return
+		}
+	}
+	list, err := s.sandbox.List(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": list})
+}
+
+func validState(st string) bool {
+	switch st {
+	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed:
+		return true
+	}
+	return false
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.sandbox.Get(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.sandbox.Delete(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
+	var req guest.ExecRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.sandbox.Exec(r.Context(), org(r), r.PathValue("id"), &req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// handleExecStream answers with NDJSON frames, one per line, flushed as the
+// command produces output, ending with an exit frame.
+func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
+	var req guest.ExecRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	agent, release, err := s.sandbox.ExecStream(r.Context(), org(r), r.PathValue("id"), &req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer release()
+	defer agent.CloseNow()
+	// Closing stdin at once: this variant takes its stdin in the request.
+	_ = wsjson.Write(r.Context(), agent, guest.Frame{Type: "stdin_close"})
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		var f guest.Frame
+		if err := wsjson.Read(r.Context(), agent, &f); err != nil {
+			if r.Context().Err() == nil {
+				_ = enc.Encode(guest.Frame{Type: "error", Message: "lost the sandbox's agent: " + err.Error()})
+			}
+			return
+		}
+		if enc.Encode(f) != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if f.Type == "exit" {
+			return
+		}
+	}
+}
+
+// acceptWS upgrades a request for a WebSocket, checking nothing about the
+// origin: callers authenticate with an API key, not a cookie.
+func acceptWS(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(guest.MaxCapturedOutput)
+	return c, nil
+}
+
+// closeWithError ends a WebSocket with a JSON error frame a client can show.
+func closeWithError(ctx context.Context, c *websocket.Conn, err error) {
+	kind, field := sandbox.KindOf(err)
+	code := map[sandbox.Kind]string{sandbox.KindBadRequest: "bad_request", sandbox.KindNotFound: "not_found",
+		sandbox.KindConflict: "conflict"}[kind]
+	if code == "" {
+		code = "internal"
+	}
+	b, _ := json.Marshal(map[string]any{"type": "error", "error": ErrorDetail{Code: code, Message: err.Error(), Field: field}})
+	_ = c.Write(ctx, websocket.MessageText, b)
+	c.Close(websocket.StatusPolicyViolation, code)
+}
+
+// handleExecWS runs a command over a WebSocket: the client's first text
+// message is the exec request; then it may send stdin, stdin_close and kill
+// frames, and receives stdout, stderr and exit frames.
+func (s *Server) handleExecWS(w http.ResponseWriter, r *http.Request) {
+	client, err := acceptWS(w, r)
+	if err != nil {
+		return
+	}
+	defer client.CloseNow()
+	ctx := r.Context()
+	var req guest.ExecRequest
+	if err := wsjson.Read(ctx, client, &req); err != nil {
+		closeWithError(ctx, client, &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "first message must be the exec request: " + err.Error()})
+		return
+	}
+	agent, release, err := s.sandbox.ExecStream(ctx, org(r), r.PathValue("id"), &req)
+	if err != nil {
+		closeWithError(ctx, client, err)
+		return
+	}
+	defer release()
+	defer agent.CloseNow()
+	relay(ctx, client, agent)
+}
+
+// relay copies messages both ways between a client and an agent WebSocket
+// until either side closes, then closes the other the same way.
+func relay(ctx context.Context, client, agent *websocket.Conn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	pipe := func(dst, src *websocket.Conn) {
+		for {
+			typ, data, err := src.Read(ctx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if err := dst.Write(ctx, typ, data); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}
+	go pipe(agent, client)
+	go pipe(client, agent)
+	err := <-errc
+	status := websocket.CloseStatus(err)
+	if status == -1 {
+		status = websocket.StatusNormalClosure
+	}
+	client.Close(status, "")
+	agent.Close(status, "")
+}
+
+func (s *Server) handlePTY(w http.ResponseWriter, r *http.Request) {
+	cols, _ := strconv.Atoi(r.URL.Query().Get("cols"))
+	rows, _ := strconv.Atoi(r.URL.Query().Get("rows"))
+	if cols < 0 || rows < 0 || cols > 1000 || rows > 1000 {
+		writeError(w, http.StatusBadRequest, "bad_request", "cols and rows must be between 1 and 1000", "cols")
+		return
+	}
+	// Open the sandbox side first so a missing sandbox is a plain 404, not
+	// a WebSocket that closes at once.
+	agent, release, err := s.sandbox.PTY(r.Context(), org(r), r.PathValue("id"), cols, rows, nil)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer release()
+	defer agent.CloseNow()
+	client, err := acceptWS(w, r)
+	if err != nil {
+		return
+	}
+	defer client.CloseNow()
+	relay(r.Context(), client, agent)
+}
+
+func pathParam(r *http.Request) (string, error) {
+	p := r.URL.Query().Get("path")
+	if p == "" {
+		return "", &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "path", Message: "query parameter path is required"}
+	}
+	if !strings.HasPrefix(p, "/") {
+		return "", &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "path", Message: "path " + strconv.Quote(p) + " must be absolute"}
+	}
+	return p, nil
+}
+
+func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc, size, err := s.sandbox.ReadFile(r.Context(), org(r), r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, rc)
+}
+
+func (s *Server) handleWriteFile(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	fi, err := s.sandbox.WriteFile(r.Context(), org(r), r.PathValue("id"), p, r.URL.Query().Get("mode"), r.Body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fi)
+}
+
+func (s *Server) handleRemoveFile(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	recursive := r.URL.Query().Get("recursive") == "true"
+	if err := s.sandbox.RemoveFile(r.Context(), org(r), r.PathValue("id"), p, recursive); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleListFiles(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	entries, err := s.sandbox.ListFiles(r.Context(), org(r), r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if entries == nil {
+		entries = []guest.FileInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": entries})
+}
+
+func (s *Server) handleStatFile(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	fi, err := s.sandbox.StatFile(r.Context(), org(r), r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fi)
+}
+
+func (s *Server) handleMkdir(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	fi, err := s.sandbox.Mkdir(r.Context(), org(r), r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fi)
+}
+
+func (s *Server) handleListImages(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"images": s.images.List()})
+}
+
+func (s *Server) imageOr404(w http.ResponseWriter, name string) *image.Image {
+	img, err := s.images.Get(name)
+	if errors.Is(err, image.ErrUnknown) {
+		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
+		return nil
+	}
+	return img
+}
+
+func (s *Server) handleGetImage(w http.ResponseWriter, r *http.Request) {
+	if img := s.imageOr404(w, r.PathValue("name")); img != nil {
+		writeJSON(w, http.StatusOK, img)
+	}
+}
+
+// handleBuildImage builds an image if it is not ready, streaming progress
+// as NDJSON events; the last line is the image.
+func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if s.imageOr404(w, name) == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	emit := func(v any) {
+		_ = enc.Encode(v)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	start := time.Now()
+	_, err := s.images.Ensure(r.Context(), name, func(ev image.Event) { emit(ev) })
+	if err != nil {
+		emit(image.Event{Image: name, Step: "failed", Error: err.Error(), Done: true})
+		return
+	}
+	img, _ := s.images.Get(name)
+	emit(map[string]any{"done": true, "image": img, "elapsed_ms": time.Since(start).Milliseconds()})
+}

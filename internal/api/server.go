@@ -1,0 +1,253 @@
+// Package api serves warren's REST API under /v1.
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/warrenhq/warren/internal/apikey"
+	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// Version is warren's version, set by the build.
+var Version = "dev"
+
+// Server is the HTTP API.
+type Server struct {
+	store    *store.Store
+	sandbox  *sandbox.Manager
+	images   *image.Store
+	log      *slog.Logger
+	mux      *http.ServeMux
+	started  time.Time
+	patterns []string
+}
+
+// New builds the API server.
+func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.Logger) *Server {
+	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now()}
+	for _, r := range s.routes() {
+		h := r.handler
+		if r.auth {
+			h = s.authenticate(h)
+		}
+		s.mux.Handle(r.pattern, h)
+		s.patterns = append(s.patterns, r.pattern)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no route for "+r.Method+" "+r.URL.Path, "")
+	})
+	return s
+}
+
+type route struct {
+	pattern string // "METHOD /path"
+	handler http.HandlerFunc
+	auth    bool
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /healthz", s.handleHealth, false},
+		{"GET /v1/openapi.json", s.handleOpenAPI, false},
+		{"GET /v1/info", s.handleInfo, true},
+		{"POST /v1/sandboxes", s.handleCreate, true},
+		{"GET /v1/sandboxes", s.handleList, true},
+		{"GET /v1/sandboxes/{id}", s.handleGet, true},
+		{"DELETE /v1/sandboxes/{id}", s.handleDelete, true},
+		{"POST /v1/sandboxes/{id}/exec", s.handleExec, true},
+		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, true},
+		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, true},
+		{"GET /v1/sandboxes/{id}/files", s.handleReadFile, true},
+		{"PUT /v1/sandboxes/{id}/files", s.handleWriteFile, true},
+		{"DELETE /v1/sandboxes/{id}/files", s.handleRemoveFile, true},
+		{"GET /v1/sandboxes/{id}/files/list", s.handleListFiles, true},
+		{"GET /v1/sandboxes/{id}/files/stat", s.handleStatFile, true},
+		{"POST /v1/sandboxes/{id}/files/mkdir", s.handleMkdir, true},
+		{"GET /v1/sandboxes/{id}/pty", s.handlePTY, true},
+		{"GET /v1/images", s.handleListImages, true},
+		{"GET /v1/images/{name}", s.handleGetImage, true},
+		{"POST /v1/images/{name}/build", s.handleBuildImage, true},
+	}
+}
+
+// Patterns lists the routes the server registers, "METHOD /path".
+func (s *Server) Patterns() []string { return append([]string(nil), s.patterns...) }
+
+// ServeHTTP logs every request and serves it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	level := slog.LevelInfo
+	if rec.status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(r.Context(), level, "request", "http.method", r.Method, "http.path", r.URL.Path,
+		"http.status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+}
+
+// recorder remembers the status; it passes Flush and Hijack through for
+// streams and WebSockets.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked")
+	}
+	r.status = http.StatusSwitchingProtocols
+	return h.Hijack()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+type ctxKey struct{}
+
+// Caller is who made a request.
+type Caller struct {
+	Org   string
+	KeyID string
+}
+
+func callerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(ctxKey{}).(Caller)
+	return c
+}
+
+func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		key, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || !apikey.Valid(strings.TrimSpace(key)) {
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or malformed API key: send Authorization: Bearer <key>", "")
+			return
+		}
+		k, err := s.store.APIKeyByHash(r.Context(), apikey.Hash(strings.TrimSpace(key)))
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid API key", "")
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")
+			return
+		}
+		ctx := context.WithValue(r.Context(), ctxKey{}, Caller{Org: k.Org, KeyID: k.ID})
+		next(w, r.WithContext(ctx))
+	}
+}
+
+// ErrorBody is the body of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong and, for bad input, which field.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg, field string) {
+	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Field: field}})
+}
+
+// fail answers err with the status its kind calls for.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	kind, field := sandbox.KindOf(err)
+	switch kind {
+	case sandbox.KindBadRequest:
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error(), field)
+	case sandbox.KindNotFound:
+		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
+	case sandbox.KindConflict:
+		writeError(w, http.StatusConflict, "conflict", err.Error(), "")
+	case sandbox.KindUnavailable:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), "")
+	default:
+		s.log.Error("request failed", "http.method", r.Method, "http.path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")
+	}
+}
+
+// decode reads a JSON body strictly; errors name the offending field.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 8<<20))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.More() {
+			return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "body has data after the JSON object"}
+		}
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return &sandbox.Error{Kind: sandbox.KindBadRequest, Field: te.Field,
+			Message: fmt.Sprintf("field %s: expected %s, got %s", te.Field, te.Type, te.Value)}
+	case errors.As(err, &se):
+		return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &sandbox.Error{Kind: sandbox.KindBadRequest, Field: field, Message: fmt.Sprintf("unknown field %q", field)}
+	case err.Error() == "EOF":
+		return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "request body is empty; send a JSON object"}
+	}
+	return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "invalid request body: " + err.Error()}
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "version": Version, "uptime_ms": time.Since(s.started).Milliseconds()})
+}
+
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"version":         Version,
+		"runtimes":        s.sandbox.Runtimes(),
+		"default_runtime": s.sandbox.DefaultRuntime(),
+		"org":             callerFrom(r.Context()).Org,
+	})
+}

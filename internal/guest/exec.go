@@ -1,0 +1,326 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+)
+
+// defaultPath is used when neither the request nor the agent has PATH.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// command builds the process for a request. Each command gets its own
+// process group so a timeout or kill ends everything it started.
+func command(req *ExecRequest) (*exec.Cmd, error) {
+	var argv []string
+	switch {
+	case len(req.Argv) > 0 && req.Cmd != "":
+		return nil, fmt.Errorf("%w: give argv or cmd, not both", errBadRequest)
+	case len(req.Argv) > 0:
+		argv = req.Argv
+	case req.Cmd != "":
+		argv = []string{"/bin/sh", "-c", req.Cmd}
+	default:
+		return nil, fmt.Errorf("%w: argv or cmd is required", errBadRequest)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = environ(req.Env)
+	if req.Cwd != "" {
+		cmd.Dir = req.Cwd
+	} else {
+		cmd.Dir = "/"
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = lingerForOutput
+	return cmd, nil
+}
+
+func environ(extra map[string]string) []string {
+	env := map[string]string{"PATH": defaultPath, "HOME": "/root", "LANG": "C.UTF-8"}
+	for k, v := range extra {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// killGroup ends the command and everything in its process group.
+func killGroup(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+// exitCode maps a finished process to a shell-style exit code.
+func exitCode(err error) (int, error) {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay means the process exited 0 but left its output
+		// pipes open in a background child.
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	return -1, err
+}
+
+// startError turns a failure to start into the code a shell would give.
+func startError(err error) (int, string) {
+	msg := err.Error()
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return 127, msg + "\n"
+	}
+	return 126, msg + "\n"
+}
+
+// cappedBuffer keeps at most max bytes and remembers whether it dropped any.
+type cappedBuffer struct {
+	buf       bytes.Buffer
+	max       int
+	truncated bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	room := c.max - c.buf.Len()
+	if room < len(p) {
+		c.truncated = true
+		if room > 0 {
+			c.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return c.buf.Write(p)
+}
+
+func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
+	var req ExecRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "decode exec request: "+err.Error())
+		return
+	}
+	res, err := runToCompletion(r.Context(), &req)
+	if errors.Is(err, errBadRequest) {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
+	cmd, err := command(req)
+	if err != nil {
+		return nil, err
+	}
+	stdout := &cappedBuffer{max: MaxCapturedOutput}
+	stderr := &cappedBuffer{max: MaxCapturedOutput}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if req.Stdin != "" {
+		cmd.Stdin = strings.NewReader(req.Stdin)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		code, msg := startError(err)
+		return &ExecResult{ExitCode: code, Stderr: msg}, nil
+	}
+	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
+	code, err := exitCode(waitErr)
+	if err != nil {
+		return nil, fmt.Errorf("wait for command: %w", err)
+	}
+	if timedOut {
+		code = 124
+	}
+	return &ExecResult{
+		ExitCode:   code,
+		Stdout:     stdout.buf.String(),
+		Stderr:     stderr.buf.String(),
+		TimedOut:   timedOut,
+		Truncated:  stdout.truncated || stderr.truncated,
+		DurationMs: time.Since(start).Milliseconds(),
+	}, nil
+}
+
+// lingerForOutput bounds how long a finished command's output pipes may stay
+// open, held by something it left running in the background.
+const lingerForOutput = 250 * time.Millisecond
+
+// waitWithDeadline waits for a started command, killing its process group
+// when the timeout passes or ctx ends. It reports Wait's error and whether
+// the timeout fired.
+func waitWithDeadline(ctx context.Context, cmd *exec.Cmd, timeoutSeconds float64) (timedOut bool, err error) {
+	var deadline <-chan time.Time
+	if timeoutSeconds > 0 {
+		t := time.NewTimer(time.Duration(timeoutSeconds * float64(time.Second)))
+		defer t.Stop()
+		deadline = t.C
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return false, err
+	case <-deadline:
+		killGroup(cmd)
+		return true, <-done
+	case <-ctx.Done():
+		killGroup(cmd)
+		return false, <-done
+	}
+}
+
+func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(MaxCapturedOutput)
+	ctx := r.Context()
+	var req ExecRequest
+	if err := wsjson.Read(ctx, conn, &req); err != nil {
+		conn.Close(websocket.StatusPolicyViolation, "first message must be the exec request")
+		return
+	}
+	send := func(f Frame) { _ = wsjson.Write(ctx, conn, f) }
+	cmd, err := command(&req)
+	if err != nil {
+		send(Frame{Type: "error", Message: err.Error()})
+		conn.Close(websocket.StatusNormalClosure, "")
+		return
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		send(Frame{Type: "error", Message: err.Error()})
+		return
+	}
+	var pumps sync.WaitGroup
+	for _, s := range []struct {
+		name string
+		dst  *io.Writer
+	}{{"stdout", &cmd.Stdout}, {"stderr", &cmd.Stderr}} {
+		pr, pw := io.Pipe()
+		*s.dst = pw
+		pumps.Add(1)
+		go func(name string) {
+			defer pumps.Done()
+			pumpFrames(pr, name, send)
+		}(s.name)
+		defer pw.Close()
+	}
+	if err := cmd.Start(); err != nil {
+		code, msg := startError(err)
+		send(Frame{Type: "stderr", Data: msg})
+		send(Frame{Type: "exit", ExitCode: &code})
+		conn.Close(websocket.StatusNormalClosure, "")
+		return
+	}
+	if req.Stdin != "" {
+		_, _ = io.WriteString(stdin, req.Stdin)
+	}
+	go func() {
+		for {
+			var f Frame
+			if err := wsjson.Read(ctx, conn, &f); err != nil {
+				return
+			}
+			switch f.Type {
+			case "stdin":
+				_, _ = io.WriteString(stdin, f.Data)
+			case "stdin_close":
+				_ = stdin.Close()
+			case "kill":
+				killGroup(cmd)
+				return
+			}
+		}
+	}()
+	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
+	code, err := exitCode(waitErr)
+	// cmd.Wait has closed the pipes' write ends it owned; close ours so the
+	// pumps drain and finish before the exit frame.
+	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {
+		w.(*io.PipeWriter).Close()
+	}
+	pumps.Wait()
+	if err != nil {
+		send(Frame{Type: "error", Message: err.Error()})
+	}
+	if timedOut {
+		code = 124
+	}
+	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut})
+	conn.Close(websocket.StatusNormalClosure, "")
+}
+
+// pumpFrames sends what r produces as frames, never splitting a UTF-8
+// sequence across two frames.
+func pumpFrames(r io.Reader, stream string, send func(Frame)) {
+	buf := make([]byte, 32<<10)
+	carry := 0
+	for {
+		n, err := r.Read(buf[carry:])
+		n += carry
+		cut := utf8Boundary(buf[:n])
+		if err != nil {
+			cut = n
+		}
+		if cut > 0 {
+			send(Frame{Type: stream, Data: string(buf[:cut])})
+		}
+		carry = copy(buf, buf[cut:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+// utf8Boundary returns the length of p without a trailing incomplete UTF-8
+// sequence.
+func utf8Boundary(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i >= len(p)-3; i-- {
+		c := p[i]
+		if c < 0x80 {
+			return len(p)
+		}
+		if c >= 0xC0 { // a leading byte: is its sequence complete?
+			need := 2
+			if c >= 0xE0 {
+				need = 3
+			}
+			if c >= 0xF0 {
+				need = 4
+			}
+			if len(p)-i < need {
+				return i
+			}
+			return len(p)
+		}
+	}
+	return len(p)
+}

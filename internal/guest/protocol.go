@@ -1,0 +1,83 @@
+// Package guest is warren's in-sandbox agent and the host's client for it.
+//
+// The agent runs as the sandbox's init. It dials the host over a Unix socket
+// that the runtime bind-mounts into the sandbox, so the transport is the same
+// for every backend and needs no network inside the sandbox. Dialing out
+// (rather than listening) keeps the sandbox checkpointable: gVisor cannot save
+// a bound host socket, but it can drop and later re-dial a connected one.
+// Over that one connection the host opens multiplexed streams, each carrying
+// one HTTP request to the agent.
+package guest
+
+import "time"
+
+// Paths inside every sandbox.
+const (
+	// Dir holds warren's files inside a sandbox.
+	Dir = "/.warren"
+	// AgentPath is where the runtime places the agent binary.
+	AgentPath = Dir + "/agent"
+	// RunDir is bind-mounted from the host and holds the host's socket.
+	RunDir = Dir + "/run"
+	// SocketName is the host socket's name in RunDir.
+	SocketName = "host.sock"
+)
+
+// ExecRequest runs one command. Exactly one of Argv or Cmd is set; Cmd runs
+// under /bin/sh -c.
+type ExecRequest struct {
+	Argv           []string          `json:"argv,omitempty"`
+	Cmd            string            `json:"cmd,omitempty"`
+	Env            map[string]string `json:"env,omitempty"`
+	Cwd            string            `json:"cwd,omitempty"`
+	Stdin          string            `json:"stdin,omitempty"`
+	TimeoutSeconds float64           `json:"timeout_seconds,omitempty"`
+}
+
+// ExecResult is the outcome of a command run to completion.
+type ExecResult struct {
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	// TimedOut is set when the command was killed at its timeout.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// Truncated is set when output beyond MaxCapturedOutput was dropped.
+	Truncated  bool  `json:"truncated,omitempty"`
+	DurationMs int64 `json:"duration_ms"`
+}
+
+// MaxCapturedOutput bounds what a synchronous exec keeps per stream; larger
+// outputs belong on the streaming variant.
+const MaxCapturedOutput = 16 << 20
+
+// Frame is one message of a streaming exec or PTY session, in either
+// direction.
+type Frame struct {
+	// Type is stdout, stderr, exit or error (agent to caller), or stdin,
+	// stdin_close, kill or resize (caller to agent).
+	Type     string `json:"type"`
+	Data     string `json:"data,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	TimedOut bool   `json:"timed_out,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Cols     uint16 `json:"cols,omitempty"`
+	Rows     uint16 `json:"rows,omitempty"`
+}
+
+// FileInfo describes one file or directory.
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Path    string    `json:"path"`
+	Type    string    `json:"type"` // file, dir, symlink or other
+	Size    int64     `json:"size"`
+	Mode    string    `json:"mode"`
+	ModTime time.Time `json:"mtime"`
+}
+
+// Error is the body of every non-2xx answer from the agent.
+type Error struct {
+	Code    string `json:"code"` // not_found, bad_request, internal
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }

@@ -1,0 +1,357 @@
+// Package image keeps the root filesystems sandboxes boot from. An image is
+// a directory tree, built once, shared read-only by every sandbox that uses
+// it; each sandbox writes to its own overlay on top.
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+)
+
+// formatVersion changes when the layout warren needs inside an image
+// changes; images built under another version are rebuilt.
+const formatVersion = 1
+
+// Image describes one built image.
+type Image struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"` // missing, building, ready, failed
+	Source    string    `json:"source,omitempty"`
+	SizeBytes int64     `json:"size_bytes,omitempty"`
+	BuiltAt   time.Time `json:"built_at,omitzero"`
+	BuildMs   int64     `json:"build_ms,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	// Progress is the last step of a build under way.
+	Progress string `json:"progress,omitempty"`
+	Format   int    `json:"format,omitempty"`
+}
+
+// Event reports progress of a build.
+type Event struct {
+	Image   string `json:"image"`
+	Step    string `json:"step"`
+	Message string `json:"message"`
+	Done    bool   `json:"done,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// builder makes an image's root filesystem in dir, reporting as it goes.
+type builder func(ctx context.Context, dir string, report func(step, msg string)) error
+
+// ErrUnknown is returned for an image name warren cannot build.
+var ErrUnknown = errors.New("unknown image")
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// Store builds and finds images under one directory.
+type Store struct {
+	dir      string
+	builders map[string]builder
+	sources  map[string]string
+
+	mu       sync.Mutex
+	building map[string]*build
+}
+
+type build struct {
+	done     chan struct{}
+	err      error
+	mu       sync.Mutex
+	progress string
+	watchers []chan Event
+}
+
+// Options configures a Store.
+type Options struct {
+	// DebianMirror is where debootstrap fetches packages.
+	DebianMirror string
+	// Suite is the Debian release of the base image.
+	Suite string
+}
+
+// NewStore returns a store rooted at dir with the built-in images.
+func NewStore(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create image dir: %w", err)
+	}
+	if opts.DebianMirror == "" {
+		opts.DebianMirror = "http://deb.debian.org/debian"
+	}
+	if opts.Suite == "" {
+		opts.Suite = "bookworm"
+	}
+	s := &Store{dir: dir, building: map[string]*build{}}
+	s.builders = map[string]builder{
+		"busybox": buildBusybox,
+		"base":    debootstrapBuilder(opts.Suite, opts.DebianMirror, baseIncludes),
+	}
+	s.sources = map[string]string{
+		"busybox": "busybox-static from the host",
+		"base":    "debootstrap " + opts.Suite + " minbase + " + joinComma(baseIncludes),
+	}
+	return s, nil
+}
+
+// ValidName reports whether name can name an image.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// Known reports whether the store can build or has built name.
+func (s *Store) Known(name string) bool {
+	if _, ok := s.builders[name]; ok {
+		return true
+	}
+	_, err := os.Stat(s.metaPath(name))
+	return err == nil
+}
+
+func (s *Store) imageDir(name string) string { return filepath.Join(s.dir, name) }
+func (s *Store) metaPath(name string) string { return filepath.Join(s.dir, name, "image.json") }
+
+// RootfsPath is where a ready image's tree lives.
+func (s *Store) RootfsPath(name string) string { return filepath.Join(s.dir, name, "rootfs") }
+
+func (s *Store) readMeta(name string) (*Image, error) {
+	b, err := os.ReadFile(s.metaPath(name))
+	if err != nil {
+		return nil, err
+	}
+	var img Image
+	if err := json.Unmarshal(b, &img); err != nil {
+		return nil, fmt.Errorf("decode image %s: %w", name, err)
+	}
+	return &img, nil
+}
+
+// Get describes an image, whether or not it is built.
+func (s *Store) Get(name string) (*Image, error) {
+	if !ValidName(name) || !s.Known(name) {
+		return nil, fmt.Errorf("%w: %q", ErrUnknown, name)
+	}
+	s.mu.Lock()
+	b := s.building[name]
+	s.mu.Unlock()
+	if b != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return &Image{Name: name, State: "building", Source: s.sources[name], Progress: b.progress}, nil
+	}
+	img, err := s.readMeta(name)
+	if err != nil || img.Format != formatVersion {
+		return &Image{Name: name, State: "missing", Source: s.sources[name]}, nil
+	}
+	return img, nil
+}
+
+// List describes every image the store knows.
+func (s *Store) List() []*Image {
+	names := map[string]bool{}
+	for n := range s.builders {
+		names[n] = true
+	}
+	entries, _ := os.ReadDir(s.dir)
+	for _, e := range entries {
+		if e.IsDir() && ValidName(e.Name()) && s.Known(e.Name()) {
+			names[e.Name()] = true
+		}
+	}
+	var out []*Image
+	for n := range names {
+		if img, err := s.Get(n); err == nil {
+			out = append(out, img)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Ensure returns the rootfs path of name, building it first if needed.
+// Concurrent callers share one build. watch, if not nil, receives progress
+// until Ensure returns.
+func (s *Store) Ensure(ctx context.Context, name string, watch func(Event)) (string, error) {
+	if img, err := s.Get(name); err != nil {
+		return "", err
+	} else if img.State == "ready" {
+		return s.RootfsPath(name), nil
+	}
+	b, leader := s.join(name)
+	var ch chan Event
+	if watch != nil {
+		ch = make(chan Event, 64)
+		b.mu.Lock()
+		b.watchers = append(b.watchers, ch)
+		b.mu.Unlock()
+	}
+	if leader {
+		// The build belongs to the store, not to the caller that happened
+		// to start it: other callers may be waiting on it.
+		go s.runBuild(context.WithoutCancel(ctx), name, b)
+	}
+	for {
+		select {
+		case ev := <-ch:
+			watch(ev)
+		case <-b.done:
+			// Drain what is left for this watcher.
+			for ch != nil {
+				select {
+				case ev := <-ch:
+					watch(ev)
+					continue
+				default:
+				}
+				break
+			}
+			if b.err != nil {
+				return "", b.err
+			}
+			return s.RootfsPath(name), nil
+		case <-ctx.Done():
+			return "", fmt.Errorf("wait for image %s: %w", name, ctx.Err())
+		}
+	}
+}
+
+func (s *Store) join(name string) (*build, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.building[name]; ok {
+		return b, false
+	}
+	b := &build{done: make(chan struct{})}
+	s.building[name] = b
+	return b, true
+}
+
+func (s *Store) runBuild(ctx context.Context, name string, b *build) {
+	report := func(step, msg string) {
+		ev := Event{Image: name, Step: step, Message: msg}
+		b.mu.Lock()
+		b.progress = step + ": " + msg
+		for _, w := range b.watchers {
+			select {
+			case w <- ev:
+			default: // a slow watcher misses progress, never the result
+			}
+		}
+		b.mu.Unlock()
+	}
+	b.err = s.build(ctx, name, report)
+	if b.err != nil {
+		report("failed", b.err.Error())
+	} else {
+		report("ready", "image "+name+" is ready")
+	}
+	s.mu.Lock()
+	delete(s.building, name)
+	s.mu.Unlock()
+	close(b.done)
+}
+
+// build makes the image in a scratch directory and renames it into place,
+// so a crash mid-build never leaves a half image that looks ready.
+func (s *Store) build(ctx context.Context, name string, report func(step, msg string)) error {
+	bld, ok := s.builders[name]
+	if !ok {
+		return fmt.Errorf("%w: %q has no builder", ErrUnknown, name)
+	}
+	start := time.Now()
+	scratch := filepath.Join(s.dir, ".build-"+name)
+	if err := os.RemoveAll(scratch); err != nil {
+		return fmt.Errorf("clear old build of %s: %w", name, err)
+	}
+	rootfs := filepath.Join(scratch, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return fmt.Errorf("create build dir: %w", err)
+	}
+	if err := bld(ctx, rootfs, report); err != nil {
+		os.RemoveAll(scratch)
+		return fmt.Errorf("build image %s: %w", name, err)
+	}
+	if err := prepareForWarren(rootfs); err != nil {
+		os.RemoveAll(scratch)
+		return fmt.Errorf("prepare image %s: %w", name, err)
+	}
+	size := treeSize(rootfs)
+	meta := Image{Name: name, State: "ready", Source: s.sources[name], SizeBytes: size,
+		BuiltAt: time.Now().UTC(), BuildMs: time.Since(start).Milliseconds(), Format: formatVersion}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(scratch, "image.json"), mb, 0o644); err != nil {
+		os.RemoveAll(scratch)
+		return fmt.Errorf("write image metadata: %w", err)
+	}
+	final := s.imageDir(name)
+	old := filepath.Join(s.dir, ".old-"+name)
+	os.RemoveAll(old)
+	if _, err := os.Stat(final); err == nil {
+		// An outdated image may still be the lower layer of running
+		// sandboxes; move it aside rather than deleting under them.
+		if err := os.Rename(final, old); err != nil {
+			return fmt.Errorf("replace image %s: %w", name, err)
+		}
+	}
+	if err := os.Rename(scratch, final); err != nil {
+		return fmt.Errorf("install image %s: %w", name, err)
+	}
+	return nil
+}
+
+// prepareForWarren adds what every sandbox needs in its root: mount points
+// for the agent and its socket directory, and the usual pseudo-filesystems.
+func prepareForWarren(rootfs string) error {
+	for _, d := range []string{".warren/run", "proc", "sys", "dev", "tmp", "root", "etc", "workspace"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777|os.ModeSticky); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(rootfs, ".warren/agent"), os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, name := range []string{"hosts", "resolv.conf", "hostname"} {
+		p := filepath.Join(rootfs, "etc", name)
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			content := ""
+			if name == "hosts" {
+				content = "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
+			}
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func treeSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func joinComma(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}

@@ -1,0 +1,197 @@
+// Package oci runs sandboxes with an OCI runtime binary: runc, or runsc for
+// gVisor. Both take the same bundle and the same commands; they differ only
+// in a few flags, so one backend serves both.
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/warrenhq/warren/internal/runtime"
+)
+
+// Config selects and configures the OCI runtime binary.
+type Config struct {
+	// Name is the backend name users see (gvisor, runc).
+	Name string
+	// Binary is the path of runsc or runc.
+	Binary string
+	// StateDir is the runtime's --root: where it keeps container state.
+	StateDir string
+	// GlobalFlags go before the subcommand (runsc --platform=systrap ...).
+	GlobalFlags []string
+	// Seccomp installs warren's seccomp filter. gVisor filters the
+	// sentry's own syscalls and ignores an OCI profile, so it is off there.
+	Seccomp bool
+	// CgroupParent is the cgroup under which every sandbox gets its own.
+	CgroupParent string
+}
+
+// Runtime is an OCI-runtime backend.
+type Runtime struct{ cfg Config }
+
+// New checks the binary and returns the backend.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "warren"
+	}
+	if _, err := os.Stat(cfg.Binary); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", cfg.Name, runtime.ErrUnavailable, err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s state dir: %w", cfg.Name, err)
+	}
+	return &Runtime{cfg: cfg}, nil
+}
+
+// GVisor returns the gVisor backend using runsc at binary.
+func GVisor(binary, stateDir string) (*Runtime, error) {
+	return New(Config{
+		Name:     "gvisor",
+		Binary:   binary,
+		StateDir: stateDir,
+		GlobalFlags: []string{
+			"--platform=systrap",
+			// The agent dials the host socket; it never binds one, which
+			// keeps the sandbox checkpointable.
+			"--host-uds=open",
+			// Writes go to the host overlay's upper directory, so files
+			// are visible to the host and survive the sandbox process.
+			"--overlay2=none",
+			"--network=none",
+		},
+	})
+}
+
+// Runc returns the runc backend.
+func Runc(binary, stateDir string) (*Runtime, error) {
+	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true})
+}
+
+func (r *Runtime) Name() string { return r.cfg.Name }
+
+func (r *Runtime) command(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{"--root", r.cfg.StateDir}, r.cfg.GlobalFlags...)
+	return exec.CommandContext(ctx, r.cfg.Binary, append(full, args...)...)
+}
+
+func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := r.command(ctx, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w: %s", r.cfg.Name, args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
+	bundle := filepath.Join(spec.Dir, "bundle")
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return fmt.Errorf("create bundle dir: %w", err)
+	}
+	s := r.ociSpec(spec)
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode OCI spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("write OCI spec: %w", err)
+	}
+	// The sandbox's init writes its stdout and stderr here; a file, not a
+	// pipe, so nothing ties the sandbox's life to ours.
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open init log: %w", err)
+	}
+	defer logf.Close()
+	cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, spec.ID)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdin = nil
+	if err := cmd.Run(); err != nil {
+		// run may have got as far as creating the container.
+		_ = r.Stop(context.WithoutCancel(ctx), spec.ID)
+		tail, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
+		return fmt.Errorf("%s run %s: %w: %s", r.cfg.Name, spec.ID, err, lastLines(tail, 5))
+	}
+	return nil
+}
+
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	_, err := r.run(ctx, "delete", "--force", id)
+	if err != nil && !isNotExist(err) {
+		// Check again: a concurrent delete may have won.
+		if st, serr := r.Status(ctx, id); serr == nil && st == runtime.StatusMissing {
+			return removeCgroups(r.cfg.CgroupParent, id)
+		}
+		return err
+	}
+	return removeCgroups(r.cfg.CgroupParent, id)
+}
+
+type stateJSON struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Pid    int    `json:"pid"`
+}
+
+func (r *Runtime) Status(ctx context.Context, id string) (runtime.Status, error) {
+	out, err := r.run(ctx, "state", id)
+	if err != nil {
+		if isNotExist(err) {
+			return runtime.StatusMissing, nil
+		}
+		return "", err
+	}
+	var st stateJSON
+	if err := json.Unmarshal(out, &st); err != nil {
+		return "", fmt.Errorf("decode %s state: %w", r.cfg.Name, err)
+	}
+	if st.Status == "running" {
+		return runtime.StatusRunning, nil
+	}
+	return runtime.StatusStopped, nil
+}
+
+func (r *Runtime) List(ctx context.Context) ([]string, error) {
+	out, err := r.run(ctx, "list", "--format", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list []stateJSON
+	if len(bytes.TrimSpace(out)) > 0 && !bytes.Equal(bytes.TrimSpace(out), []byte("null")) {
+		if err := json.Unmarshal(out, &list); err != nil {
+			return nil, fmt.Errorf("decode %s list: %w", r.cfg.Name, err)
+		}
+	}
+	ids := make([]string, 0, len(list))
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+func isNotExist(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "does not exist") || strings.Contains(msg, "not found") ||
+		strings.Contains(msg, "no such file") || errors.Is(err, os.ErrNotExist)
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}

@@ -1,0 +1,69 @@
+// Package runtime is the seam between warren and the things that isolate a
+// sandbox. Every backend (gVisor, runc, a plain process) implements Runtime;
+// nothing outside a backend's package knows how it works.
+package runtime
+
+import (
+	"context"
+	"errors"
+)
+
+// Spec is what a backend needs to boot one sandbox. The caller has already
+// prepared the root filesystem and the run directory.
+type Spec struct {
+	// ID is the sandbox id; every id has the same length, because runsc
+	// matches container ids by prefix.
+	ID string
+	// Dir is the sandbox's private host directory; a backend keeps its
+	// bundle and logs here.
+	Dir string
+	// Rootfs is the writable root filesystem (an overlay mount).
+	Rootfs string
+	// RunDir is the host directory that appears at /.warren/run inside the
+	// sandbox; it holds the host socket the agent dials.
+	RunDir string
+	// Agent is the host path of the static agent binary.
+	Agent string
+	// Hostname inside the sandbox.
+	Hostname  string
+	Resources Resources
+}
+
+// Resources are hard limits. Zero means the backend's default.
+type Resources struct {
+	CPU      float64 `json:"cpu"`
+	MemoryMB int     `json:"memory_mb"`
+	PIDs     int     `json:"pids"`
+}
+
+// Status is what a backend knows about a sandbox.
+type Status string
+
+const (
+	StatusRunning Status = "running"
+	// StatusStopped: the backend still holds the sandbox but its init has
+	// exited (crashed, killed by the OOM killer).
+	StatusStopped Status = "stopped"
+	// StatusMissing: the backend holds nothing for this id.
+	StatusMissing Status = "missing"
+)
+
+// Runtime boots and ends sandboxes.
+type Runtime interface {
+	// Name is the backend's name as users see it: gvisor, runc, process.
+	Name() string
+	// Start boots the sandbox and returns once its init is running. On
+	// error, Start leaves nothing behind.
+	Start(ctx context.Context, spec Spec) error
+	// Stop kills the sandbox and frees everything the backend holds for it
+	// (processes, cgroups, state). Stopping a missing sandbox succeeds.
+	Stop(ctx context.Context, id string) error
+	// Status reports whether the sandbox is running.
+	Status(ctx context.Context, id string) (Status, error)
+	// List returns the ids of every sandbox the backend holds, so the
+	// reconciler can find ones the store has forgotten.
+	List(ctx context.Context) ([]string, error)
+}
+
+// ErrUnavailable is returned when a backend cannot run on this host.
+var ErrUnavailable = errors.New("runtime unavailable on this host")

@@ -1,0 +1,420 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/overlay"
+	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// Config wires a Manager.
+type Config struct {
+	// DataDir holds one directory per sandbox under sandboxes/.
+	DataDir string
+	Store   *store.Store
+	Images  *image.Store
+	// Runtimes are the backends available on this node, by name.
+	Runtimes map[string]runtime.Runtime
+	// DefaultRuntime is used when a request names none.
+	DefaultRuntime string
+	// Agent is the host path of the static agent binary.
+	Agent string
+	// AgentTimeout bounds how long a new sandbox's agent may take to dial.
+	AgentTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// Manager runs the sandboxes of one node.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	live     map[string]*live
+	creating map[string]bool // creates under way in this process
+}
+
+// live is what the manager holds in memory for a sandbox it runs.
+type live struct {
+	id        string
+	rt        runtime.Runtime
+	agent     *guest.Client
+	env       map[string]string
+	expiresAt time.Time     // zero: no deadline
+	idle      time.Duration // zero: never idle out
+
+	mu      sync.Mutex
+	lastUse time.Time
+	flushed time.Time // lastUse as last written to the store
+	streams int       // open exec streams and terminals
+}
+
+func (l *live) touch() {
+	l.mu.Lock()
+	l.lastUse = time.Now()
+	l.mu.Unlock()
+}
+
+// hold marks a long-lived stream open; the sandbox is not idle while any
+// is. The returned func releases it.
+func (l *live) hold() func() {
+	l.mu.Lock()
+	l.streams++
+	l.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.streams--
+			l.lastUse = time.Now()
+			l.mu.Unlock()
+		})
+	}
+}
+
+// New returns a Manager. Call Reconcile before serving requests.
+func New(cfg Config) (*Manager, error) {
+	if len(cfg.Runtimes) == 0 {
+		return nil, errors.New("no sandbox runtime is available")
+	}
+	if _, ok := cfg.Runtimes[cfg.DefaultRuntime]; !ok {
+		return nil, fmt.Errorf("default runtime %q is not available", cfg.DefaultRuntime)
+	}
+	if cfg.AgentTimeout == 0 {
+		cfg.AgentTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "sandboxes"), 0o711); err != nil {
+		return nil, fmt.Errorf("create sandboxes dir: %w", err)
+	}
+	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}}, nil
+}
+
+// Runtimes lists the available backend names.
+func (m *Manager) Runtimes() []string {
+	var names []string
+	for n := range m.cfg.Runtimes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// DefaultRuntime is the backend used when a request names none.
+func (m *Manager) DefaultRuntime() string { return m.cfg.DefaultRuntime }
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns "sbx_" and 20 random characters. Ids all have one length
+// because runsc resolves container ids by prefix.
+func newID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "sbx_" + idEncoding.EncodeToString(b)
+}
+
+// IDLength is the length of every sandbox id.
+const IDLength = 24
+
+func (m *Manager) sandboxDir(id string) string {
+	return filepath.Join(m.cfg.DataDir, "sandboxes", id)
+}
+
+func (m *Manager) layout(id string) overlay.Layout { return overlay.Layout{Dir: m.sandboxDir(id)} }
+
+func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxDir(id), "run") }
+
+// Create boots a sandbox and returns it running. On failure nothing is left
+// behind but a row in state failed that says why.
+func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*Sandbox, error) {
+	start := time.Now()
+	sp, img, rtName, err := m.validate(req)
+	if err != nil {
+		return nil, err
+	}
+	rt := m.cfg.Runtimes[rtName]
+	specJSON, _ := json.Marshal(sp)
+	now := time.Now().UTC()
+	row := &store.Sandbox{
+		ID: newID(), Org: org, State: StateCreating, Runtime: rtName, Image: img,
+		Spec: specJSON, Metadata: req.Metadata, CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
+	}
+	if row.Metadata == nil {
+		row.Metadata = map[string]string{}
+	}
+	m.mu.Lock()
+	m.creating[row.ID] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, row.ID)
+		m.mu.Unlock()
+	}()
+	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
+		return nil, err
+	}
+	log := m.log.With("sandbox.id", row.ID, "runtime", rtName, "image", img)
+	log.Info("creating sandbox")
+	// The boot belongs to warren once the row exists: a client that hangs
+	// up must not leave a half-built sandbox behind.
+	bootCtx := context.WithoutCancel(ctx)
+	timings, l, err := m.boot(bootCtx, row.ID, img, rt, sp)
+	if err != nil {
+		log.Error("create failed", "err", err)
+		m.teardown(bootCtx, row.ID, rt)
+		reason := "create failed: " + err.Error()
+		_, _ = m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, &Error{Kind: KindInternal, Message: reason, Err: err}
+	}
+	timings["total_ms"] = time.Since(start).Milliseconds()
+	boot := BootCold
+	change := store.Change{BootPath: &boot, Timings: timings}
+	if sp.TimeoutSeconds > 0 {
+		exp := time.Now().Add(time.Duration(sp.TimeoutSeconds) * time.Second).UTC()
+		change.ExpiresAt = &exp
+		l.expiresAt = exp
+	}
+	m.mu.Lock()
+	m.live[row.ID] = l
+	m.mu.Unlock()
+	row2, err := m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateRunning, change)
+	if err != nil {
+		m.mu.Lock()
+		delete(m.live, row.ID)
+		m.mu.Unlock()
+		m.teardown(bootCtx, row.ID, rt)
+		return nil, fmt.Errorf("record sandbox %s running: %w", row.ID, err)
+	}
+	log.Info("sandbox running", "total_ms", timings["total_ms"])
+	return view(row2), nil
+}
+
+// boot does the work of a create: image, overlay, agent socket, runtime.
+func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, sp *spec) (map[string]int64, *live, error) {
+	timings := map[string]int64{}
+	t := time.Now()
+	lower, err := m.cfg.Images.Ensure(ctx, img, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("prepare image %s: %w", img, err)
+	}
+	timings["image_ms"] = time.Since(t).Milliseconds()
+
+	t = time.Now()
+	lay := m.layout(id)
+	if err := overlay.Mount(lower, lay); err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create run dir: %w", err)
+	}
+	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName))
+	if err != nil {
+		return nil, nil, err
+	}
+	l := newLive(id, rt, agent, sp, time.Now())
+	err = rt.Start(ctx, runtime.Spec{
+		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id),
+		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
+	})
+	if err != nil {
+		agent.Close()
+		return nil, nil, err
+	}
+	timings["boot_ms"] = time.Since(t).Milliseconds()
+
+	t = time.Now()
+	if err := m.waitAgent(ctx, l); err != nil {
+		agent.Close()
+		return nil, nil, err
+	}
+	timings["agent_ms"] = time.Since(t).Milliseconds()
+	return timings, l, nil
+}
+
+// waitAgent waits for a sandbox's agent to dial in, failing early if the
+// sandbox dies first.
+func (m *Manager) waitAgent(ctx context.Context, l *live) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.AgentTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.agent.WaitReady(ctx) }()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("agent did not connect within %s: %w%s", m.cfg.AgentTimeout, err, m.initLogTail(l.id))
+			}
+			return nil
+		case <-tick.C:
+			// Off the fast path: only a slow boot gets here.
+			if st, err := l.rt.Status(ctx, l.id); err == nil && st != runtime.StatusRunning {
+				return fmt.Errorf("sandbox exited during boot (%s)%s", st, m.initLogTail(l.id))
+			}
+		}
+	}
+}
+
+func (m *Manager) initLogTail(id string) string {
+	b, err := os.ReadFile(filepath.Join(m.sandboxDir(id), "init.log"))
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return ": " + strings.Join(lines, "; ")
+}
+
+func hostname(id string) string { return strings.ReplaceAll(id, "_", "-") }
+
+// teardown frees everything a sandbox holds on this host: the runtime's
+// processes and cgroups, the agent socket, the overlay mount and the
+// sandbox directory. It is idempotent and safe on half-built sandboxes.
+func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) error {
+	m.mu.Lock()
+	l := m.live[id]
+	delete(m.live, id)
+	m.mu.Unlock()
+	if l != nil {
+		l.agent.Close()
+	}
+	var errs []error
+	if rt != nil {
+		if err := rt.Stop(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	lay := m.layout(id)
+	if err := overlay.Unmount(lay); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(m.sandboxDir(id)); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandbox dir: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.log.Error("teardown incomplete", "sandbox.id", id, "err", err)
+		return err
+	}
+	return nil
+}
+
+// Get returns a sandbox of org.
+func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return view(row), nil
+}
+
+// List lists sandboxes of org.
+func (m *Manager) List(ctx context.Context, f store.Filter) ([]*Sandbox, error) {
+	rows, err := m.cfg.Store.ListSandboxes(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Sandbox, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, view(r))
+	}
+	return out, nil
+}
+
+// Delete ends a sandbox and frees everything it held.
+func (m *Manager) Delete(ctx context.Context, org, id string) (*Sandbox, error) {
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m.end(ctx, row, "deleted by request")
+}
+
+// end moves a sandbox through deleting to deleted, tearing it down.
+func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*Sandbox, error) {
+	switch row.State {
+	case StateDeleted:
+		return view(row), nil
+	case StateCreating:
+		return nil, conflict("sandbox %s is still being created", row.ID)
+	}
+	ctx = context.WithoutCancel(ctx)
+	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning, StateFailed, StateDeleting}, StateDeleting, store.Change{}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, conflict("sandbox %s changed state while deleting; try again", row.ID)
+		}
+		return nil, err
+	}
+	if err := m.teardown(ctx, row.ID, m.cfg.Runtimes[row.Runtime]); err != nil {
+		// Stays in deleting; the reconciler retries.
+		return nil, fmt.Errorf("delete sandbox %s: %w", row.ID, err)
+	}
+	change := store.Change{Ended: true}
+	if row.State != StateFailed {
+		change.Reason = &reason
+	}
+	out, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateDeleting}, StateDeleted, change)
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("sandbox deleted", "sandbox.id", row.ID, "reason", reason)
+	return view(out), nil
+}
+
+func view(r *store.Sandbox) *Sandbox {
+	var sp spec
+	_ = json.Unmarshal(r.Spec, &sp)
+	v := &Sandbox{
+		ID: r.ID, State: r.State, Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
+		Metadata: r.Metadata, TimeoutSeconds: sp.TimeoutSeconds, IdleTimeoutSeconds: sp.IdleTimeoutSeconds,
+		CreatedAt: r.CreatedAt, BootPath: r.BootPath, Timings: r.Timings, Reason: r.Reason,
+	}
+	if !r.ExpiresAt.IsZero() {
+		t := r.ExpiresAt
+		v.ExpiresAt = &t
+	}
+	if !r.EndedAt.IsZero() {
+		t := r.EndedAt
+		v.EndedAt = &t
+	}
+	if len(v.Timings) == 0 {
+		v.Timings = nil
+	}
+	return v
+}
+
+func newLive(id string, rt runtime.Runtime, agent *guest.Client, sp *spec, lastUse time.Time) *live {
+	return &live{id: id, rt: rt, agent: agent, env: sp.Env, lastUse: lastUse, flushed: lastUse,
+		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second}
+}

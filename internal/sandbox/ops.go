@@ -1,0 +1,219 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+var readFile = os.ReadFile
+
+// agentFor returns the agent of a running sandbox of org, recording the
+// use for the idle timeout.
+func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
+	m.mu.Lock()
+	l := m.live[id]
+	m.mu.Unlock()
+	if l != nil && org != "" {
+		// The live map is org-blind; the store is the authority on owners.
+		if _, err := m.cfg.Store.GetSandbox(ctx, org, id); err != nil {
+			l = nil
+		}
+	}
+	if l == nil {
+		row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, notFound(id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return nil, conflict("sandbox %s is %s, not running", id, row.State)
+	}
+	l.touch()
+	return l, nil
+}
+
+// withEnv merges the sandbox's env under a request's own.
+func (l *live) withEnv(env map[string]string) map[string]string {
+	if len(l.env) == 0 {
+		return env
+	}
+	out := maps.Clone(l.env)
+	maps.Copy(out, env)
+	return out
+}
+
+// Exec runs a command to completion in a sandbox.
+func (m *Manager) Exec(ctx context.Context, org, id string, req *guest.ExecRequest) (*guest.ExecResult, error) {
+	if err := validateExec(req); err != nil {
+		return nil, err
+	}
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	r := *req
+	r.Env = l.withEnv(req.Env)
+	res, err := l.agent.Exec(ctx, &r)
+	return res, agentError(err)
+}
+
+func validateExec(req *guest.ExecRequest) error {
+	switch {
+	case len(req.Argv) > 0 && req.Cmd != "":
+		return badRequest("cmd", "give cmd or argv, not both")
+	case len(req.Argv) == 0 && req.Cmd == "":
+		return badRequest("cmd", "cmd or argv is required")
+	case len(req.Argv) > 0 && req.Argv[0] == "":
+		return badRequest("argv", "argv[0] must not be empty")
+	case req.TimeoutSeconds < 0:
+		return badRequest("timeout_seconds", "timeout_seconds must not be negative")
+	case req.Cwd != "" && req.Cwd[0] != '/':
+		return badRequest("cwd", "cwd %q must be absolute", req.Cwd)
+	}
+	for k := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return badRequest("env", "env name %q is not valid", k)
+		}
+	}
+	return nil
+}
+
+// ExecStream starts a streaming exec and returns the agent connection,
+// the request already sent; the caller relays frames both ways.
+// The sandbox counts as busy until release is called.
+func (m *Manager) ExecStream(ctx context.Context, org, id string, req *guest.ExecRequest) (conn *websocket.Conn, release func(), err error) {
+	if err := validateExec(req); err != nil {
+		return nil, nil, err
+	}
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err = l.agent.ExecStream(ctx)
+	if err != nil {
+		return nil, nil, agentError(err)
+	}
+	r := *req
+	r.Env = l.withEnv(req.Env)
+	if err := wsjson.Write(ctx, conn, &r); err != nil {
+		conn.CloseNow()
+		return nil, nil, fmt.Errorf("send exec request to agent: %w", err)
+	}
+	return conn, l.hold(), nil
+}
+
+// PTY opens a terminal in a sandbox. The sandbox counts as busy until
+// release is called.
+func (m *Manager) PTY(ctx context.Context, org, id string, cols, rows int, env map[string]string) (conn *websocket.Conn, release func(), err error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	q := url.Values{}
+	if cols > 0 && rows > 0 {
+		q.Set("cols", strconv.Itoa(cols))
+		q.Set("rows", strconv.Itoa(rows))
+	}
+	if e := l.withEnv(env); len(e) > 0 {
+		b, _ := json.Marshal(e)
+		q.Set("env", string(b))
+	}
+	conn, err = l.agent.PTY(ctx, q)
+	if err != nil {
+		return nil, nil, agentError(err)
+	}
+	return conn, l.hold(), nil
+}
+
+// ReadFile streams a file out of a sandbox.
+func (m *Manager) ReadFile(ctx context.Context, org, id, path string) (io.ReadCloser, int64, error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	rc, n, err := l.agent.ReadFile(ctx, path)
+	return rc, n, agentError(err)
+}
+
+// WriteFile streams r into a file in a sandbox.
+func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r io.Reader) (*guest.FileInfo, error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := l.agent.WriteFile(ctx, path, mode, r)
+	return fi, agentError(err)
+}
+
+// ListFiles lists a directory in a sandbox.
+func (m *Manager) ListFiles(ctx context.Context, org, id, path string) ([]guest.FileInfo, error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.agent.List(ctx, path)
+	return out, agentError(err)
+}
+
+// StatFile describes a path in a sandbox.
+func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := l.agent.Stat(ctx, path)
+	return fi, agentError(err)
+}
+
+// Mkdir creates a directory in a sandbox.
+func (m *Manager) Mkdir(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := l.agent.Mkdir(ctx, path)
+	return fi, agentError(err)
+}
+
+// RemoveFile removes a path in a sandbox.
+func (m *Manager) RemoveFile(ctx context.Context, org, id, path string, recursive bool) error {
+	l, err := m.agentFor(ctx, org, id)
+	if err != nil {
+		return err
+	}
+	return agentError(l.agent.Remove(ctx, path, recursive))
+}
+
+// agentError turns the agent's answers into errors the API can classify.
+func agentError(err error) error {
+	var ae *guest.AgentError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch ae.Status {
+	case 400:
+		return &Error{Kind: KindBadRequest, Field: "path", Message: ae.Message}
+	case 404:
+		return &Error{Kind: KindNotFound, Message: ae.Message}
+	case 409:
+		return &Error{Kind: KindConflict, Message: ae.Message}
+	case 403:
+		return &Error{Kind: KindBadRequest, Field: "path", Message: ae.Message}
+	}
+	return err
+}

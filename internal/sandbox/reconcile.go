@@ -1,0 +1,262 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/internal/overlay"
+	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// How often the background loops run.
+const (
+	deadlineEvery  = time.Second
+	reconcileEvery = 15 * time.Second
+	flushIdleEvery = 30 * time.Second
+	// reattachWait bounds how long a surviving sandbox's agent may take to
+	// dial a restarted warren.
+	reattachWait = 10 * time.Second
+)
+
+// Reconcile makes the store and the host agree. At start-up it adopts the
+// sandboxes that survived a restart, fails the creates a crash
+// interrupted, finishes deletes, and frees whatever no row accounts for:
+// runtime containers, cgroups, mounts and sandbox directories.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StateDeleting}})
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	keep := map[string]bool{}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, row := range rows {
+		m.mu.Lock()
+		inFlight := m.creating[row.ID]
+		_, isLive := m.live[row.ID]
+		m.mu.Unlock()
+		keep[row.ID] = true
+		if inFlight {
+			continue
+		}
+		rt := m.cfg.Runtimes[row.Runtime]
+		switch row.State {
+		case StateCreating:
+			m.failRow(ctx, row, rt, "create interrupted: warren stopped before the sandbox was ready")
+		case StateDeleting:
+			if _, err := m.end(ctx, row, "deleted by request"); err != nil {
+				m.log.Error("reconcile: finish delete", "sandbox.id", row.ID, "err", err)
+			}
+		case StateRunning:
+			if isLive {
+				m.checkLive(ctx, row, rt)
+				continue
+			}
+			wg.Add(1)
+			go func(row *store.Sandbox) {
+				defer wg.Done()
+				if err := m.reattach(ctx, row, rt); err != nil {
+					m.failRow(ctx, row, rt, "lost after restart: "+err.Error())
+					mu.Lock()
+					delete(keep, row.ID)
+					mu.Unlock()
+				}
+			}(row)
+		}
+	}
+	wg.Wait()
+	m.mu.Lock()
+	for id := range m.creating {
+		keep[id] = true
+	}
+	m.mu.Unlock()
+	m.sweep(ctx, keep)
+	return nil
+}
+
+// failRow tears a sandbox down and records why it failed.
+func (m *Manager) failRow(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, reason string) {
+	m.log.Warn("sandbox failed", "sandbox.id", row.ID, "reason", reason)
+	_ = m.teardown(ctx, row.ID, rt)
+	_, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateFailed, store.Change{Reason: &reason, Ended: true})
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		m.log.Error("record failure", "sandbox.id", row.ID, "err", err)
+	}
+}
+
+// checkLive fails a sandbox whose agent has gone and whose runtime says it
+// is no longer running (its init crashed, the OOM killer took it).
+func (m *Manager) checkLive(ctx context.Context, row *store.Sandbox, rt runtime.Runtime) {
+	m.mu.Lock()
+	l := m.live[row.ID]
+	m.mu.Unlock()
+	if l == nil || l.agent.Connected() {
+		return
+	}
+	st, err := rt.Status(ctx, row.ID)
+	if err != nil || st == runtime.StatusRunning {
+		return
+	}
+	m.failRow(ctx, row, rt, "sandbox exited unexpectedly"+m.initLogTail(row.ID))
+}
+
+// reattach adopts a sandbox that kept running while warren was down: it
+// listens on the sandbox's socket again and waits for the agent to dial.
+func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.Runtime) error {
+	if rt == nil {
+		return fmt.Errorf("runtime %s is not available on this node", row.Runtime)
+	}
+	st, err := rt.Status(ctx, row.ID)
+	if err != nil {
+		return fmt.Errorf("check runtime state: %w", err)
+	}
+	if st != runtime.StatusRunning {
+		return fmt.Errorf("sandbox is %s", st)
+	}
+	sock := filepath.Join(m.runDir(row.ID), guest.SocketName)
+	_ = os.Remove(sock) // the dead warren's socket file
+	agent, err := guest.Listen(sock)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, reattachWait)
+	defer cancel()
+	if err := agent.WaitReady(wctx); err != nil {
+		agent.Close()
+		return fmt.Errorf("agent did not reconnect: %w", err)
+	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	last := row.LastActiveAt
+	if last.IsZero() {
+		last = time.Now()
+	}
+	l := newLive(row.ID, rt, agent, &sp, last)
+	l.expiresAt = row.ExpiresAt
+	m.mu.Lock()
+	m.live[row.ID] = l
+	m.mu.Unlock()
+	m.log.Info("reattached sandbox", "sandbox.id", row.ID)
+	return nil
+}
+
+// sweep frees host resources that belong to no sandbox in keep.
+func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
+	for name, rt := range m.cfg.Runtimes {
+		ids, err := rt.List(ctx)
+		if err != nil {
+			m.log.Error("sweep: list runtime", "runtime", name, "err", err)
+			continue
+		}
+		for _, id := range ids {
+			if !keep[id] {
+				m.log.Warn("sweep: stopping orphan", "runtime", name, "sandbox.id", id)
+				if err := rt.Stop(ctx, id); err != nil {
+					m.log.Error("sweep: stop orphan", "sandbox.id", id, "err", err)
+				}
+			}
+		}
+	}
+	dir := filepath.Join(m.cfg.DataDir, "sandboxes")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		m.log.Warn("sweep: removing orphan sandbox dir", "sandbox.id", e.Name())
+		if err := m.teardown(ctx, e.Name(), nil); err != nil {
+			m.log.Error("sweep: remove orphan dir", "sandbox.id", e.Name(), "err", err)
+		}
+	}
+	// Mounts whose directory went away first.
+	points, _ := overlay.MountPoints(dir)
+	for _, p := range points {
+		id := filepath.Base(filepath.Dir(p))
+		if !keep[id] {
+			_ = overlay.Unmount(m.layout(id))
+		}
+	}
+}
+
+// Run drives deadlines, idle timeouts and periodic reconciliation until
+// ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	deadlines := time.NewTicker(deadlineEvery)
+	defer deadlines.Stop()
+	reconcile := time.NewTicker(reconcileEvery)
+	defer reconcile.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadlines.C:
+			m.enforceDeadlines(ctx)
+		case <-reconcile.C:
+			if err := m.Reconcile(ctx); err != nil {
+				m.log.Error("reconcile", "err", err)
+			}
+		}
+	}
+}
+
+func (m *Manager) enforceDeadlines(ctx context.Context) {
+	now := time.Now()
+	m.mu.Lock()
+	lives := make([]*live, 0, len(m.live))
+	for _, l := range m.live {
+		lives = append(lives, l)
+	}
+	m.mu.Unlock()
+	for _, l := range lives {
+		l.mu.Lock()
+		last, streams := l.lastUse, l.streams
+		// Activity reaches the store now and then, not on every call, so a
+		// restart keeps the idle clock roughly right at no cost per exec.
+		flush := last.After(l.flushed) && now.Sub(l.flushed) > flushIdleEvery
+		if flush {
+			l.flushed = last
+		}
+		l.mu.Unlock()
+		if flush {
+			_ = m.cfg.Store.Touch(ctx, l.id, last)
+		}
+		var reason string
+		switch {
+		case !l.expiresAt.IsZero() && now.After(l.expiresAt):
+			reason = "timeout: the sandbox reached its timeout_seconds"
+		case l.idle > 0 && streams == 0 && now.Sub(last) > l.idle:
+			reason = fmt.Sprintf("idle timeout: no activity for %s", l.idle)
+		default:
+			continue
+		}
+		row, err := m.cfg.Store.GetSandbox(ctx, "", l.id)
+		if err != nil {
+			continue
+		}
+		if _, err := m.end(ctx, row, reason); err != nil {
+			m.log.Error("end sandbox at deadline", "sandbox.id", l.id, "err", err)
+		}
+	}
+}
+
+// Shutdown lets go of the sandboxes without stopping them: they keep
+// running and a later warren adopts them.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.live {
+		l.mu.Lock()
+		last := l.lastUse
+		l.mu.Unlock()
+		_ = m.cfg.Store.Touch(context.Background(), l.id, last)
+		l.agent.Close()
+	}
+}

@@ -1,0 +1,129 @@
+// Package sandbox is warren's node-side core: it turns create requests into
+// running sandboxes (image, overlay, runtime, agent), routes exec, files and
+// PTY to each sandbox's agent, ends sandboxes at their deadlines, and
+// reconciles the store with what the host really holds after a crash.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/warrenhq/warren/internal/runtime"
+)
+
+// States a sandbox passes through.
+const (
+	StateCreating = "creating"
+	StateRunning  = "running"
+	StateDeleting = "deleting"
+	StateDeleted  = "deleted"
+	StateFailed   = "failed"
+)
+
+// Boot paths reported on create.
+const BootCold = "cold_boot"
+
+// CreateRequest is the body of POST /v1/sandboxes. Every field is optional.
+type CreateRequest struct {
+	Image              string            `json:"image,omitempty"`
+	Runtime            string            `json:"runtime,omitempty"`
+	Resources          *Resources        `json:"resources,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	Metadata           map[string]string `json:"metadata,omitempty"`
+	TimeoutSeconds     *int64            `json:"timeout_seconds,omitempty"`
+	IdleTimeoutSeconds *int64            `json:"idle_timeout_seconds,omitempty"`
+}
+
+// Resources are a sandbox's hard limits.
+type Resources struct {
+	CPU      float64 `json:"cpu"`
+	MemoryMB int     `json:"memory_mb"`
+	PIDs     int     `json:"pids"`
+}
+
+func (r Resources) runtime() runtime.Resources {
+	return runtime.Resources{CPU: r.CPU, MemoryMB: r.MemoryMB, PIDs: r.PIDs}
+}
+
+// Defaults for a request that leaves them out.
+var DefaultResources = Resources{CPU: 1, MemoryMB: 1024, PIDs: 512}
+
+// DefaultImage is used when a request names none.
+const DefaultImage = "base"
+
+// spec is what is stored for a sandbox: the request with defaults filled.
+type spec struct {
+	Resources          Resources         `json:"resources"`
+	Env                map[string]string `json:"env,omitempty"`
+	TimeoutSeconds     int64             `json:"timeout_seconds"`
+	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
+}
+
+// Sandbox is the view of a sandbox the API returns.
+type Sandbox struct {
+	ID                 string            `json:"id"`
+	State              string            `json:"state"`
+	Runtime            string            `json:"runtime"`
+	Image              string            `json:"image"`
+	Resources          Resources         `json:"resources"`
+	Metadata           map[string]string `json:"metadata"`
+	TimeoutSeconds     int64             `json:"timeout_seconds"`
+	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
+	CreatedAt          time.Time         `json:"created_at"`
+	ExpiresAt          *time.Time        `json:"expires_at,omitempty"`
+	EndedAt            *time.Time        `json:"ended_at,omitempty"`
+	BootPath           string            `json:"boot_path,omitempty"`
+	Timings            map[string]int64  `json:"timings,omitempty"`
+	// Reason says why a sandbox failed or was ended by warren.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Kind classifies an Error for the API.
+type Kind int
+
+const (
+	KindInternal Kind = iota
+	KindBadRequest
+	KindNotFound
+	KindConflict
+	KindUnavailable
+)
+
+// Error is an error a caller can act on.
+type Error struct {
+	Kind    Kind
+	Field   string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil && e.Message == "" {
+		return e.Err.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func badRequest(field, format string, args ...any) error {
+	return &Error{Kind: KindBadRequest, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func notFound(id string) error {
+	return &Error{Kind: KindNotFound, Message: fmt.Sprintf("sandbox %s not found", id)}
+}
+
+func conflict(format string, args ...any) error {
+	return &Error{Kind: KindConflict, Message: fmt.Sprintf(format, args...)}
+}
+
+// KindOf returns the kind of err, KindInternal for plain errors.
+func KindOf(err error) (Kind, string) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind, e.Field
+	}
+	return KindInternal, ""
+}

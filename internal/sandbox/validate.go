@@ -1,0 +1,117 @@
+package sandbox
+
+import (
+	"fmt"
+	goruntime "runtime"
+	"strings"
+
+	"github.com/warrenhq/warren/internal/image"
+)
+
+// Bounds on what a request may ask for.
+const (
+	minMemoryMB    = 32
+	minPIDs        = 16
+	maxPIDs        = 1 << 20
+	maxMetadataKey = 64
+	maxMetadataVal = 1024
+	maxMetadata    = 64
+)
+
+// validate checks a create request and fills defaults. Every error names
+// the field at fault.
+func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
+	img := req.Image
+	if img == "" {
+		img = DefaultImage
+	}
+	if !image.ValidName(img) || !m.cfg.Images.Known(img) {
+		return nil, "", "", badRequest("image", "unknown image %q; available: %s", img, strings.Join(m.imageNames(), ", "))
+	}
+	rt := req.Runtime
+	if rt == "" {
+		rt = m.cfg.DefaultRuntime
+	}
+	if _, ok := m.cfg.Runtimes[rt]; !ok {
+		return nil, "", "", badRequest("runtime", "runtime %q is not available on this node; available: %s", rt, strings.Join(m.Runtimes(), ", "))
+	}
+	res := DefaultResources
+	if r := req.Resources; r != nil {
+		if r.CPU != 0 {
+			res.CPU = r.CPU
+		}
+		if r.MemoryMB != 0 {
+			res.MemoryMB = r.MemoryMB
+		}
+		if r.PIDs != 0 {
+			res.PIDs = r.PIDs
+		}
+	}
+	if cores := float64(goruntime.NumCPU()); res.CPU < 0.01 || res.CPU > cores {
+		return nil, "", "", badRequest("resources.cpu", "cpu must be between 0.01 and %g (this node's cores), got %g", cores, res.CPU)
+	}
+	if total := hostMemoryMB(); res.MemoryMB < minMemoryMB || (total > 0 && res.MemoryMB > total) {
+		return nil, "", "", badRequest("resources.memory_mb", "memory_mb must be between %d and %d, got %d", minMemoryMB, total, res.MemoryMB)
+	}
+	if res.PIDs < minPIDs || res.PIDs > maxPIDs {
+		return nil, "", "", badRequest("resources.pids", "pids must be between %d and %d, got %d", minPIDs, maxPIDs, res.PIDs)
+	}
+	for k := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, "", "", badRequest("env", "env name %q is not valid", k)
+		}
+	}
+	for k, v := range req.Env {
+		if strings.ContainsRune(v, 0) {
+			return nil, "", "", badRequest("env."+k, "env value may not contain NUL")
+		}
+	}
+	if len(req.Metadata) > maxMetadata {
+		return nil, "", "", badRequest("metadata", "at most %d metadata entries", maxMetadata)
+	}
+	for k, v := range req.Metadata {
+		if k == "" || len(k) > maxMetadataKey {
+			return nil, "", "", badRequest("metadata", "metadata key %q must be 1 to %d characters", k, maxMetadataKey)
+		}
+		if len(v) > maxMetadataVal {
+			return nil, "", "", badRequest("metadata."+k, "metadata value longer than %d characters", maxMetadataVal)
+		}
+	}
+	sp := &spec{Resources: res, Env: req.Env}
+	if t := req.TimeoutSeconds; t != nil {
+		if *t < 0 {
+			return nil, "", "", badRequest("timeout_seconds", "timeout_seconds must be 0 (no limit) or positive, got %d", *t)
+		}
+		sp.TimeoutSeconds = *t
+	}
+	if t := req.IdleTimeoutSeconds; t != nil {
+		if *t < 0 {
+			return nil, "", "", badRequest("idle_timeout_seconds", "idle_timeout_seconds must be 0 (never) or positive, got %d", *t)
+		}
+		sp.IdleTimeoutSeconds = *t
+	}
+	return sp, img, rt, nil
+}
+
+func (m *Manager) imageNames() []string {
+	var names []string
+	for _, i := range m.cfg.Images.List() {
+		names = append(names, i.Name)
+	}
+	return names
+}
+
+// hostMemoryMB reads MemTotal, or 0 if it cannot.
+func hostMemoryMB() int {
+	var kb int
+	b, err := readFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "MemTotal:") {
+			fmt.Sscanf(strings.TrimPrefix(line, "MemTotal:"), "%d", &kb)
+		}
+	}
+	return kb / 1024
+}

@@ -1,0 +1,290 @@
+// Package serve assembles and runs `warren serve`: the store, images,
+// runtimes, the sandbox manager and the API, on one machine.
+package serve
+
+import (
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/warrenhq/warren/internal/api"
+	"github.com/warrenhq/warren/internal/apikey"
+	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/internal/runtime/oci"
+	"github.com/warrenhq/warren/internal/runtime/process"
+	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// Options configures a node.
+type Options struct {
+	Listen   string
+	DataDir  string
+	ImageDir string // default DataDir/images
+	// Runtime is auto, gvisor, runc or process.
+	Runtime string
+	Runsc   string // path of runsc; default: PATH
+	Runc    string // path of runc; default: PATH
+	// AdminKey, if set, is the bootstrap admin key (WARREN_ADMIN_KEY).
+	AdminKey     string
+	DebianMirror string
+	Log          *slog.Logger
+	// Ready, if set, is called once the API is listening.
+	Ready func(url, adminKey string, keyIsNew bool)
+}
+
+// DefaultOrg owns everything until organizations arrive.
+const DefaultOrg = "default"
+
+// Run serves until ctx ends. Sandboxes keep running after it returns; the
+// next Run adopts them.
+func Run(ctx context.Context, o Options) error {
+	log := o.Log
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
+	}
+	if o.ImageDir == "" {
+		o.ImageDir = filepath.Join(o.DataDir, "images")
+	}
+	st, err := store.Open(ctx, filepath.Join(o.DataDir, "warren.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key, isNew, err := bootstrapKey(ctx, st, o.DataDir, o.AdminKey)
+	if err != nil {
+		return err
+	}
+	images, err := image.NewStore(o.ImageDir, image.Options{DebianMirror: o.DebianMirror})
+	if err != nil {
+		return err
+	}
+	runtimes, def, err := Runtimes(o.Runtime, o.Runsc, o.Runc, filepath.Join(o.DataDir, "runtime"), log)
+	if err != nil {
+		return err
+	}
+	agent, err := installAgent(o.DataDir)
+	if err != nil {
+		return err
+	}
+	mgr, err := sandbox.New(sandbox.Config{
+		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
+		DefaultRuntime: def, Agent: agent, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Reconcile(ctx); err != nil {
+		return err
+	}
+	defer mgr.Shutdown()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go mgr.Run(runCtx)
+
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	srv := &http.Server{Handler: api.New(st, mgr, images, log), ReadHeaderTimeout: 10 * time.Second}
+	url := "http://" + ln.Addr().String()
+	log.Info("warren serving", "url", url, "data_dir", o.DataDir, "runtimes", mgr.Runtimes(), "default_runtime", def)
+	if o.Ready != nil {
+		o.Ready(url, key, isNew)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve API: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	_ = srv.Shutdown(shutdownCtx)
+	log.Info("warren stopped; sandboxes keep running and are adopted on the next start")
+	return nil
+}
+
+// bootstrapKey makes sure an admin key exists. A new key is written to
+// DataDir/admin.key (0600) and returned so it can be shown once.
+func bootstrapKey(ctx context.Context, st *store.Store, dataDir, given string) (key string, isNew bool, err error) {
+	path := filepath.Join(dataDir, "admin.key")
+	if given != "" {
+		if !apikey.Valid(given) {
+			return "", false, errors.New("WARREN_ADMIN_KEY must be 16 to 256 characters without spaces")
+		}
+		if _, err := st.APIKeyByHash(ctx, apikey.Hash(given)); errors.Is(err, store.ErrNotFound) {
+			err := st.InsertAPIKey(ctx, store.APIKey{ID: apikey.ID(given), Org: DefaultOrg, Name: "admin (WARREN_ADMIN_KEY)", Hash: apikey.Hash(given), CreatedAt: time.Now()})
+			if err != nil {
+				return "", false, err
+			}
+		} else if err != nil {
+			return "", false, err
+		}
+		return given, false, writeKeyFile(path, given)
+	}
+	n, err := st.CountAPIKeys(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	if n > 0 {
+		b, _ := os.ReadFile(path)
+		return string(b), false, nil
+	}
+	key, id := apikey.New()
+	if err := writeKeyFile(path, key); err != nil {
+		return "", false, err
+	}
+	if err := st.InsertAPIKey(ctx, store.APIKey{ID: id, Org: DefaultOrg, Name: "admin", Hash: apikey.Hash(key), CreatedAt: time.Now()}); err != nil {
+		return "", false, err
+	}
+	return key, true, nil
+}
+
+func writeKeyFile(path, key string) error {
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		return fmt.Errorf("write admin key: %w", err)
+	}
+	return os.Chmod(path, 0o600)
+}
+
+// Runtimes finds the backends this host can run and picks the default:
+// with "auto", the strongest available (gvisor, then runc).
+func Runtimes(choice, runsc, runc, stateDir string, log *slog.Logger) (map[string]runtime.Runtime, string, error) {
+	out := map[string]runtime.Runtime{}
+	var problems []error
+	if p := lookPath(runsc, "runsc"); p != "" {
+		if rt, err := oci.GVisor(p, filepath.Join(stateDir, "runsc")); err == nil {
+			out["gvisor"] = rt
+		} else {
+			problems = append(problems, err)
+		}
+	} else {
+		problems = append(problems, errors.New("gvisor: runsc not found (set --runsc or WARREN_RUNSC)"))
+	}
+	if p := lookPath(runc, "runc"); p != "" {
+		if rt, err := oci.Runc(p, filepath.Join(stateDir, "runc")); err == nil {
+			out["runc"] = rt
+		} else {
+			problems = append(problems, err)
+		}
+	} else {
+		problems = append(problems, errors.New("runc: runc not found (set --runc or WARREN_RUNC)"))
+	}
+	switch choice {
+	case "process":
+		rt, err := process.New(filepath.Join(stateDir, "process"))
+		if err != nil {
+			return nil, "", err
+		}
+		log.Warn("RUNTIME process GIVES NO ISOLATION: sandboxed code runs directly on this host. Development only.")
+		out["process"] = rt
+		return out, "process", nil
+	case "", "auto":
+		for _, name := range []string{"gvisor", "runc"} {
+			if _, ok := out[name]; ok {
+				return out, name, nil
+			}
+		}
+		return nil, "", fmt.Errorf("no sandbox runtime available: %w", errors.Join(problems...))
+	case "gvisor", "runc":
+		if _, ok := out[choice]; !ok {
+			return nil, "", fmt.Errorf("runtime %s is not available: %w", choice, errors.Join(problems...))
+		}
+		return out, choice, nil
+	}
+	return nil, "", fmt.Errorf("unknown runtime %q: choose auto, gvisor, runc or process", choice)
+}
+
+func lookPath(given, name string) string {
+	if given != "" {
+		return given
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+// installAgent copies this (static) binary into the data dir, where
+// runtimes bind-mount it into sandboxes as the guest agent. A stable copy
+// keeps running sandboxes independent of where the binary was started from.
+func installAgent(dataDir string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own binary: %w", err)
+	}
+	return InstallAgent(self, filepath.Join(dataDir, "agent"))
+}
+
+// InstallAgent places the static binary src in dir as the agent and returns
+// its path. The copy is named by content, so sandboxes still running an
+// older agent keep their file.
+func InstallAgent(src, dir string) (string, error) {
+	if err := checkStatic(src); err != nil {
+		return "", err
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return "", fmt.Errorf("open agent binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash agent binary: %w", err)
+	}
+	dst := filepath.Join(dir, fmt.Sprintf("warren-agent-%x", h.Sum(nil)[:8]))
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create agent dir: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".agent-*")
+	if err != nil {
+		return "", fmt.Errorf("copy agent: %w", err)
+	}
+	if _, err := io.Copy(tmp, f); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("copy agent: %w", err)
+	}
+	tmp.Chmod(0o755)
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return "", fmt.Errorf("install agent: %w", err)
+	}
+	return dst, nil
+}
+
+// checkStatic refuses a dynamically linked binary: inside a sandbox there
+// may be no libc to load it with.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("read agent binary %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; build warren with CGO_ENABLED=0 so it can run inside sandboxes", path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,330 @@
+// Package store keeps warren's durable state: sandboxes and API keys. Every
+// state change is one SQL statement or transaction, so a crash leaves each
+// row in a state it really passed through.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// ErrNotFound is returned for a missing row.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a row is not in a state the change allows.
+var ErrConflict = errors.New("state conflict")
+
+// Store is a SQLite database.
+type Store struct{ db *sql.DB }
+
+const schema = `
+CREATE TABLE IF NOT EXISTS api_keys (
+	id TEXT PRIMARY KEY,
+	org TEXT NOT NULL,
+	name TEXT NOT NULL,
+	hash TEXT NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+	id TEXT PRIMARY KEY,
+	org TEXT NOT NULL,
+	state TEXT NOT NULL,
+	runtime TEXT NOT NULL,
+	image TEXT NOT NULL,
+	spec TEXT NOT NULL,
+	metadata TEXT NOT NULL,
+	boot_path TEXT NOT NULL DEFAULT '',
+	timings TEXT NOT NULL DEFAULT '{}',
+	reason TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL DEFAULT 0,
+	last_active_at INTEGER NOT NULL DEFAULT 0,
+	ended_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sandboxes_org_state ON sandboxes(org, state);
+`
+
+// Open opens (creating if needed) the database at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// One writer at a time is SQLite's rule; one connection keeps
+	// transactions from tripping over each other's locks.
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// APIKey is a stored key; only its hash is kept.
+type APIKey struct {
+	ID        string
+	Org       string
+	Name      string
+	Hash      string
+	CreatedAt time.Time
+}
+
+// InsertAPIKey stores a key.
+func (s *Store) InsertAPIKey(ctx context.Context, k APIKey) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys(id, org, name, hash, created_at) VALUES(?,?,?,?,?)`,
+		k.ID, k.Org, k.Name, k.Hash, k.CreatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("insert api key: %w", err)
+	}
+	return nil
+}
+
+// APIKeyByHash finds the key with this hash.
+func (s *Store) APIKeyByHash(ctx context.Context, hash string) (*APIKey, error) {
+	var k APIKey
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, org, name, hash, created_at FROM api_keys WHERE hash = ?`, hash).
+		Scan(&k.ID, &k.Org, &k.Name, &k.Hash, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up api key: %w", err)
+	}
+	k.CreatedAt = time.UnixMilli(created).UTC()
+	return &k, nil
+}
+
+// CountAPIKeys counts stored keys.
+func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count api keys: %w", err)
+	}
+	return n, nil
+}
+
+// Sandbox is a stored sandbox.
+type Sandbox struct {
+	ID      string
+	Org     string
+	State   string
+	Runtime string
+	Image   string
+	// Spec is the create request as accepted, JSON.
+	Spec     json.RawMessage
+	Metadata map[string]string
+	BootPath string
+	Timings  map[string]int64
+	// Reason says why a sandbox failed or ended.
+	Reason       string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	ExpiresAt    time.Time // zero: no deadline
+	LastActiveAt time.Time
+	EndedAt      time.Time
+}
+
+const sandboxColumns = `id, org, state, runtime, image, spec, metadata, boot_path, timings, reason, created_at, updated_at, expires_at, last_active_at, ended_at`
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+// InsertSandbox stores a new sandbox.
+func (s *Store) InsertSandbox(ctx context.Context, sb *Sandbox) error {
+	md, _ := json.Marshal(sb.Metadata)
+	tm, _ := json.Marshal(sb.Timings)
+	if sb.Timings == nil {
+		tm = []byte("{}")
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		sb.ID, sb.Org, sb.State, sb.Runtime, sb.Image, string(sb.Spec), string(md), sb.BootPath, string(tm), sb.Reason,
+		millis(sb.CreatedAt), millis(sb.UpdatedAt), millis(sb.ExpiresAt), millis(sb.LastActiveAt), millis(sb.EndedAt))
+	if err != nil {
+		return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
+	}
+	return nil
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanSandbox(r scanner) (*Sandbox, error) {
+	var sb Sandbox
+	var spec, md, tm string
+	var created, updated, expires, active, ended int64
+	if err := r.Scan(&sb.ID, &sb.Org, &sb.State, &sb.Runtime, &sb.Image, &spec, &md, &sb.BootPath, &tm, &sb.Reason,
+		&created, &updated, &expires, &active, &ended); err != nil {
+		return nil, err
+	}
+	sb.Spec = json.RawMessage(spec)
+	if err := json.Unmarshal([]byte(md), &sb.Metadata); err != nil {
+		return nil, fmt.Errorf("decode metadata of %s: %w", sb.ID, err)
+	}
+	if err := json.Unmarshal([]byte(tm), &sb.Timings); err != nil {
+		return nil, fmt.Errorf("decode timings of %s: %w", sb.ID, err)
+	}
+	sb.CreatedAt, sb.UpdatedAt = fromMillis(created), fromMillis(updated)
+	sb.ExpiresAt, sb.LastActiveAt, sb.EndedAt = fromMillis(expires), fromMillis(active), fromMillis(ended)
+	return &sb, nil
+}
+
+// GetSandbox returns one sandbox. An org other than "" must match.
+func (s *Store) GetSandbox(ctx context.Context, org, id string) (*Sandbox, error) {
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes WHERE id = ?`
+	args := []any{id}
+	if org != "" {
+		q += ` AND org = ?`
+		args = append(args, org)
+	}
+	sb, err := scanSandbox(s.db.QueryRowContext(ctx, q, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox %s: %w", id, err)
+	}
+	return sb, nil
+}
+
+// Filter selects sandboxes to list.
+type Filter struct {
+	Org      string   // "" for every org
+	States   []string // empty: every state but deleted
+	Metadata map[string]string
+	Limit    int
+}
+
+// ListSandboxes lists sandboxes, newest first.
+func (s *Store) ListSandboxes(ctx context.Context, f Filter) ([]*Sandbox, error) {
+	var where []string
+	var args []any
+	if f.Org != "" {
+		where = append(where, "org = ?")
+		args = append(args, f.Org)
+	}
+	if len(f.States) > 0 {
+		where = append(where, "state IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.States)), ",")+")")
+		for _, st := range f.States {
+			args = append(args, st)
+		}
+	} else {
+		where = append(where, "state != 'deleted'")
+	}
+	for k, v := range f.Metadata {
+		where = append(where, "json_extract(metadata, ?) = ?")
+		args = append(args, `$."`+strings.ReplaceAll(k, `"`, `\"`)+`"`, v)
+	}
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []*Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sandboxes: %w", err)
+		}
+		out = append(out, sb)
+	}
+	return out, rows.Err()
+}
+
+// Change is applied by Transition along with the new state.
+type Change struct {
+	BootPath  *string
+	Timings   map[string]int64
+	Reason    *string
+	ExpiresAt *time.Time
+	Ended     bool
+}
+
+// Transition moves a sandbox from one of the states in from to state to,
+// atomically: if the sandbox is in none of them, nothing changes and
+// ErrConflict is returned (ErrNotFound if it does not exist).
+func (s *Store) Transition(ctx context.Context, id string, from []string, to string, c Change) (*Sandbox, error) {
+	now := time.Now().UTC()
+	sets := []string{"state = ?", "updated_at = ?"}
+	args := []any{to, now.UnixMilli()}
+	if c.BootPath != nil {
+		sets = append(sets, "boot_path = ?")
+		args = append(args, *c.BootPath)
+	}
+	if c.Timings != nil {
+		tm, _ := json.Marshal(c.Timings)
+		sets = append(sets, "timings = ?")
+		args = append(args, string(tm))
+	}
+	if c.Reason != nil {
+		sets = append(sets, "reason = ?")
+		args = append(args, *c.Reason)
+	}
+	if c.ExpiresAt != nil {
+		sets = append(sets, "expires_at = ?")
+		args = append(args, millis(*c.ExpiresAt))
+	}
+	if c.Ended {
+		sets = append(sets, "ended_at = ?")
+		args = append(args, now.UnixMilli())
+	}
+	q := `UPDATE sandboxes SET ` + strings.Join(sets, ", ") + ` WHERE id = ?`
+	args = append(args, id)
+	if len(from) > 0 {
+		q += ` AND state IN (` + strings.TrimSuffix(strings.Repeat("?,", len(from)), ",") + `)`
+		for _, st := range from {
+			args = append(args, st)
+		}
+	}
+	res, err := s.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("move sandbox %s to %s: %w", id, to, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.GetSandbox(ctx, "", id); err != nil {
+			return nil, err
+		}
+		return nil, ErrConflict
+	}
+	return s.GetSandbox(ctx, "", id)
+}
+
+// Touch records activity on a sandbox, for the idle timeout.
+func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET last_active_at = ? WHERE id = ? AND last_active_at < ?`,
+		at.UnixMilli(), id, at.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("touch sandbox %s: %w", id, err)
+	}
+	return nil
+}
