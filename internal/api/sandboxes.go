@@ -210,26 +210,35 @@ func (s *Server) handleExecWS(w http.ResponseWriter, r *http.Request) {
 func relay(ctx context.Context, client, agent *websocket.Conn) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 2)
-	pipe := func(dst, src *websocket.Conn) {
+	type ended struct {
+		agentSide bool
+		err       error
+	}
+	done := make(chan ended, 2)
+	pipe := func(dst, src *websocket.Conn, agentSide bool) {
 		for {
 			typ, data, err := src.Read(ctx)
-			if err != nil {
-				errc <- err
-				return
+			if err == nil {
+				err = dst.Write(ctx, typ, data)
 			}
-			if err := dst.Write(ctx, typ, data); err != nil {
-				errc <- err
+			if err != nil {
+				done <- ended{agentSide, err}
 				return
 			}
 		}
 	}
-	go pipe(agent, client)
-	go pipe(client, agent)
-	err := <-errc
-	status := websocket.CloseStatus(err)
+	go pipe(agent, client, false)
+	go pipe(client, agent, true)
+	e := <-done
+	status := websocket.CloseStatus(e.err)
 	if status == -1 {
-		status = websocket.StatusNormalClosure
+		status = websocket.StatusInternalError
+		if e.agentSide {
+			// Most likely the sandbox went away: say so, rather than
+			// leave the client with a bare disconnect.
+			b, _ := json.Marshal(guest.Frame{Type: "error", Message: "lost the connection to the sandbox: " + e.err.Error()})
+			_ = client.Write(ctx, websocket.MessageText, b)
+		}
 	}
 	client.Close(status, "")
 	agent.Close(status, "")

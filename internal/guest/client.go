@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
@@ -27,11 +28,19 @@ type Client struct {
 	session *yamux.Session
 	ready   chan struct{} // closed when a session is up; replaced when it drops
 	closed  bool
+
+	onDisconnect func()
 }
 
+// reconnectWait bounds how long a call waits for a disconnected agent to
+// dial again before failing.
+const reconnectWait = 10 * time.Second
+
 // Listen creates the host socket at path and returns a client that serves
-// agents dialing it.
-func Listen(path string) (*Client, error) {
+// agents dialing it. onDisconnect, if not nil, is called whenever the
+// agent's connection drops, so the owner can check at once whether the
+// sandbox died.
+func Listen(path string, onDisconnect func()) (*Client, error) {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen for agent on %s: %w", path, err)
@@ -39,9 +48,11 @@ func Listen(path string) (*Client, error) {
 	// Removing the socket file on close would race a successor listening at
 	// the same path, so leave that to whoever owns the directory.
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	c := &Client{listener: l, ready: make(chan struct{})}
+	c := &Client{listener: l, ready: make(chan struct{}), onDisconnect: onDisconnect}
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, reconnectWait)
+			defer cancel()
 			s, err := c.waitSession(ctx)
 			if err != nil {
 				return nil, err
@@ -87,11 +98,15 @@ func (c *Client) acceptLoop() {
 func (c *Client) watch(s *yamux.Session) {
 	<-s.CloseChan()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.session == s {
+	dropped := c.session == s && !c.closed
+	if dropped {
 		c.session = nil
 		c.ready = make(chan struct{})
 		c.http.Transport.(*http.Transport).CloseIdleConnections()
+	}
+	c.mu.Unlock()
+	if dropped && c.onDisconnect != nil {
+		c.onDisconnect()
 	}
 }
 

@@ -62,11 +62,24 @@ func environ(extra map[string]string) []string {
 	return out
 }
 
-// killGroup ends the command and everything in its process group.
+// killGroup ends the command and everything in its process group. A
+// fork bomb can add members while the signal lands, so it keeps sweeping
+// the group until it is empty (or a few seconds pass).
 func killGroup(cmd *exec.Cmd) {
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if cmd.Process == nil {
+		return
 	}
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if syscall.Kill(-pgid, syscall.SIGKILL) == syscall.ESRCH {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 }
 
 // exitCode maps a finished process to a shell-style exit code.

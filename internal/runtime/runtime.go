@@ -67,3 +67,9 @@ type Runtime interface {
 
 // ErrUnavailable is returned when a backend cannot run on this host.
 var ErrUnavailable = errors.New("runtime unavailable on this host")
+
+// OOMReporter is implemented by backends that can tell whether the kernel's
+// OOM killer fired inside a sandbox, so a death can be explained.
+type OOMReporter interface {
+	OOMKilled(id string) bool
+}

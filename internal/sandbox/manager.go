@@ -228,7 +228,7 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
 	}
-	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName))
+	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName), m.agentLost(id))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -94,18 +94,48 @@ func (m *Manager) failRow(ctx context.Context, row *store.Sandbox, rt runtime.Ru
 
 // checkLive fails a sandbox whose agent has gone and whose runtime says it
 // is no longer running (its init crashed, the OOM killer took it).
-func (m *Manager) checkLive(ctx context.Context, row *store.Sandbox, rt runtime.Runtime) {
+// It reports whether the question is settled (connected, or failed).
+func (m *Manager) checkLive(ctx context.Context, row *store.Sandbox, rt runtime.Runtime) bool {
 	m.mu.Lock()
 	l := m.live[row.ID]
 	m.mu.Unlock()
 	if l == nil || l.agent.Connected() {
-		return
+		return true
 	}
 	st, err := rt.Status(ctx, row.ID)
 	if err != nil || st == runtime.StatusRunning {
-		return
+		return false
 	}
-	m.failRow(ctx, row, rt, "sandbox exited unexpectedly"+m.initLogTail(row.ID))
+	reason := "sandbox exited unexpectedly" + m.initLogTail(row.ID)
+	if oom, ok := rt.(runtime.OOMReporter); ok && oom.OOMKilled(row.ID) {
+		var sp spec
+		_ = json.Unmarshal(row.Spec, &sp)
+		reason = fmt.Sprintf("out of memory: the sandbox exceeded memory_mb=%d and the kernel killed it", sp.Resources.MemoryMB)
+	}
+	m.failRow(ctx, row, rt, reason)
+	return true
+}
+
+// agentLost returns the callback for a dropped agent connection: it checks
+// at once whether the sandbox is still there, instead of waiting for the
+// next reconcile, so callers learn of a dead sandbox in milliseconds.
+func (m *Manager) agentLost(id string) func() {
+	return func() {
+		go func() {
+			ctx := context.Background()
+			// The runtime may take a moment to notice its sandbox died.
+			for _, wait := range []time.Duration{0, 200 * time.Millisecond, time.Second, 3 * time.Second} {
+				time.Sleep(wait)
+				row, err := m.cfg.Store.GetSandbox(ctx, "", id)
+				if err != nil || row.State != StateRunning {
+					return
+				}
+				if m.checkLive(ctx, row, m.cfg.Runtimes[row.Runtime]) {
+					return
+				}
+			}
+		}()
+	}
 }
 
 // reattach adopts a sandbox that kept running while warren was down: it
@@ -123,7 +153,7 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	}
 	sock := filepath.Join(m.runDir(row.ID), guest.SocketName)
 	_ = os.Remove(sock) // the dead warren's socket file
-	agent, err := guest.Listen(sock)
+	agent, err := guest.Listen(sock, m.agentLost(row.ID))
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 const cgroupRoot = "/sys/fs/cgroup"
@@ -53,3 +54,23 @@ func CgroupIDs(parent string) []string {
 
 // RemoveCgroups frees the cgroups of a sandbox no backend holds any more.
 func RemoveCgroups(parent, id string) error { return removeCgroups(parent, id) }
+
+// OOMKilled reports whether the OOM killer has killed anything in the
+// sandbox's memory cgroup.
+func (r *Runtime) OOMKilled(id string) bool {
+	for _, f := range []string{
+		filepath.Join(cgroupRoot, "memory", r.cfg.CgroupParent, id, "memory.oom_control"), // v1
+		filepath.Join(cgroupRoot, r.cfg.CgroupParent, id, "memory.events"),                // v2
+	} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if n, ok := strings.CutPrefix(line, "oom_kill "); ok && strings.TrimSpace(n) != "0" {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -32,6 +32,9 @@ type Config struct {
 	Seccomp bool
 	// CgroupParent is the cgroup under which every sandbox gets its own.
 	CgroupParent string
+	// PIDsInSandbox enforces the process limit inside the sandbox's own
+	// kernel (gVisor) rather than only in the host cgroup.
+	PIDsInSandbox bool
 }
 
 // Runtime is an OCI-runtime backend.
@@ -67,6 +70,7 @@ func GVisor(binary, stateDir string) (*Runtime, error) {
 			"--overlay2=none",
 			"--network=none",
 		},
+		PIDsInSandbox: true,
 	})
 }
 

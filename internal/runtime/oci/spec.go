@@ -1,6 +1,8 @@
 package oci
 
 import (
+	"golang.org/x/sys/unix"
+
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warrenhq/warren/internal/guest"
@@ -12,6 +14,8 @@ const (
 	defaultPIDs = 1024
 	cpuPeriodUs = 100000
 	nofileLimit = 65536
+	// sentryThreads is host-task headroom for gVisor's own threads.
+	sentryThreads = 4096
 )
 
 // capabilities is the set a Docker container gets by default: enough for
@@ -37,7 +41,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 			User:            specs.User{UID: 0, GID: 0},
 			Capabilities:    caps,
 			NoNewPrivileges: true,
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofileLimit, Soft: nofileLimit}},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile(), Soft: nofile()}},
 		},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
@@ -62,6 +66,16 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 	}
 	if r.cfg.Seccomp {
 		spec.Linux.Seccomp = seccompProfile()
+	}
+	if r.cfg.PIDsInSandbox {
+		// The host cgroup would count the sentry's own threads too, and
+		// the sentry dies when it cannot make one. Limit the sandbox's
+		// processes inside its kernel instead, and leave the host cgroup
+		// a generous bound as a backstop.
+		limit := uint64(*spec.Linux.Resources.Pids.Limit)
+		spec.Process.Rlimits = append(spec.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: limit, Soft: limit})
+		backstop := int64(limit) + sentryThreads
+		spec.Linux.Resources.Pids.Limit = &backstop
 	}
 	return spec
 }
@@ -123,3 +137,14 @@ func seccompProfile() *specs.LinuxSeccomp {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// nofile is the open-files limit for sandboxes: nofileLimit, or less where
+// warren's own hard limit is lower (the runtime may not raise it once it
+// has dropped capabilities).
+func nofile() uint64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Max < nofileLimit {
+		return lim.Max
+	}
+	return nofileLimit
+}
