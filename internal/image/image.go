@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -261,6 +262,20 @@ func (s *Store) build(ctx context.Context, name string, report func(step, msg st
 	bld, ok := s.builders[name]
 	if !ok {
 		return fmt.Errorf("%w: %q has no builder", ErrUnknown, name)
+	}
+	// Another warren process may share this image dir: one builds, the
+	// others wait and then find the image ready.
+	lock, err := os.OpenFile(filepath.Join(s.dir, ".lock-"+name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock image %s: %w", name, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock image %s: %w", name, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if img, err := s.readMeta(name); err == nil && img.Format == formatVersion {
+		return nil
 	}
 	start := time.Now()
 	scratch := filepath.Join(s.dir, ".build-"+name)

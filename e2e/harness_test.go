@@ -1,0 +1,282 @@
+// Package e2e drives a real warren binary with real runsc and runc
+// sandboxes, a real SQLite file and real HTTP. It needs root, runc and a
+// runsc; `make test` installs them.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warrenhq/warren/client"
+)
+
+var (
+	warrenBin string
+	runscBin  string
+	imageDir  string
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: these tests drive real sandboxes and must run as root (make test)")
+		os.Exit(1)
+	}
+	root, _ := filepath.Abs("..")
+	warrenBin = os.Getenv("WARREN_BIN")
+	if warrenBin == "" {
+		warrenBin = filepath.Join(os.TempDir(), "warren-e2e")
+		build := exec.Command("go", "build", "-o", warrenBin, "./cmd/warren")
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: build warren: %v\n%s", err, out)
+			os.Exit(1)
+		}
+	}
+	runscBin = os.Getenv("WARREN_RUNSC")
+	if runscBin == "" {
+		b, err := os.ReadFile(filepath.Join(root, ".cache/runsc-path"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: no runsc: set WARREN_RUNSC or run make test")
+			os.Exit(1)
+		}
+		runscBin = strings.TrimSpace(string(b))
+	}
+	imageDir = os.Getenv("WARREN_TEST_IMAGE_DIR")
+	if imageDir == "" {
+		imageDir = filepath.Join(root, ".cache/images")
+	}
+	os.Exit(m.Run())
+}
+
+// server is one warren serve process.
+type server struct {
+	t       *testing.T
+	dataDir string
+	url     string
+	key     string
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	c       *client.Client
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const adminKey = "e2e-admin-key-0123456789"
+
+// startServer runs warren serve on a fresh data dir (or the given one).
+func startServer(t *testing.T, dataDir string, extraEnv ...string) *server {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+		t.Cleanup(func() { cleanDataDir(t, dataDir) })
+	}
+	s := &server{t: t, dataDir: dataDir, key: adminKey, logs: &syncBuffer{}}
+	s.cmd = exec.Command(warrenBin, "serve", "--json", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--runsc", runscBin)
+	s.cmd.Env = append(os.Environ(), "WARREN_ADMIN_KEY="+adminKey, "WARREN_IMAGE_DIR="+imageDir)
+	s.cmd.Env = append(s.cmd.Env, extraEnv...)
+	s.cmd.Stderr = s.logs
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		var hello struct {
+			URL string `json:"url"`
+		}
+		err := json.NewDecoder(bufio.NewReader(stdout)).Decode(&hello)
+		s.url = hello.URL
+		ready <- err
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("warren serve did not start: %v\n%s", err, s.logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("warren serve did not start in 60s\n%s", s.logs.String())
+	}
+	s.c = client.New(s.url, s.key)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("warren log:\n%s", s.logs.String())
+		}
+	})
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop ends the server gracefully, after deleting what tests left behind.
+func (s *server) stop() {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if list, err := s.c.ListSandboxes(ctx, client.ListOptions{States: []string{"running", "failed"}}); err == nil {
+		for _, sb := range list {
+			_, _ = s.c.DeleteSandbox(ctx, sb.ID)
+		}
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// kill9 ends the server the hard way, as a crash would.
+func (s *server) kill9() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+}
+
+// cleanDataDir unmounts what a data dir may still hold so it can be removed.
+func cleanDataDir(t *testing.T, dir string) {
+	out, _ := os.ReadFile("/proc/self/mountinfo")
+	var points []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
+}
+
+func (s *server) create(t *testing.T, req client.CreateRequest) *client.Sandbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	sb, err := s.c.CreateSandbox(ctx, &req)
+	if err != nil {
+		t.Fatalf("create %+v: %v", req, err)
+	}
+	if sb.State != "running" {
+		t.Fatalf("created sandbox is %s", sb.State)
+	}
+	return sb
+}
+
+func (s *server) exec(t *testing.T, id string, req client.ExecRequest) *client.ExecResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := s.c.Exec(ctx, id, &req)
+	if err != nil {
+		t.Fatalf("exec %+v in %s: %v", req, id, err)
+	}
+	return res
+}
+
+// raw sends a request with an explicit key and body and returns status and
+// decoded JSON body.
+func (s *server) raw(t *testing.T, method, path, key, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+// runtimes are the backends every behaviour is checked on.
+var runtimes = []string{"gvisor", "runc"}
+
+// traces lists what the host still holds for a sandbox id: processes,
+// mounts, cgroups, directories.
+func traces(t *testing.T, s *server, id string) []string {
+	t.Helper()
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte(id)) {
+			found = append(found, "process "+filepath.Base(filepath.Dir(p))+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, id) {
+			found = append(found, "mount: "+line)
+		}
+	}
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/warren/" + id)
+	for _, c := range cgroups {
+		found = append(found, "cgroup "+c)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/warren/" + id); err == nil {
+		found = append(found, "cgroup /sys/fs/cgroup/warren/"+id)
+	}
+	if _, err := os.Stat(filepath.Join(s.dataDir, "sandboxes", id)); err == nil {
+		found = append(found, "directory "+filepath.Join(s.dataDir, "sandboxes", id))
+	}
+	for _, rt := range []string{"runsc", "runc"} {
+		state, _ := filepath.Glob(filepath.Join(s.dataDir, "runtime", rt, "*"+id+"*"))
+		for _, st := range state {
+			found = append(found, rt+" state "+st)
+		}
+	}
+	return found
+}
+
+// eventually retries check until it passes or the timeout ends.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = check(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+}
