@@ -345,3 +345,25 @@ func TestListFilters(t *testing.T) {
 		t.Fatalf("bad state filter: %d %v", status, body)
 	}
 }
+
+// TestProcessRuntimeWithOptIn runs the development-only backend: no
+// isolation, but the same API, and a loud warning.
+func TestProcessRuntimeWithOptIn(t *testing.T) {
+	s := startServer(t, "", "WARREN_ALLOW_INSECURE_RUNTIME=1", "WARREN_RUNTIME=process")
+	if !strings.Contains(s.logs.String(), "NO ISOLATION") {
+		t.Fatalf("no warning in the log:\n%s", s.logs.String())
+	}
+	sb := s.create(t, client.CreateRequest{Image: "busybox"})
+	if sb.Runtime != "process" {
+		t.Fatalf("runtime %s", sb.Runtime)
+	}
+	if res := s.exec(t, sb.ID, client.ExecRequest{Cmd: "echo $((6*7))", Env: map[string]string{"X": "1"}}); res.Stdout != "42\n" {
+		t.Fatalf("exec: %+v", res)
+	}
+	if _, err := s.c.DeleteSandbox(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if tr := traces(t, s, sb.ID); len(tr) > 0 {
+		t.Fatalf("after delete:\n%s", strings.Join(tr, "\n"))
+	}
+}

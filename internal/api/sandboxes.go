@@ -299,77 +299,48 @@ func (s *Server) handleReadFile(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, rc)
 }
 
-func (s *Server) handleWriteFile(w http.ResponseWriter, r *http.Request) {
-	p, err := pathParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+// fileRoute serves a files request about one path: fn answers a JSON
+// value, or nil for 204 No Content.
+func (s *Server) fileRoute(fn func(r *http.Request, org, id, path string) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := pathParam(r)
+		var v any
+		if err == nil {
+			v, err = fn(r, org(r), r.PathValue("id"), p)
+		}
+		switch {
+		case err != nil:
+			s.fail(w, r, err)
+		case v == nil:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			writeJSON(w, http.StatusOK, v)
+		}
 	}
-	fi, err := s.sandbox.WriteFile(r.Context(), org(r), r.PathValue("id"), p, r.URL.Query().Get("mode"), r.Body)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fi)
 }
 
-func (s *Server) handleRemoveFile(w http.ResponseWriter, r *http.Request) {
-	p, err := pathParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	recursive := r.URL.Query().Get("recursive") == "true"
-	if err := s.sandbox.RemoveFile(r.Context(), org(r), r.PathValue("id"), p, recursive); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func (s *Server) writeFile(r *http.Request, org, id, p string) (any, error) {
+	return s.sandbox.WriteFile(r.Context(), org, id, p, r.URL.Query().Get("mode"), r.Body)
 }
 
-func (s *Server) handleListFiles(w http.ResponseWriter, r *http.Request) {
-	p, err := pathParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	entries, err := s.sandbox.ListFiles(r.Context(), org(r), r.PathValue("id"), p)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
+func (s *Server) removeFile(r *http.Request, org, id, p string) (any, error) {
+	return nil, s.sandbox.RemoveFile(r.Context(), org, id, p, r.URL.Query().Get("recursive") == "true")
+}
+
+func (s *Server) listFiles(r *http.Request, org, id, p string) (any, error) {
+	entries, err := s.sandbox.ListFiles(r.Context(), org, id, p)
 	if entries == nil {
 		entries = []guest.FileInfo{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": entries})
+	return map[string]any{"path": p, "entries": entries}, err
 }
 
-func (s *Server) handleStatFile(w http.ResponseWriter, r *http.Request) {
-	p, err := pathParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	fi, err := s.sandbox.StatFile(r.Context(), org(r), r.PathValue("id"), p)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fi)
+func (s *Server) statFile(r *http.Request, org, id, p string) (any, error) {
+	return s.sandbox.StatFile(r.Context(), org, id, p)
 }
 
-func (s *Server) handleMkdir(w http.ResponseWriter, r *http.Request) {
-	p, err := pathParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	fi, err := s.sandbox.Mkdir(r.Context(), org(r), r.PathValue("id"), p)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fi)
+func (s *Server) mkdir(r *http.Request, org, id, p string) (any, error) {
+	return s.sandbox.Mkdir(r.Context(), org, id, p)
 }
 
 func (s *Server) handleListImages(w http.ResponseWriter, r *http.Request) {

@@ -86,11 +86,11 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("POST /exec", a.handleExec)
 	mux.HandleFunc("GET /exec/stream", a.handleExecStream)
 	mux.HandleFunc("GET /files", a.handleReadFile)
-	mux.HandleFunc("PUT /files", a.handleWriteFile)
-	mux.HandleFunc("DELETE /files", a.handleRemove)
-	mux.HandleFunc("GET /files/list", a.handleList)
-	mux.HandleFunc("GET /files/stat", a.handleStat)
-	mux.HandleFunc("POST /files/mkdir", a.handleMkdir)
+	mux.HandleFunc("PUT /files", pathHandler(writeFile))
+	mux.HandleFunc("DELETE /files", pathHandler(remove))
+	mux.HandleFunc("GET /files/list", pathHandler(listDir))
+	mux.HandleFunc("GET /files/stat", pathHandler(func(p string, _ *http.Request) (any, error) { return statPath(p) }))
+	mux.HandleFunc("POST /files/mkdir", pathHandler(mkdir))
 	mux.HandleFunc("GET /pty", a.handlePTY)
 	return mux
 }

@@ -93,31 +93,23 @@ func (a *Agent) handleReadFile(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, f)
 }
 
-// handleWriteFile streams the body into a temporary file beside the target
-// and renames it into place, so readers never see a half-written file.
-func (a *Agent) handleWriteFile(w http.ResponseWriter, r *http.Request) {
-	p, err := cleanPath(r)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
+// writeFile streams the body into a temporary file beside the target and
+// renames it into place, so readers never see a half-written file.
+func writeFile(p string, r *http.Request) (any, error) {
 	mode := os.FileMode(0o644)
 	if m := r.URL.Query().Get("mode"); m != "" {
 		v, err := strconv.ParseUint(m, 8, 32)
 		if err != nil || v > 0o7777 {
-			fsError(w, fmt.Errorf("%w: mode %q is not an octal permission", errBadRequest, m))
-			return
+			return nil, fmt.Errorf("%w: mode %q is not an octal permission", errBadRequest, m)
 		}
 		mode = os.FileMode(v)
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		fsError(w, err)
-		return
+		return nil, err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".warren-*")
 	if err != nil {
-		fsError(w, err)
-		return
+		return nil, err
 	}
 	_, err = io.Copy(tmp, r.Body)
 	if err == nil {
@@ -131,27 +123,43 @@ func (a *Agent) handleWriteFile(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		fsError(w, err)
-		return
+		return nil, err
 	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fileInfo(p, fi))
+	return statPath(p)
 }
 
-func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
-	p, err := cleanPath(r)
-	if err != nil {
+// pathHandler serves a request about one path: fn answers a JSON value
+// (nil for 204 No Content) or an error mapped to its status.
+func pathHandler(fn func(p string, r *http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := cleanPath(r)
+		if err == nil {
+			var v any
+			if v, err = fn(p, r); err == nil {
+				if v == nil {
+					w.WriteHeader(http.StatusNoContent)
+				} else {
+					writeJSON(w, http.StatusOK, v)
+				}
+				return
+			}
+		}
 		fsError(w, err)
-		return
 	}
+}
+
+func statPath(p string) (any, error) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	return fileInfo(p, fi), nil
+}
+
+func listDir(p string, _ *http.Request) (any, error) {
 	entries, err := os.ReadDir(p)
 	if err != nil {
-		fsError(w, err)
-		return
+		return nil, err
 	}
 	out := make([]FileInfo, 0, len(entries))
 	for _, e := range entries {
@@ -162,65 +170,27 @@ func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 		out = append(out, fileInfo(filepath.Join(p, e.Name()), fi))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": out})
+	return map[string]any{"path": p, "entries": out}, nil
 }
 
-func (a *Agent) handleStat(w http.ResponseWriter, r *http.Request) {
-	p, err := cleanPath(r)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
-	fi, err := os.Lstat(p)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fileInfo(p, fi))
-}
-
-func (a *Agent) handleMkdir(w http.ResponseWriter, r *http.Request) {
-	p, err := cleanPath(r)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
+func mkdir(p string, _ *http.Request) (any, error) {
 	if err := os.MkdirAll(p, 0o755); err != nil {
-		fsError(w, err)
-		return
+		return nil, err
 	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, fileInfo(p, fi))
+	return statPath(p)
 }
 
-func (a *Agent) handleRemove(w http.ResponseWriter, r *http.Request) {
-	p, err := cleanPath(r)
-	if err != nil {
-		fsError(w, err)
-		return
-	}
+func remove(p string, r *http.Request) (any, error) {
 	if p == "/" {
-		fsError(w, fmt.Errorf("%w: refusing to remove /", errBadRequest))
-		return
+		return nil, fmt.Errorf("%w: refusing to remove /", errBadRequest)
 	}
 	if _, err := os.Lstat(p); err != nil {
-		fsError(w, err)
-		return
+		return nil, err
 	}
 	if r.URL.Query().Get("recursive") == "true" {
-		err = os.RemoveAll(p)
-	} else {
-		err = os.Remove(p)
+		return nil, os.RemoveAll(p)
 	}
-	if err != nil {
-		fsError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, os.Remove(p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
