@@ -47,6 +47,7 @@ type Manager struct {
 	mu       sync.Mutex
 	live     map[string]*live
 	creating map[string]bool // creates under way in this process
+	ending   map[string]bool // deletes under way in this process
 }
 
 // live is what the manager holds in memory for a sandbox it runs.
@@ -104,7 +105,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "sandboxes"), 0o711); err != nil {
 		return nil, fmt.Errorf("create sandboxes dir: %w", err)
 	}
-	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}}, nil
+	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}, ending: map[string]bool{}}, nil
 }
 
 // Runtimes lists the available backend names.
@@ -132,6 +133,10 @@ func newID() string {
 
 // IDLength is the length of every sandbox id.
 const IDLength = 24
+
+// runtimeStartTimeout bounds a backend's start, so a wedged runtime fails
+// the create instead of leaving it in creating.
+const runtimeStartTimeout = 2 * time.Minute
 
 func (m *Manager) sandboxDir(id string) string {
 	return filepath.Join(m.cfg.DataDir, "sandboxes", id)
@@ -233,7 +238,9 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 		return nil, nil, err
 	}
 	l := newLive(id, rt, agent, sp, time.Now())
-	err = rt.Start(ctx, runtime.Spec{
+	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
+	defer cancel()
+	err = rt.Start(startCtx, runtime.Spec{
 		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id),
 		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
 	})
@@ -370,6 +377,18 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 		return nil, conflict("sandbox %s is still being created", row.ID)
 	}
 	ctx = context.WithoutCancel(ctx)
+	m.mu.Lock()
+	if m.ending[row.ID] {
+		m.mu.Unlock()
+		return nil, conflict("sandbox %s is already being deleted", row.ID)
+	}
+	m.ending[row.ID] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.ending, row.ID)
+		m.mu.Unlock()
+	}()
 	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning, StateFailed, StateDeleting}, StateDeleting, store.Change{}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, conflict("sandbox %s changed state while deleting; try again", row.ID)

@@ -40,7 +40,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	var mu sync.Mutex
 	for _, row := range rows {
 		m.mu.Lock()
-		inFlight := m.creating[row.ID]
+		inFlight := m.creating[row.ID] || m.ending[row.ID]
 		_, isLive := m.live[row.ID]
 		m.mu.Unlock()
 		keep[row.ID] = true
@@ -73,8 +73,15 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	// What started or finished while this pass ran is not an orphan.
 	m.mu.Lock()
 	for id := range m.creating {
+		keep[id] = true
+	}
+	for id := range m.live {
+		keep[id] = true
+	}
+	for id := range m.ending {
 		keep[id] = true
 	}
 	m.mu.Unlock()
