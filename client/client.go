@@ -22,6 +22,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/sandbox"
 )
 
@@ -36,6 +37,7 @@ type (
 	FileInfo      = guest.FileInfo
 	Image         = image.Image
 	ImageEvent    = image.Event
+	NetworkPolicy = network.Policy
 )
 
 // Client calls one warren server.
@@ -178,6 +180,12 @@ func (c *Client) ListSandboxes(ctx context.Context, opts ListOptions) ([]*Sandbo
 func (c *Client) DeleteSandbox(ctx context.Context, id string) (*Sandbox, error) {
 	var sb Sandbox
 	return &sb, c.call(ctx, http.MethodDelete, sandboxPath(id), nil, nil, &sb)
+}
+
+// SetNetwork changes a running sandbox's egress policy.
+func (c *Client) SetNetwork(ctx context.Context, id string, p *NetworkPolicy) (*Sandbox, error) {
+	var sb Sandbox
+	return &sb, c.call(ctx, http.MethodPut, sandboxPath(id, "/network"), nil, p, &sb)
 }
 
 // Exec runs a command to completion.

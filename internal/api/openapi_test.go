@@ -9,6 +9,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/sandbox"
 )
 
@@ -54,7 +55,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"CreateRequest": sandbox.CreateRequest{}, "Resources": sandbox.Resources{}, "Sandbox": sandbox.Sandbox{},
 		"ExecRequest": guest.ExecRequest{}, "ExecResult": guest.ExecResult{}, "Frame": guest.Frame{},
 		"FileInfo": guest.FileInfo{}, "Image": image.Image{}, "ImageEvent": image.Event{},
-		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{},
+		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{}, "NetworkPolicy": network.Policy{},
 	}
 	if len(types) != len(doc.Components.Schemas) {
 		t.Errorf("openapi.json has %d schemas, the test knows %d: keep them in step", len(doc.Components.Schemas), len(types))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
 )
@@ -90,6 +91,20 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	sb, err := s.sandbox.Delete(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleSetNetwork(w http.ResponseWriter, r *http.Request) {
+	var p network.Policy
+	if err := decode(r, &p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sb, err := s.sandbox.SetNetwork(r.Context(), org(r), r.PathValue("id"), &p)
 	if err != nil {
 		s.fail(w, r, err)
 		return

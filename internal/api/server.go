@@ -65,6 +65,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/sandboxes", s.handleList, true},
 		{"GET /v1/sandboxes/{id}", s.handleGet, true},
 		{"DELETE /v1/sandboxes/{id}", s.handleDelete, true},
+		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, true},
 		{"POST /v1/sandboxes/{id}/exec", s.handleExec, true},
 		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, true},
 		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, true},

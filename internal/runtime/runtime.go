@@ -24,6 +24,8 @@ type Spec struct {
 	RunDir string
 	// Agent is the host path of the static agent binary.
 	Agent string
+	// NetNS is the network namespace to join; empty for a new, empty one.
+	NetNS string
 	// Hostname inside the sandbox.
 	Hostname  string
 	Resources Resources

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
@@ -34,6 +35,8 @@ type Config struct {
 	DefaultRuntime string
 	// Agent is the host path of the static agent binary.
 	Agent string
+	// Network wires sandboxes to the host and enforces egress policy.
+	Network *network.Manager
 	// AgentTimeout bounds how long a new sandbox's agent may take to dial.
 	AgentTimeout time.Duration
 	Log          *slog.Logger
@@ -212,7 +215,7 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		return nil, fmt.Errorf("record sandbox %s running: %w", row.ID, err)
 	}
 	log.Info("sandbox running", "total_ms", timings["total_ms"])
-	return view(row2), nil
+	return m.view(row2), nil
 }
 
 // boot does the work of a create: image, overlay, agent socket, runtime.
@@ -233,6 +236,17 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
 	}
+	var netns string
+	if sp.Network != nil {
+		info, err := m.cfg.Network.Setup(id, sp.Network)
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up network: %w", err)
+		}
+		netns = network.NSPath(id)
+		if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
+			return nil, nil, err
+		}
+	}
 	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName), m.agentLost(id))
 	if err != nil {
 		return nil, nil, err
@@ -241,7 +255,7 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
 	defer cancel()
 	err = rt.Start(startCtx, runtime.Spec{
-		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id),
+		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
 		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
 	})
 	if err != nil {
@@ -315,6 +329,11 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 			errs = append(errs, err)
 		}
 	}
+	if m.cfg.Network != nil && len(errs) == 0 {
+		if err := m.cfg.Network.Teardown(id); err != nil {
+			errs = append(errs, fmt.Errorf("remove network: %w", err))
+		}
+	}
 	lay := m.layout(id)
 	if err := overlay.Unmount(lay); err != nil {
 		errs = append(errs, err)
@@ -340,7 +359,7 @@ func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return view(row), nil
+	return m.view(row), nil
 }
 
 // List lists sandboxes of org.
@@ -351,7 +370,7 @@ func (m *Manager) List(ctx context.Context, f store.Filter) ([]*Sandbox, error) 
 	}
 	out := make([]*Sandbox, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, view(r))
+		out = append(out, m.view(r))
 	}
 	return out, nil
 }
@@ -372,7 +391,7 @@ func (m *Manager) Delete(ctx context.Context, org, id string) (*Sandbox, error) 
 func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*Sandbox, error) {
 	switch row.State {
 	case StateDeleted:
-		return view(row), nil
+		return m.view(row), nil
 	case StateCreating:
 		return nil, conflict("sandbox %s is still being created", row.ID)
 	}
@@ -408,15 +427,16 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 		return nil, err
 	}
 	m.log.Info("sandbox deleted", "sandbox.id", row.ID, "reason", reason)
-	return view(out), nil
+	return m.view(out), nil
 }
 
-func view(r *store.Sandbox) *Sandbox {
+func (m *Manager) view(r *store.Sandbox) *Sandbox {
 	var sp spec
 	_ = json.Unmarshal(r.Spec, &sp)
 	v := &Sandbox{
 		ID: r.ID, State: r.State, Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
 		Metadata: r.Metadata, TimeoutSeconds: sp.TimeoutSeconds, IdleTimeoutSeconds: sp.IdleTimeoutSeconds,
+		Network:   sp.Network,
 		CreatedAt: r.CreatedAt, BootPath: r.BootPath, Timings: r.Timings, Reason: r.Reason,
 	}
 	if !r.ExpiresAt.IsZero() {
@@ -430,7 +450,31 @@ func view(r *store.Sandbox) *Sandbox {
 	if len(v.Timings) == 0 {
 		v.Timings = nil
 	}
+	if m.cfg.Network != nil && r.State == StateRunning {
+		if info := m.cfg.Network.Get(r.ID); info != nil {
+			v.Address = info.Address.String()
+		}
+	}
 	return v
+}
+
+// writeNetworkFiles points the sandbox's resolver at its gateway, where
+// warren answers DNS by the sandbox's policy, and names the sandbox in
+// /etc/hosts.
+func writeNetworkFiles(rootfs, host string, info *network.Info) error {
+	files := map[string]string{
+		"etc/resolv.conf": "nameserver " + info.Gateway.String() + "\n",
+		"etc/hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost\n" + info.Address.String() + "\t" + host + "\n",
+		"etc/hostname":    host + "\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(rootfs, name)
+		_ = os.Remove(p) // may be a symlink into the image
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func newLive(id string, rt runtime.Runtime, agent *guest.Client, sp *spec, lastUse time.Time) *live {

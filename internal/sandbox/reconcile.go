@@ -213,6 +213,9 @@ func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
 			m.log.Error("sweep: remove orphan dir", "sandbox.id", e.Name(), "err", err)
 		}
 	}
+	if m.cfg.Network != nil {
+		m.cfg.Network.Sweep(func(id string) bool { return keep[id] })
+	}
 	// Mounts whose directory went away first.
 	points, _ := overlay.MountPoints(dir)
 	for _, p := range points {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 )
 
@@ -33,6 +34,7 @@ type CreateRequest struct {
 	Metadata           map[string]string `json:"metadata,omitempty"`
 	TimeoutSeconds     *int64            `json:"timeout_seconds,omitempty"`
 	IdleTimeoutSeconds *int64            `json:"idle_timeout_seconds,omitempty"`
+	Network            *network.Policy   `json:"network,omitempty"`
 }
 
 // Resources are a sandbox's hard limits.
@@ -58,6 +60,7 @@ type spec struct {
 	Env                map[string]string `json:"env,omitempty"`
 	TimeoutSeconds     int64             `json:"timeout_seconds"`
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
+	Network            *network.Policy   `json:"network,omitempty"`
 }
 
 // Sandbox is the view of a sandbox the API returns.
@@ -70,11 +73,14 @@ type Sandbox struct {
 	Metadata           map[string]string `json:"metadata"`
 	TimeoutSeconds     int64             `json:"timeout_seconds"`
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
-	CreatedAt          time.Time         `json:"created_at"`
-	ExpiresAt          *time.Time        `json:"expires_at,omitempty"`
-	EndedAt            *time.Time        `json:"ended_at,omitempty"`
-	BootPath           string            `json:"boot_path,omitempty"`
-	Timings            map[string]int64  `json:"timings,omitempty"`
+	Network            *network.Policy   `json:"network,omitempty"`
+	// Address is the sandbox's own IPv4 address on this node.
+	Address   string           `json:"address,omitempty"`
+	CreatedAt time.Time        `json:"created_at"`
+	ExpiresAt *time.Time       `json:"expires_at,omitempty"`
+	EndedAt   *time.Time       `json:"ended_at,omitempty"`
+	BootPath  string           `json:"boot_path,omitempty"`
+	Timings   map[string]int64 `json:"timings,omitempty"`
 	// Reason says why a sandbox failed or was ended by warren.
 	Reason string `json:"reason,omitempty"`
 }

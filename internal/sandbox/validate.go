@@ -1,11 +1,13 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	goruntime "runtime"
 	"strings"
 
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 )
 
 // Bounds on what a request may ask for.
@@ -78,6 +80,16 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 		}
 	}
 	sp := &spec{Resources: res, Env: req.Env}
+	if rt != "process" {
+		pol, err := network.Normalize(req.Network)
+		var fe *network.FieldError
+		if errors.As(err, &fe) {
+			return nil, "", "", badRequest(fe.Field, "%s", fe.Message)
+		}
+		sp.Network = pol
+	} else if req.Network != nil {
+		return nil, "", "", badRequest("network", "the process runtime has no network isolation to configure")
+	}
 	if t := req.TimeoutSeconds; t != nil {
 		if *t < 0 {
 			return nil, "", "", badRequest("timeout_seconds", "timeout_seconds must be 0 (no limit) or positive, got %d", *t)

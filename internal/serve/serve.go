@@ -20,6 +20,7 @@ import (
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/runtime/oci"
 	"github.com/warrenhq/warren/internal/runtime/process"
@@ -39,7 +40,9 @@ type Options struct {
 	// AdminKey, if set, is the bootstrap admin key (WARREN_ADMIN_KEY).
 	AdminKey     string
 	DebianMirror string
-	Log          *slog.Logger
+	// DNSUpstream is where sandboxes' DNS queries go (host:port).
+	DNSUpstream string
+	Log         *slog.Logger
 	// Ready, if set, is called once the API is listening.
 	Ready func(url, adminKey string, keyIsNew bool)
 }
@@ -78,9 +81,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log})
+	if err != nil {
+		return err
+	}
+	defer nets.Close()
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
-		DefaultRuntime: def, Agent: agent, Log: log,
+		DefaultRuntime: def, Agent: agent, Network: nets, Log: log,
 	})
 	if err != nil {
 		return err

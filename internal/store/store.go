@@ -328,3 +328,12 @@ func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
 	}
 	return nil
 }
+
+// UpdateSpec replaces a sandbox's stored spec.
+func (s *Store) UpdateSpec(ctx context.Context, id string, spec json.RawMessage) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET spec = ?, updated_at = ? WHERE id = ?`, string(spec), time.Now().UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("update sandbox %s: %w", id, err)
+	}
+	return nil
+}

@@ -68,7 +68,9 @@ func GVisor(binary, stateDir string) (*Runtime, error) {
 			// Writes go to the host overlay's upper directory, so files
 			// are visible to the host and survive the sandbox process.
 			"--overlay2=none",
-			"--network=none",
+			// gVisor's own network stack, on the veth warren put in the
+			// sandbox's namespace.
+			"--network=sandbox",
 		},
 		PIDsInSandbox: true,
 	})
@@ -117,16 +119,26 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 		return fmt.Errorf("open init log: %w", err)
 	}
 	defer logf.Close()
-	cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, spec.ID)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Stdin = nil
-	if err := cmd.Run(); err != nil {
+	// runsc has been seen to exit 128 with no message on a rare start; a
+	// second try from a clean slate has always worked, so make one.
+	var first error
+	for attempt := 0; attempt < 2; attempt++ {
+		cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, spec.ID)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		err := cmd.Run()
+		if err == nil {
+			return nil
+		}
 		// run may have got as far as creating the container.
 		_ = r.Stop(context.WithoutCancel(ctx), spec.ID)
 		tail, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
-		return fmt.Errorf("%s run %s: %w: %s", r.cfg.Name, spec.ID, err, lastLines(tail, 5))
+		err = fmt.Errorf("%s run %s: %w: %s", r.cfg.Name, spec.ID, err, lastLines(tail, 5))
+		if first != nil || ctx.Err() != nil {
+			return errors.Join(first, err)
+		}
+		first = err
 	}
-	return nil
+	return first
 }
 
 func (r *Runtime) Stop(ctx context.Context, id string) error {

@@ -56,7 +56,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 		Linux: &specs.Linux{
 			CgroupsPath: "/" + r.cfg.CgroupParent + "/" + s.ID,
 			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: s.NetNS}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
 			},
 			Resources:     resources(s.Resources),

@@ -1,0 +1,227 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// tableName is warren's nftables table (family ip). warren owns it whole
+// and rewrites it in one atomic batch whenever a sandbox or policy changes.
+const tableName = "warren"
+
+// sandboxRules is what the firewall needs to know of one sandbox.
+type sandboxRules struct {
+	slot  int
+	rules *rules
+	// resolved holds addresses the DNS resolver answered for allowed
+	// domains, with their expiry.
+	resolved map[netip.Addr]time.Time
+}
+
+// ifname matches an interface name exactly, or as a prefix when prefix.
+func ifname(key expr.MetaKey, name string, op expr.CmpOp, prefix bool) []expr.Any {
+	data := []byte(name)
+	if !prefix {
+		data = append(data, 0) // names are NUL-padded; match the whole
+	}
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: data},
+	}
+}
+
+func ctEstablished() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: le32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: le32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le32(0)},
+	}
+}
+
+func le32(v uint32) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)} }
+
+func daddrIn(set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	}
+}
+
+func l4dport(proto byte, port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(port >> 8), byte(port)}},
+	}
+}
+
+func verdict(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
+
+func jump(chain string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
+
+func cat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// intervalElements turns prefixes into interval-set elements.
+func intervalElements(pfxs []netip.Prefix) []nftables.SetElement {
+	var els []nftables.SetElement
+	for _, p := range pfxs {
+		start := p.Masked().Addr().As4()
+		n := uint32(start[0])<<24 | uint32(start[1])<<16 | uint32(start[2])<<8 | uint32(start[3])
+		end := uint64(n) + (uint64(1) << (32 - p.Bits()))
+		els = append(els, nftables.SetElement{Key: start[:]})
+		if end <= 0xffffffff {
+			e := uint32(end)
+			els = append(els, nftables.SetElement{Key: []byte{byte(e >> 24), byte(e >> 16), byte(e >> 8), byte(e)}, IntervalEnd: true})
+		}
+	}
+	return els
+}
+
+// program writes the whole table for the given sandboxes in one batch.
+func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
+	// Add-then-delete clears an old table whether or not one exists.
+	c.AddTable(t)
+	c.DelTable(t)
+	t = c.AddTable(t)
+
+	blocked := &nftables.Set{Table: t, Name: "blocked", KeyType: nftables.TypeIPAddr, Interval: true}
+	if err := c.AddSet(blocked, intervalElements(blockedByDefault)); err != nil {
+		return fmt.Errorf("add blocked set: %w", err)
+	}
+
+	accept := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	in := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	nat := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
+	rule := func(ch *nftables.Chain, e []expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e}) }
+
+	// Replies to what a sandbox (or the host) started pass.
+	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
+	rule(fwd, cat(ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
+	for id, sb := range sandboxes {
+		chain := c.AddChain(&nftables.Chain{Name: "sb_" + id, Table: t})
+		r := sb.rules
+		if len(r.denyNets) > 0 {
+			deny := &nftables.Set{Table: t, Name: fmt.Sprintf("deny_%05x", sb.slot), KeyType: nftables.TypeIPAddr, Interval: true}
+			if err := c.AddSet(deny, intervalElements(r.denyNets)); err != nil {
+				return fmt.Errorf("add deny set: %w", err)
+			}
+			rule(chain, cat(daddrIn(deny), []expr.Any{verdict(expr.VerdictDrop)}))
+		}
+		switch r.egress {
+		case EgressNone:
+		case EgressDefault:
+			rule(chain, cat(daddrIn(blocked), []expr.Any{verdict(expr.VerdictDrop)}))
+			rule(chain, []expr.Any{verdict(expr.VerdictAccept)})
+		case EgressAllowlist:
+			if len(r.allowNets) > 0 {
+				allow := &nftables.Set{Table: t, Name: fmt.Sprintf("allow_%05x", sb.slot), KeyType: nftables.TypeIPAddr, Interval: true}
+				if err := c.AddSet(allow, intervalElements(r.allowNets)); err != nil {
+					return fmt.Errorf("add allow set: %w", err)
+				}
+				rule(chain, cat(daddrIn(allow), []expr.Any{verdict(expr.VerdictAccept)}))
+			}
+			dyn := &nftables.Set{Table: t, Name: dynSetName(sb.slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+			var els []nftables.SetElement
+			now := time.Now()
+			for addr, exp := range sb.resolved {
+				if left := exp.Sub(now); left > time.Second {
+					a := addr.As4()
+					els = append(els, nftables.SetElement{Key: a[:], Timeout: left})
+				}
+			}
+			if err := c.AddSet(dyn, els); err != nil {
+				return fmt.Errorf("add resolved set: %w", err)
+			}
+			rule(chain, cat(daddrIn(dyn), []expr.Any{verdict(expr.VerdictAccept)}))
+		}
+		rule(chain, []expr.Any{verdict(expr.VerdictDrop)})
+		rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostLink(sb.slot), expr.CmpOpEq, false), []expr.Any{jump(chain.Name)}))
+	}
+	// Anything else from or to a sandbox interface: refused. This covers
+	// one sandbox opening a connection to another.
+	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
+	rule(fwd, cat(ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
+
+	// The host itself: only the DNS resolver, and replies.
+	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
+	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(unix.IPPROTO_UDP, 53), []expr.Any{verdict(expr.VerdictAccept)}))
+	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(unix.IPPROTO_TCP, 53), []expr.Any{verdict(expr.VerdictAccept)}))
+	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
+
+	// Sandboxes reach the world from the host's address.
+	sub := subnet.Addr().As4()
+	mask := net4Mask(subnet.Bits())
+	rule(nat, cat(
+		[]expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: sub[:]},
+		},
+		ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpNeq, true),
+		[]expr.Any{&expr.Masq{}},
+	))
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("program nftables: %w", err)
+	}
+	return nil
+}
+
+func net4Mask(bits int) []byte {
+	m := ^uint32(0) << (32 - bits)
+	return []byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}
+}
+
+func dynSetName(slot int) string { return fmt.Sprintf("dyn_%05x", slot) }
+
+// addResolved lets a sandbox reach addresses its resolver just answered.
+func addResolved(slot int, addrs []netip.Addr, ttl time.Duration) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
+	set := &nftables.Set{Table: t, Name: dynSetName(slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	var els []nftables.SetElement
+	for _, a := range addrs {
+		b := a.As4()
+		els = append(els, nftables.SetElement{Key: b[:], Timeout: ttl})
+	}
+	if err := c.SetAddElements(set, els); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// removeTable drops warren's table, for a host with no sandboxes left.
+func removeTable() error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
+	c.AddTable(t)
+	c.DelTable(t)
+	return c.Flush()
+}

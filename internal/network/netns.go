@@ -1,0 +1,164 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// nsDir is where named network namespaces live, as with `ip netns`.
+const nsDir = "/var/run/netns"
+
+// nsPrefix names warren's namespaces; hostPrefix its host-side veths.
+const (
+	nsPrefix   = "warren-"
+	hostPrefix = "wh"
+)
+
+// slotAddrs returns the /30 of a slot: the host side (the sandbox's
+// gateway) and the sandbox's address.
+func slotAddrs(subnet netip.Prefix, slot int) (gateway, addr netip.Addr) {
+	base := subnet.Addr().As4()
+	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	n += uint32(slot) * 4
+	gw := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n + 1)})
+	sb := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n + 2)})
+	return gw, sb
+}
+
+func hostLink(slot int) string { return fmt.Sprintf("%s%05x", hostPrefix, slot) }
+
+// NSPath is the path of a sandbox's network namespace.
+func NSPath(id string) string { return filepath.Join(nsDir, nsPrefix+id) }
+
+// createNamespace makes a named, empty network namespace without switching
+// the caller's: the work happens on a locked thread that is thrown away.
+func createNamespace(id string) error {
+	if err := os.MkdirAll(nsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", nsDir, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// This thread's namespace changes; never give it back to the
+		// scheduler.
+		goruntime.LockOSThread()
+		h, err := netns.NewNamed(nsPrefix + id)
+		if err == nil {
+			h.Close()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return fmt.Errorf("create network namespace for %s: %w", id, err)
+	}
+	return nil
+}
+
+// deleteNamespace unmounts and removes a named namespace.
+func deleteNamespace(id string) error {
+	p := NSPath(id)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	return nil
+}
+
+// wire creates the veth pair for a slot, moves one end into the
+// namespace as eth0, and addresses and routes both ends.
+func wire(id string, slot int, gw, addr netip.Addr) error {
+	ns, err := netns.GetFromPath(NSPath(id))
+	if err != nil {
+		return fmt.Errorf("open namespace of %s: %w", id, err)
+	}
+	defer ns.Close()
+	host := hostLink(slot)
+	peer := "wp" + host[len(hostPrefix):]
+	_ = deleteLink(host) // a leftover from a crash
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: 1500}, PeerName: peer}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", host, err)
+	}
+	peerLink, err := netlink.LinkByName(peer)
+	if err != nil {
+		return fmt.Errorf("find veth peer %s: %w", peer, err)
+	}
+	if err := netlink.LinkSetNsFd(peerLink, int(ns)); err != nil {
+		return fmt.Errorf("move veth into namespace: %w", err)
+	}
+	hostL, err := netlink.LinkByName(host)
+	if err != nil {
+		return fmt.Errorf("find veth %s: %w", host, err)
+	}
+	if err := netlink.AddrAdd(hostL, &netlink.Addr{IPNet: ipNet(gw, 30)}); err != nil {
+		return fmt.Errorf("address %s: %w", host, err)
+	}
+	if err := netlink.LinkSetUp(hostL); err != nil {
+		return fmt.Errorf("bring up %s: %w", host, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink in namespace: %w", err)
+	}
+	defer h.Close()
+	inner, err := h.LinkByName(peer)
+	if err != nil {
+		return fmt.Errorf("find %s in namespace: %w", peer, err)
+	}
+	if err := h.LinkSetName(inner, "eth0"); err != nil {
+		return fmt.Errorf("rename %s: %w", peer, err)
+	}
+	if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(addr, 30)}); err != nil {
+		return fmt.Errorf("address eth0: %w", err)
+	}
+	if err := h.LinkSetUp(inner); err != nil {
+		return fmt.Errorf("bring up eth0: %w", err)
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		_ = h.LinkSetUp(lo)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(gw.AsSlice())}); err != nil {
+		return fmt.Errorf("default route: %w", err)
+	}
+	return nil
+}
+
+func ipNet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
+}
+
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil
+	}
+	return netlink.LinkDel(l)
+}
+
+// leftovers lists warren's namespaces and host veths on this machine.
+func leftovers() (namespaces []string, links []string) {
+	entries, _ := os.ReadDir(nsDir)
+	for _, e := range entries {
+		if id, ok := strings.CutPrefix(e.Name(), nsPrefix); ok {
+			namespaces = append(namespaces, id)
+		}
+	}
+	all, _ := netlink.LinkList()
+	for _, l := range all {
+		if strings.HasPrefix(l.Attrs().Name, hostPrefix) && l.Type() == "veth" {
+			links = append(links, l.Attrs().Name)
+		}
+	}
+	return namespaces, links
+}

@@ -1,0 +1,299 @@
+package network
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultSubnet holds every sandbox's /30.
+var DefaultSubnet = netip.MustParsePrefix("10.88.0.0/16")
+
+// Config configures the network manager.
+type Config struct {
+	// StateDir keeps one small file per sandbox network, so a restarted
+	// warren knows which addresses are taken.
+	StateDir string
+	Subnet   netip.Prefix
+	// Upstream is the DNS server sandboxes' queries are forwarded to
+	// (host:port); by default the host's first nameserver.
+	Upstream string
+	Log      *slog.Logger
+}
+
+// Info is what a sandbox's network looks like.
+type Info struct {
+	Slot    int        `json:"slot"`
+	Address netip.Addr `json:"address"`
+	Gateway netip.Addr `json:"gateway"`
+	Policy  Policy     `json:"policy"`
+}
+
+// NSPath is the sandbox's network namespace, for the runtime.
+func (i *Info) NSPath(id string) string { return NSPath(id) }
+
+// Manager owns sandbox networks on this host.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	nets      map[string]*Info
+	fw        map[string]*sandboxRules
+	resolvers map[string]*resolver
+}
+
+// New prepares the host (IP forwarding), loads the networks a previous run
+// left, and programs the firewall for them.
+func New(cfg Config) (*Manager, error) {
+	if !cfg.Subnet.IsValid() {
+		cfg.Subnet = DefaultSubnet
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Upstream == "" {
+		cfg.Upstream = hostNameserver()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create network state dir: %w", err)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return nil, fmt.Errorf("enable IP forwarding: %w", err)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, nets: map[string]*Info{}, fw: map[string]*sandboxRules{}, resolvers: map[string]*resolver{}}
+	entries, _ := os.ReadDir(cfg.StateDir)
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(cfg.StateDir, e.Name()))
+		var info Info
+		if err != nil || json.Unmarshal(b, &info) != nil {
+			continue
+		}
+		r, err := compile(&info.Policy)
+		if err != nil {
+			continue
+		}
+		m.nets[id] = &info
+		m.fw[id] = &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+		if _, err := os.Stat(NSPath(id)); err == nil {
+			if res, err := m.startResolver(id, &info); err == nil {
+				m.resolvers[id] = res
+			} else {
+				m.log.Warn("restart sandbox resolver", "sandbox.id", id, "err", err)
+			}
+		}
+	}
+	if err := m.programLocked(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) statePath(id string) string { return filepath.Join(m.cfg.StateDir, id+".json") }
+
+func (m *Manager) programLocked() error {
+	return program(m.cfg.Subnet, m.fw)
+}
+
+// Setup creates a sandbox's namespace, wires it, applies its policy and
+// starts its resolver. On error it leaves nothing behind.
+func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
+	pol, err := Normalize(p)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := compile(pol)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	slot, err := m.freeSlotLocked()
+	if err != nil {
+		return nil, err
+	}
+	gw, addr := slotAddrs(m.cfg.Subnet, slot)
+	info = &Info{Slot: slot, Address: addr, Gateway: gw, Policy: *pol}
+	// Record first: a crash from here on leaves a file the sweep finds.
+	b, _ := json.Marshal(info)
+	if err := os.WriteFile(m.statePath(id), b, 0o600); err != nil {
+		return nil, fmt.Errorf("record network of %s: %w", id, err)
+	}
+	m.nets[id] = info
+	defer func() {
+		if err != nil {
+			m.teardownLocked(id)
+		}
+	}()
+	if err := createNamespace(id); err != nil {
+		return nil, err
+	}
+	if err := wire(id, slot, gw, addr); err != nil {
+		return nil, err
+	}
+	m.fw[id] = &sandboxRules{slot: slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	if err := m.programLocked(); err != nil {
+		return nil, err
+	}
+	res, err := m.startResolver(id, info)
+	if err != nil {
+		return nil, err
+	}
+	m.resolvers[id] = res
+	return info, nil
+}
+
+func (m *Manager) freeSlotLocked() (int, error) {
+	used := map[int]bool{}
+	for _, n := range m.nets {
+		used[n.Slot] = true
+	}
+	max := 1 << (32 - m.cfg.Subnet.Bits()) / 4
+	for s := 0; s < max; s++ {
+		if !used[s] {
+			return s, nil
+		}
+	}
+	return 0, errors.New("no free sandbox addresses left in " + m.cfg.Subnet.String())
+}
+
+// Get returns a sandbox's network, or nil.
+func (m *Manager) Get(id string) *Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.nets[id]; n != nil {
+		cp := *n
+		return &cp
+	}
+	return nil
+}
+
+// SetPolicy changes a running sandbox's policy at once.
+func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
+	pol, err := Normalize(p)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := compile(pol)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	info := m.nets[id]
+	if info == nil {
+		return nil, fmt.Errorf("sandbox %s has no network", id)
+	}
+	old := info.Policy
+	info.Policy = *pol
+	m.fw[id] = &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	if err := m.programLocked(); err != nil {
+		info.Policy = old
+		return nil, err
+	}
+	b, _ := json.Marshal(info)
+	if err := os.WriteFile(m.statePath(id), b, 0o600); err != nil {
+		return nil, fmt.Errorf("record network of %s: %w", id, err)
+	}
+	return pol, nil
+}
+
+// Teardown removes a sandbox's network: resolver, rules, veth, namespace
+// and state file. It is idempotent.
+func (m *Manager) Teardown(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.teardownLocked(id)
+}
+
+func (m *Manager) teardownLocked(id string) error {
+	var errs []error
+	if res := m.resolvers[id]; res != nil {
+		res.close()
+		delete(m.resolvers, id)
+	}
+	if info := m.nets[id]; info != nil {
+		if _, ok := m.fw[id]; ok {
+			delete(m.fw, id)
+			if err := m.programLocked(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := deleteLink(hostLink(info.Slot)); err != nil {
+			errs = append(errs, fmt.Errorf("delete veth: %w", err))
+		}
+	}
+	if err := deleteNamespace(id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	delete(m.nets, id)
+	if err := os.Remove(m.statePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Sweep removes networks, namespaces and veths that belong to no sandbox
+// keep accepts.
+func (m *Manager) Sweep(keep func(id string) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.nets {
+		if !keep(id) {
+			m.log.Warn("sweep: removing orphan network", "sandbox.id", id)
+			_ = m.teardownLocked(id)
+		}
+	}
+	namespaces, links := leftovers()
+	for _, id := range namespaces {
+		if !keep(id) {
+			m.log.Warn("sweep: removing orphan namespace", "sandbox.id", id)
+			_ = deleteNamespace(id)
+		}
+	}
+	owned := map[string]bool{}
+	for _, n := range m.nets {
+		owned[hostLink(n.Slot)] = true
+	}
+	for _, l := range links {
+		if !owned[l] {
+			m.log.Warn("sweep: removing orphan veth", "link", l)
+			_ = deleteLink(l)
+		}
+	}
+}
+
+// Close stops the resolvers; namespaces and rules stay for the sandboxes,
+// which keep running.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, r := range m.resolvers {
+		r.close()
+		delete(m.resolvers, id)
+	}
+}
+
+// hostNameserver reads the first nameserver of the host's resolv.conf.
+func hostNameserver() string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] == "nameserver" {
+				if a, err := netip.ParseAddr(f[1]); err == nil {
+					return netip.AddrPortFrom(a, 53).String()
+				}
+			}
+		}
+	}
+	return "1.1.1.1:53"
+}
