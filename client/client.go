@@ -16,10 +16,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
+	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/network"
@@ -38,6 +40,7 @@ type (
 	Image         = image.Image
 	ImageEvent    = image.Event
 	NetworkPolicy = network.Policy
+	Port          = sandbox.Port
 )
 
 // Client calls one warren server.
@@ -186,6 +189,27 @@ func (c *Client) DeleteSandbox(ctx context.Context, id string) (*Sandbox, error)
 func (c *Client) SetNetwork(ctx context.Context, id string, p *NetworkPolicy) (*Sandbox, error) {
 	var sb Sandbox
 	return &sb, c.call(ctx, http.MethodPut, sandboxPath(id, "/network"), nil, p, &sb)
+}
+
+// ExposePort makes a port reachable through the preview proxy.
+func (c *Client) ExposePort(ctx context.Context, id string, port int) (*Port, error) {
+	var p Port
+	return &p, c.call(ctx, http.MethodPost, sandboxPath(id, "/ports/"+strconv.Itoa(port)), nil, nil, &p)
+}
+
+// UnexposePort stops previewing a port.
+func (c *Client) UnexposePort(ctx context.Context, id string, port int) error {
+	return c.call(ctx, http.MethodDelete, sandboxPath(id, "/ports/"+strconv.Itoa(port)), nil, nil, nil)
+}
+
+// PortToken is a signed, expiring preview link.
+type PortToken = api.PortToken
+
+// PreviewToken signs a preview URL valid for ttl.
+func (c *Client) PreviewToken(ctx context.Context, id string, port int, ttl time.Duration) (*PortToken, error) {
+	var t PortToken
+	body := map[string]int64{"ttl_seconds": int64(ttl.Seconds())}
+	return &t, c.call(ctx, http.MethodPost, sandboxPath(id, "/ports/"+strconv.Itoa(port)+"/token"), nil, body, &t)
 }
 
 // Exec runs a command to completion.

@@ -280,3 +280,5 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 	}
 	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

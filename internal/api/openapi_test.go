@@ -55,7 +55,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"CreateRequest": sandbox.CreateRequest{}, "Resources": sandbox.Resources{}, "Sandbox": sandbox.Sandbox{},
 		"ExecRequest": guest.ExecRequest{}, "ExecResult": guest.ExecResult{}, "Frame": guest.Frame{},
 		"FileInfo": guest.FileInfo{}, "Image": image.Image{}, "ImageEvent": image.Event{},
-		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{}, "NetworkPolicy": network.Policy{},
+		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{}, "NetworkPolicy": network.Policy{}, "Port": sandbox.Port{}, "PortToken": PortToken{},
 	}
 	if len(types) != len(doc.Components.Schemas) {
 		t.Errorf("openapi.json has %d schemas, the test knows %d: keep them in step", len(doc.Components.Schemas), len(types))

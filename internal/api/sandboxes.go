@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
 )
@@ -110,6 +112,79 @@ func (s *Server) handleSetNetwork(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sb)
+}
+
+func portParam(r *http.Request) (int, error) {
+	n, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil || n < 1 || n > 65535 {
+		return 0, &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "port", Message: "port must be a number from 1 to 65535"}
+	}
+	return n, nil
+}
+
+func (s *Server) handleExposePort(w http.ResponseWriter, r *http.Request) {
+	port, err := portParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.sandbox.ExposePort(r.Context(), org(r), r.PathValue("id"), port)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) handleUnexposePort(w http.ResponseWriter, r *http.Request) {
+	port, err := portParam(r)
+	if err == nil {
+		err = s.sandbox.UnexposePort(r.Context(), org(r), r.PathValue("id"), port)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxTokenTTL bounds a preview token's life.
+const maxTokenTTL = 7 * 24 * time.Hour
+
+// PortToken is the answer to a token request.
+type PortToken struct {
+	URL       string    `json:"url"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) handlePortToken(w http.ResponseWriter, r *http.Request) {
+	port, err := portParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var req struct {
+		TTLSeconds int64 `json:"ttl_seconds"`
+	}
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if ttl <= 0 || ttl > maxTokenTTL {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("ttl_seconds must be between 1 and %d", int64(maxTokenTTL.Seconds())), "ttl_seconds")
+		return
+	}
+	id := r.PathValue("id")
+	if _, err := s.sandbox.PreviewTarget(r.Context(), org(r), id, port); err != nil {
+		writeError(w, http.StatusNotFound, "not_found", "sandbox "+id+" has no exposed port "+strconv.Itoa(port), "")
+		return
+	}
+	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
+	tok := s.Preview.Sign(id, port, exp)
+	u := s.Preview.URL(id, port) + "?" + preview.TokenParam + "=" + tok
+	writeJSON(w, http.StatusOK, PortToken{URL: u, Token: tok, ExpiresAt: exp})
 }
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
 )
@@ -31,6 +32,8 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	patterns []string
+	// Preview serves exposed ports; nil disables previews.
+	Preview *preview.Proxy
 }
 
 // New builds the API server.
@@ -66,6 +69,9 @@ func (s *Server) routes() []route {
 		{"GET /v1/sandboxes/{id}", s.handleGet, true},
 		{"DELETE /v1/sandboxes/{id}", s.handleDelete, true},
 		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, true},
+		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
+		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},
 		{"POST /v1/sandboxes/{id}/exec", s.handleExec, true},
 		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, true},
 		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, true},
@@ -89,7 +95,11 @@ func (s *Server) Patterns() []string { return append([]string(nil), s.patterns..
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	s.mux.ServeHTTP(rec, r)
+	if _, _, _, ok := s.previewMatch(r); ok {
+		s.Preview.ServeHTTP(rec, r)
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
 	level := slog.LevelInfo
 	if rec.status >= 500 {
 		level = slog.LevelError
@@ -148,20 +158,45 @@ func callerFrom(ctx context.Context) Caller {
 	return c
 }
 
+func (s *Server) previewMatch(r *http.Request) (string, int, string, bool) {
+	if s.Preview == nil {
+		return "", 0, "", false
+	}
+	return s.Preview.Match(r)
+}
+
+var errNoKey = errors.New("missing or malformed API key: send Authorization: Bearer <key>")
+
+// keyOf looks up the request's API key.
+func (s *Server) keyOf(r *http.Request) (*store.APIKey, error) {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	key = strings.TrimSpace(key)
+	if !ok || !apikey.Valid(key) {
+		return nil, errNoKey
+	}
+	return s.store.APIKeyByHash(r.Context(), apikey.Hash(key))
+}
+
+// OrgOf authenticates a request by API key, for the preview proxy.
+func (s *Server) OrgOf(r *http.Request) (string, bool) {
+	k, err := s.keyOf(r)
+	if err != nil {
+		return "", false
+	}
+	return k.Org, true
+}
+
 func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		key, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || !apikey.Valid(strings.TrimSpace(key)) {
-			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or malformed API key: send Authorization: Bearer <key>", "")
+		k, err := s.keyOf(r)
+		switch {
+		case errors.Is(err, errNoKey):
+			writeError(w, http.StatusUnauthorized, "unauthorized", err.Error(), "")
 			return
-		}
-		k, err := s.store.APIKeyByHash(r.Context(), apikey.Hash(strings.TrimSpace(key)))
-		if errors.Is(err, store.ErrNotFound) {
+		case errors.Is(err, store.ErrNotFound):
 			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid API key", "")
 			return
-		}
-		if err != nil {
+		case err != nil:
 			writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")
 			return
 		}

@@ -37,6 +37,8 @@ type Config struct {
 	Agent string
 	// Network wires sandboxes to the host and enforces egress policy.
 	Network *network.Manager
+	// PreviewURL gives the URL an exposed port is served at.
+	PreviewURL func(id string, port int) string
 	// AgentTimeout bounds how long a new sandbox's agent may take to dial.
 	AgentTimeout time.Duration
 	Log          *slog.Logger
@@ -449,6 +451,13 @@ func (m *Manager) view(r *store.Sandbox) *Sandbox {
 	}
 	if len(v.Timings) == 0 {
 		v.Timings = nil
+	}
+	for _, p := range sp.Ports {
+		url := ""
+		if m.cfg.PreviewURL != nil {
+			url = m.cfg.PreviewURL(r.ID, p)
+		}
+		v.Ports = append(v.Ports, Port{Port: p, URL: url})
 	}
 	if m.cfg.Network != nil && r.State == StateRunning {
 		if info := m.cfg.Network.Get(r.ID); info != nil {

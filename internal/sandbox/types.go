@@ -61,6 +61,7 @@ type spec struct {
 	TimeoutSeconds     int64             `json:"timeout_seconds"`
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
 	Network            *network.Policy   `json:"network,omitempty"`
+	Ports              []int             `json:"ports,omitempty"`
 }
 
 // Sandbox is the view of a sandbox the API returns.
@@ -75,7 +76,9 @@ type Sandbox struct {
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
 	Network            *network.Policy   `json:"network,omitempty"`
 	// Address is the sandbox's own IPv4 address on this node.
-	Address   string           `json:"address,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Ports are the exposed ports and the URLs they are previewed at.
+	Ports     []Port           `json:"ports,omitempty"`
 	CreatedAt time.Time        `json:"created_at"`
 	ExpiresAt *time.Time       `json:"expires_at,omitempty"`
 	EndedAt   *time.Time       `json:"ended_at,omitempty"`
@@ -132,4 +135,10 @@ func KindOf(err error) (Kind, string) {
 		return e.Kind, e.Field
 	}
 	return KindInternal, ""
+}
+
+// Port is an exposed port and the URL it is previewed at.
+type Port struct {
+	Port int    `json:"port"`
+	URL  string `json:"url"`
 }

@@ -4,6 +4,7 @@ package serve
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"debug/elf"
 	"errors"
@@ -15,12 +16,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/runtime/oci"
 	"github.com/warrenhq/warren/internal/runtime/process"
@@ -42,7 +45,12 @@ type Options struct {
 	DebianMirror string
 	// DNSUpstream is where sandboxes' DNS queries go (host:port).
 	DNSUpstream string
-	Log         *slog.Logger
+	// PublicURL is how clients reach this server, for preview URLs;
+	// default http://LISTEN.
+	PublicURL string
+	// PreviewDomain enables host-based previews at {port}-{id}.{domain}.
+	PreviewDomain string
+	Log           *slog.Logger
 	// Ready, if set, is called once the API is listening.
 	Ready func(url, adminKey string, keyIsNew bool)
 }
@@ -81,6 +89,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	defer ln.Close()
+	url := "http://" + ln.Addr().String()
+	if o.PublicURL == "" {
+		o.PublicURL = url
+	}
+	secret, err := previewSecret(o.DataDir)
+	if err != nil {
+		return err
+	}
+	proxy := &preview.Proxy{Secret: secret, Domain: strings.ToLower(o.PreviewDomain), Base: o.PublicURL}
 	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log})
 	if err != nil {
 		return err
@@ -88,7 +110,7 @@ func Run(ctx context.Context, o Options) error {
 	defer nets.Close()
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
-		DefaultRuntime: def, Agent: agent, Network: nets, Log: log,
+		DefaultRuntime: def, Agent: agent, Network: nets, PreviewURL: proxy.URL, Log: log,
 	})
 	if err != nil {
 		return err
@@ -101,12 +123,10 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	go mgr.Run(runCtx)
 
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", o.Listen, err)
-	}
-	srv := &http.Server{Handler: api.New(st, mgr, images, log), ReadHeaderTimeout: 10 * time.Second}
-	url := "http://" + ln.Addr().String()
+	handler := api.New(st, mgr, images, log)
+	proxy.Targets, proxy.Org = mgr, handler.OrgOf
+	handler.Preview = proxy
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("warren serving", "url", url, "data_dir", o.DataDir, "runtimes", mgr.Runtimes(), "default_runtime", def)
 	if o.Ready != nil {
 		o.Ready(url, key, isNew)
@@ -123,6 +143,23 @@ func Run(ctx context.Context, o Options) error {
 	_ = srv.Shutdown(shutdownCtx)
 	log.Info("warren stopped; sandboxes keep running and are adopted on the next start")
 	return nil
+}
+
+// previewSecret loads (or makes, once) the key that signs preview tokens,
+// so tokens stay valid across restarts.
+func previewSecret(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, "preview.secret")
+	if b, err := os.ReadFile(path); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write preview secret: %w", err)
+	}
+	return b, nil
 }
 
 // bootstrapKey makes sure an admin key exists. A new key is written to
