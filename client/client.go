@@ -30,17 +30,24 @@ import (
 
 // The API's shapes.
 type (
-	CreateRequest = sandbox.CreateRequest
-	Resources     = sandbox.Resources
-	Sandbox       = sandbox.Sandbox
-	ExecRequest   = guest.ExecRequest
-	ExecResult    = guest.ExecResult
-	Frame         = guest.Frame
-	FileInfo      = guest.FileInfo
-	Image         = image.Image
-	ImageEvent    = image.Event
-	NetworkPolicy = network.Policy
-	Port          = sandbox.Port
+	CreateRequest  = sandbox.CreateRequest
+	Resources      = sandbox.Resources
+	Sandbox        = sandbox.Sandbox
+	ExecRequest    = guest.ExecRequest
+	ExecResult     = guest.ExecResult
+	Frame          = guest.Frame
+	FileInfo       = guest.FileInfo
+	Image          = image.Image
+	ImageEvent     = image.Event
+	NetworkPolicy  = network.Policy
+	Port           = sandbox.Port
+	Startup        = sandbox.Startup
+	StartupCmd     = sandbox.StartupCommand
+	Git            = sandbox.Git
+	File           = sandbox.File
+	ReadyCheck     = guest.ReadyCheck
+	Command        = guest.Command
+	CommandRequest = guest.CommandRequest
 )
 
 // Client calls one warren server.
@@ -210,6 +217,30 @@ func (c *Client) PreviewToken(ctx context.Context, id string, port int, ttl time
 	var t PortToken
 	body := map[string]int64{"ttl_seconds": int64(ttl.Seconds())}
 	return &t, c.call(ctx, http.MethodPost, sandboxPath(id, "/ports/"+strconv.Itoa(port)+"/token"), nil, body, &t)
+}
+
+// StartCommand starts a named background command.
+func (c *Client) StartCommand(ctx context.Context, id string, req *CommandRequest) (*Command, error) {
+	var out Command
+	return &out, c.call(ctx, http.MethodPost, sandboxPath(id, "/commands"), nil, req, &out)
+}
+
+// Commands lists a sandbox's background commands.
+func (c *Client) Commands(ctx context.Context, id string) ([]Command, error) {
+	var out struct {
+		Commands []Command `json:"commands"`
+	}
+	return out.Commands, c.call(ctx, http.MethodGet, sandboxPath(id, "/commands"), nil, nil, &out)
+}
+
+// CommandLogs streams a background command's output; with follow, until it
+// exits. The caller closes it.
+func (c *Client) CommandLogs(ctx context.Context, id, name string, follow bool) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, sandboxPath(id, "/commands/"+url.PathEscape(name)+"/logs"), url.Values{"follow": {strconv.FormatBool(follow)}}, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
 // Exec runs a command to completion.

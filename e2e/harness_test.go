@@ -258,6 +258,12 @@ func traces(t *testing.T, s *server, id string) []string {
 	if _, err := os.Stat(filepath.Join(s.dataDir, "sandboxes", id)); err == nil {
 		found = append(found, "directory "+filepath.Join(s.dataDir, "sandboxes", id))
 	}
+	if _, err := os.Stat(filepath.Join(s.dataDir, "network", id+".json")); err == nil {
+		found = append(found, "network state for "+id)
+	}
+	if out, err := exec.Command("nft", "list", "table", "ip", "warren").Output(); err == nil && bytes.Contains(out, []byte(id)) {
+		found = append(found, "nftables chain for "+id)
+	}
 	for _, rt := range []string{"runsc", "runc"} {
 		state, _ := filepath.Glob(filepath.Join(s.dataDir, "runtime", rt, "*"+id+"*"))
 		for _, st := range state {

@@ -18,7 +18,7 @@ import (
 
 // peer is a stand-in for the internet: a network namespace with
 // public-style addresses (and one private one) serving HTTP.
-type peer struct{ ns string }
+type peer struct{ ns, dir string }
 
 const (
 	publicA = "198.51.100.10" // answered for allowed.test
@@ -62,6 +62,7 @@ func startPeer(t *testing.T) *peer {
 	run(t, "ip", "-n", p.ns, "link", "set", "lo", "up")
 	run(t, "ip", "-n", p.ns, "route", "add", "default", "via", "198.51.100.1")
 	dir := t.TempDir()
+	p.dir = dir
 	os.WriteFile(dir+"/index.html", []byte("hello from the internet\n"), 0o644)
 	httpd := exec.Command("ip", "netns", "exec", p.ns, "busybox", "httpd", "-f", "-p", "80", "-h", dir)
 	if err := httpd.Start(); err != nil {

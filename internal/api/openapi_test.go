@@ -56,6 +56,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"ExecRequest": guest.ExecRequest{}, "ExecResult": guest.ExecResult{}, "Frame": guest.Frame{},
 		"FileInfo": guest.FileInfo{}, "Image": image.Image{}, "ImageEvent": image.Event{},
 		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{}, "NetworkPolicy": network.Policy{}, "Port": sandbox.Port{}, "PortToken": PortToken{},
+		"File": sandbox.File{}, "Git": sandbox.Git{}, "StartupCommand": sandbox.StartupCommand{}, "Startup": sandbox.Startup{},
+		"ReadyCheck": guest.ReadyCheck{}, "CommandRequest": guest.CommandRequest{}, "Command": guest.Command{},
 	}
 	if len(types) != len(doc.Components.Schemas) {
 		t.Errorf("openapi.json has %d schemas, the test knows %d: keep them in step", len(doc.Components.Schemas), len(types))

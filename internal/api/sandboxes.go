@@ -187,6 +187,64 @@ func (s *Server) handlePortToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, PortToken{URL: u, Token: tok, ExpiresAt: exp})
 }
 
+func (s *Server) handleStartCommand(w http.ResponseWriter, r *http.Request) {
+	var req guest.CommandRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	c, err := s.sandbox.StartCommand(r.Context(), org(r), r.PathValue("id"), &req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (s *Server) handleListCommands(w http.ResponseWriter, r *http.Request) {
+	cmds, err := s.sandbox.Commands(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if cmds == nil {
+		cmds = []guest.Command{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"commands": cmds})
+}
+
+// handleCommandLogs streams a background command's output as text; with
+// follow=true until the command exits.
+func (s *Server) handleCommandLogs(w http.ResponseWriter, r *http.Request) {
+	follow := r.URL.Query().Get("follow") == "true"
+	rc, release, err := s.sandbox.CommandLogs(r.Context(), org(r), r.PathValue("id"), r.PathValue("name"), follow)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer release()
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	var req guest.ExecRequest
 	if err := decode(r, &req); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,9 @@ type Agent struct {
 	// Socket is the host's Unix socket the agent dials.
 	Socket string
 	Logf   func(format string, args ...any)
+
+	bgOnce     sync.Once
+	background *background
 }
 
 // Run dials the host and serves its requests until ctx ends, dialing again
@@ -92,6 +96,10 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /files/stat", pathHandler(func(p string, _ *http.Request) (any, error) { return statPath(p) }))
 	mux.HandleFunc("POST /files/mkdir", pathHandler(mkdir))
 	mux.HandleFunc("GET /pty", a.handlePTY)
+	mux.HandleFunc("POST /commands", a.handleStartCommand)
+	mux.HandleFunc("GET /commands", a.handleListCommands)
+	mux.HandleFunc("GET /commands/{name}/logs", a.handleCommandLogs)
+	mux.HandleFunc("POST /ready", a.handleReady)
 	return mux
 }
 

@@ -305,3 +305,50 @@ func decodeError(resp *http.Response) error {
 	}
 	return &AgentError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
 }
+
+// StartCommand starts a named background command.
+func (c *Client) StartCommand(ctx context.Context, req *CommandRequest) (*Command, error) {
+	body, _ := json.Marshal(req)
+	var out Command
+	if err := c.do(ctx, http.MethodPost, "/commands", nil, bytes.NewReader(body), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Commands lists background commands.
+func (c *Client) Commands(ctx context.Context) ([]Command, error) {
+	var out struct {
+		Commands []Command `json:"commands"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/commands", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Commands, nil
+}
+
+// CommandLogs streams a background command's output. The caller closes it.
+func (c *Client) CommandLogs(ctx context.Context, name string, follow bool) (io.ReadCloser, error) {
+	resp, err := c.request(ctx, http.MethodGet, "/commands/"+url.PathEscape(name)+"/logs", url.Values{"follow": {strconv.FormatBool(follow)}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// ReadyResult is the outcome of a ready check.
+type ReadyResult struct {
+	Ready     bool   `json:"ready"`
+	ElapsedMs int64  `json:"elapsed_ms"`
+	Last      string `json:"last,omitempty"`
+}
+
+// Ready waits, inside the sandbox, for the check to pass or time out.
+func (c *Client) Ready(ctx context.Context, rc *ReadyCheck) (*ReadyResult, error) {
+	body, _ := json.Marshal(rc)
+	var out ReadyResult
+	if err := c.do(ctx, http.MethodPost, "/ready", nil, bytes.NewReader(body), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

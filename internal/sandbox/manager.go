@@ -186,6 +186,11 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	// up must not leave a half-built sandbox behind.
 	bootCtx := context.WithoutCancel(ctx)
 	timings, l, err := m.boot(bootCtx, row.ID, img, rt, sp)
+	if err == nil {
+		if err = m.runStartup(bootCtx, l, req, timings); err != nil {
+			l.agent.Close()
+		}
+	}
 	if err != nil {
 		log.Error("create failed", "err", err)
 		m.teardown(bootCtx, row.ID, rt)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 )
@@ -35,6 +36,42 @@ type CreateRequest struct {
 	TimeoutSeconds     *int64            `json:"timeout_seconds,omitempty"`
 	IdleTimeoutSeconds *int64            `json:"idle_timeout_seconds,omitempty"`
 	Network            *network.Policy   `json:"network,omitempty"`
+	Files              []File            `json:"files,omitempty"`
+	Startup            *Startup          `json:"startup,omitempty"`
+}
+
+// File is written into a sandbox before its startup commands run.
+type File struct {
+	Path     string `json:"path"`
+	Content  string `json:"content"`
+	Encoding string `json:"encoding,omitempty"` // utf8 (default) or base64
+	Mode     string `json:"mode,omitempty"`     // octal, default 0644
+}
+
+// Startup prepares a sandbox during its create: the create answers once
+// all of it is done, or fails and leaves nothing behind.
+type Startup struct {
+	Git      *Git              `json:"git,omitempty"`
+	Files    []File            `json:"files,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	Commands []StartupCommand  `json:"commands,omitempty"`
+	Ports    []int             `json:"ports,omitempty"`
+	Ready    *guest.ReadyCheck `json:"ready,omitempty"`
+}
+
+// Git is a repository cloned into /workspace.
+type Git struct {
+	URL   string `json:"url"`
+	Ref   string `json:"ref,omitempty"`
+	Depth int    `json:"depth,omitempty"`
+}
+
+// StartupCommand runs in order; a background one keeps running and is
+// visible under /commands.
+type StartupCommand struct {
+	Name       string `json:"name"`
+	Run        string `json:"run"`
+	Background bool   `json:"background,omitempty"`
 }
 
 // Resources are a sandbox's hard limits.

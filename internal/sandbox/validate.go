@@ -90,6 +90,12 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 	} else if req.Network != nil {
 		return nil, "", "", badRequest("network", "the process runtime has no network isolation to configure")
 	}
+	if err := validateStartup(req, sp); err != nil {
+		return nil, "", "", err
+	}
+	if len(sp.Ports) > 0 && sp.Network == nil {
+		return nil, "", "", badRequest("startup.ports", "the process runtime cannot expose ports")
+	}
 	if t := req.TimeoutSeconds; t != nil {
 		if *t < 0 {
 			return nil, "", "", badRequest("timeout_seconds", "timeout_seconds must be 0 (no limit) or positive, got %d", *t)
