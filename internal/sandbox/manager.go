@@ -243,31 +243,30 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
 	}
-	var netns string
-	if sp.Network != nil {
-		info, err := m.cfg.Network.Setup(id, sp.Network)
-		if err != nil {
-			return nil, nil, fmt.Errorf("set up network: %w", err)
-		}
-		netns = network.NSPath(id)
-		if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
-			return nil, nil, err
-		}
-	}
 	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName), m.agentLost(id))
 	if err != nil {
 		return nil, nil, err
 	}
 	l := newLive(id, rt, agent, sp, time.Now())
-	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
-	defer cancel()
-	err = rt.Start(startCtx, runtime.Spec{
-		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
-	})
-	if err != nil {
-		agent.Close()
-		return nil, nil, err
+	// gVisor takes the addresses off the interface it adopts, so a start
+	// that failed half way cannot simply be run again: wire the network
+	// afresh for the second try.
+	for attempt := 1; ; attempt++ {
+		err = m.startRuntime(ctx, id, lay, rt, sp)
+		if err == nil {
+			break
+		}
+		if attempt == 2 || ctx.Err() != nil {
+			agent.Close()
+			return nil, nil, err
+		}
+		m.log.Warn("runtime start failed; retrying once", "sandbox.id", id, "err", err)
+		if m.cfg.Network != nil {
+			if terr := m.cfg.Network.Teardown(id); terr != nil {
+				agent.Close()
+				return nil, nil, errors.Join(err, terr)
+			}
+		}
 	}
 	timings["boot_ms"] = time.Since(t).Milliseconds()
 
@@ -278,6 +277,27 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	}
 	timings["agent_ms"] = time.Since(t).Milliseconds()
 	return timings, l, nil
+}
+
+// startRuntime sets up the sandbox's network and starts its runtime.
+func (m *Manager) startRuntime(ctx context.Context, id string, lay overlay.Layout, rt runtime.Runtime, sp *spec) error {
+	var netns string
+	if sp.Network != nil {
+		info, err := m.cfg.Network.Setup(id, sp.Network)
+		if err != nil {
+			return fmt.Errorf("set up network: %w", err)
+		}
+		netns = network.NSPath(id)
+		if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
+			return err
+		}
+	}
+	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
+	defer cancel()
+	return rt.Start(startCtx, runtime.Spec{
+		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
+		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
+	})
 }
 
 // waitAgent waits for a sandbox's agent to dial in, failing early if the

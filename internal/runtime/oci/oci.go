@@ -83,6 +83,8 @@ func Runc(binary, stateDir string) (*Runtime, error) {
 
 func (r *Runtime) Name() string { return r.cfg.Name }
 
+// command runs the runtime. Leading "--flag value" pairs in args are
+// global flags and go before the subcommand with the configured ones.
 func (r *Runtime) command(ctx context.Context, args ...string) *exec.Cmd {
 	full := append([]string{"--root", r.cfg.StateDir}, r.cfg.GlobalFlags...)
 	return exec.CommandContext(ctx, r.cfg.Binary, append(full, args...)...)
@@ -119,26 +121,19 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 		return fmt.Errorf("open init log: %w", err)
 	}
 	defer logf.Close()
-	// runsc has been seen to exit 128 with no message on a rare start; a
-	// second try from a clean slate has always worked, so make one.
-	var first error
-	for attempt := 0; attempt < 2; attempt++ {
-		cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, spec.ID)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		err := cmd.Run()
-		if err == nil {
-			return nil
-		}
+	// The runtime's own error log goes beside the init log, so a failed
+	// start can say why even when the runtime printed nothing else.
+	runtimeLog := filepath.Join(spec.Dir, "runtime.log")
+	cmd := r.command(ctx, "--log", runtimeLog, "run", "--detach", "--bundle", bundle, spec.ID)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
 		// run may have got as far as creating the container.
 		_ = r.Stop(context.WithoutCancel(ctx), spec.ID)
-		tail, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
-		err = fmt.Errorf("%s run %s: %w: %s", r.cfg.Name, spec.ID, err, lastLines(tail, 5))
-		if first != nil || ctx.Err() != nil {
-			return errors.Join(first, err)
-		}
-		first = err
+		initLog, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
+		rtLog, _ := os.ReadFile(runtimeLog)
+		return fmt.Errorf("%s run %s: %w: %s %s", r.cfg.Name, spec.ID, err, lastLines(initLog, 5), lastLines(rtLog, 5))
 	}
-	return first
+	return nil
 }
 
 func (r *Runtime) Stop(ctx context.Context, id string) error {
