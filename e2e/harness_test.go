@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -288,3 +289,15 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// waitTCP waits until addr accepts connections.
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	eventually(t, 15*time.Second, addr+" accepting", func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 
@@ -69,13 +68,7 @@ func startPeer(t *testing.T) *peer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { httpd.Process.Kill(); httpd.Wait() })
-	eventually(t, 10*time.Second, "peer web server", func() error {
-		c, err := net.DialTimeout("tcp", publicA+":80", time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	waitTCP(t, publicA+":80")
 	return p
 }
 
@@ -138,13 +131,7 @@ func TestEgress(t *testing.T) {
 			neighbour := s.create(t, client.CreateRequest{Image: "base", Runtime: rt})
 			s.exec(t, neighbour.ID, client.ExecRequest{Cmd: "cd /tmp && (python3 -m http.server 8080 >/dev/null 2>&1 &)"})
 			// The host can reach the neighbour: the refusal below is the policy's.
-			eventually(t, 10*time.Second, "neighbour server from the host", func() error {
-				c, err := net.DialTimeout("tcp", neighbour.Address+":8080", time.Second)
-				if err == nil {
-					c.Close()
-				}
-				return err
-			})
+			waitTCP(t, neighbour.Address+":8080")
 			if !reach(t, s, sb.ID, "http://"+publicA+"/") {
 				t.Error("default: a public address is unreachable")
 			}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,13 +47,7 @@ func gitServer(t *testing.T, p *peer) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
-	eventually(t, 10*time.Second, "git daemon listening", func() error {
-		c, err := net.DialTimeout("tcp", publicA+":9418", time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	waitTCP(t, publicA+":9418")
 	return "git://" + publicA + "/repo.git"
 }
 

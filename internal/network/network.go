@@ -123,9 +123,8 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	gw, addr := slotAddrs(m.cfg.Subnet, slot)
 	info = &Info{Slot: slot, Address: addr, Gateway: gw, Policy: *pol}
 	// Record first: a crash from here on leaves a file the sweep finds.
-	b, _ := json.Marshal(info)
-	if err := os.WriteFile(m.statePath(id), b, 0o600); err != nil {
-		return nil, fmt.Errorf("record network of %s: %w", id, err)
+	if err := m.save(id, info); err != nil {
+		return nil, err
 	}
 	m.nets[id] = info
 	defer func() {
@@ -196,11 +195,19 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 		info.Policy = old
 		return nil, err
 	}
-	b, _ := json.Marshal(info)
-	if err := os.WriteFile(m.statePath(id), b, 0o600); err != nil {
-		return nil, fmt.Errorf("record network of %s: %w", id, err)
+	if err := m.save(id, info); err != nil {
+		return nil, err
 	}
 	return pol, nil
+}
+
+// save records a sandbox's network so a restarted warren knows it.
+func (m *Manager) save(id string, info *Info) error {
+	b, _ := json.Marshal(info)
+	if err := os.WriteFile(m.statePath(id), b, 0o600); err != nil {
+		return fmt.Errorf("record network of %s: %w", id, err)
+	}
+	return nil
 }
 
 // Teardown removes a sandbox's network: resolver, rules, veth, namespace

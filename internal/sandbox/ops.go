@@ -222,31 +222,19 @@ func agentError(err error) error {
 // SetNetwork changes a running sandbox's egress policy; it applies to new
 // connections and lookups at once.
 func (m *Manager) SetNetwork(ctx context.Context, org, id string, p *network.Policy) (*Sandbox, error) {
-	if _, err := m.agentFor(ctx, org, id); err != nil {
-		return nil, err
-	}
-	if m.cfg.Network == nil || m.cfg.Network.Get(id) == nil {
-		return nil, conflict("sandbox %s has no network to configure", id)
-	}
-	pol, err := m.cfg.Network.SetPolicy(id, p)
-	var fe *network.FieldError
-	if errors.As(err, &fe) {
-		return nil, badRequest(strings.TrimPrefix(fe.Field, "network."), "%s", fe.Message)
-	}
-	if err != nil {
-		return nil, err
-	}
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if err != nil {
-		return nil, err
-	}
-	var sp spec
-	_ = json.Unmarshal(row.Spec, &sp)
-	sp.Network = pol
-	b, _ := json.Marshal(sp)
-	if err := m.cfg.Store.UpdateSpec(ctx, id, b); err != nil {
-		return nil, err
-	}
-	row.Spec = b
-	return m.view(row), nil
+	return m.updateSpec(ctx, org, id, func(sp *spec) error {
+		if m.cfg.Network == nil || m.cfg.Network.Get(id) == nil {
+			return conflict("sandbox %s has no network to configure", id)
+		}
+		pol, err := m.cfg.Network.SetPolicy(id, p)
+		var fe *network.FieldError
+		if errors.As(err, &fe) {
+			return badRequest(strings.TrimPrefix(fe.Field, "network."), "%s", fe.Message)
+		}
+		if err != nil {
+			return err
+		}
+		sp.Network = pol
+		return nil
+	})
 }

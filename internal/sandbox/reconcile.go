@@ -73,29 +73,36 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
-	// What started or finished while this pass ran is not an orphan.
-	m.mu.Lock()
-	for id := range m.creating {
-		keep[id] = true
-	}
-	for id := range m.live {
-		keep[id] = true
-	}
-	for id := range m.ending {
-		keep[id] = true
-	}
-	m.mu.Unlock()
-	m.sweep(ctx, keep)
+	m.sweep(ctx, func(id string) bool {
+		mu.Lock()
+		kept := keep[id]
+		mu.Unlock()
+		// Asked at the moment of each removal, not from a snapshot: a
+		// create that began while this pass ran is not an orphan. Its id
+		// is registered before it builds anything on the host.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return kept || m.creating[id] || m.live[id] != nil || m.ending[id]
+	})
 	return nil
 }
 
-// failRow tears a sandbox down and records why it failed.
+// failRow records why a sandbox failed and tears it down. The guarded
+// transition comes first: if the row moved on meanwhile (a create that
+// finished while a reconcile pass looked at an old copy), nothing is torn
+// down.
 func (m *Manager) failRow(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, reason string) {
-	m.log.Warn("sandbox failed", "sandbox.id", row.ID, "reason", reason)
-	_ = m.teardown(ctx, row.ID, rt)
 	_, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateFailed, store.Change{Reason: &reason, Ended: true})
-	if err != nil && !errors.Is(err, store.ErrConflict) {
+	if errors.Is(err, store.ErrConflict) {
+		return
+	}
+	if err != nil {
 		m.log.Error("record failure", "sandbox.id", row.ID, "err", err)
+		return
+	}
+	m.log.Warn("sandbox failed", "sandbox.id", row.ID, "reason", reason)
+	if err := m.teardown(ctx, row.ID, rt); err != nil {
+		m.log.Error("tear down failed sandbox", "sandbox.id", row.ID, "err", err)
 	}
 }
 
@@ -185,8 +192,8 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	return nil
 }
 
-// sweep frees host resources that belong to no sandbox in keep.
-func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
+// sweep frees host resources that belong to no sandbox keep accepts.
+func (m *Manager) sweep(ctx context.Context, keep func(id string) bool) {
 	for name, rt := range m.cfg.Runtimes {
 		ids, err := rt.List(ctx)
 		if err != nil {
@@ -194,7 +201,7 @@ func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
 			continue
 		}
 		for _, id := range ids {
-			if !keep[id] {
+			if !keep(id) {
 				m.log.Warn("sweep: stopping orphan", "runtime", name, "sandbox.id", id)
 				if err := rt.Stop(ctx, id); err != nil {
 					m.log.Error("sweep: stop orphan", "sandbox.id", id, "err", err)
@@ -205,7 +212,7 @@ func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
 	dir := filepath.Join(m.cfg.DataDir, "sandboxes")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if keep[e.Name()] {
+		if keep(e.Name()) {
 			continue
 		}
 		m.log.Warn("sweep: removing orphan sandbox dir", "sandbox.id", e.Name())
@@ -214,13 +221,13 @@ func (m *Manager) sweep(ctx context.Context, keep map[string]bool) {
 		}
 	}
 	if m.cfg.Network != nil {
-		m.cfg.Network.Sweep(func(id string) bool { return keep[id] })
+		m.cfg.Network.Sweep(keep)
 	}
 	// Mounts whose directory went away first.
 	points, _ := overlay.MountPoints(dir)
 	for _, p := range points {
 		id := filepath.Base(filepath.Dir(p))
-		if !keep[id] {
+		if !keep(id) {
 			_ = overlay.Unmount(m.layout(id))
 		}
 	}
