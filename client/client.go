@@ -243,6 +243,18 @@ func (c *Client) CommandLogs(ctx context.Context, id, name string, follow bool) 
 	return resp.Body, nil
 }
 
+// Pause saves a running sandbox's memory and files and stops it.
+func (c *Client) Pause(ctx context.Context, id string) (*Sandbox, error) {
+	var sb Sandbox
+	return &sb, c.call(ctx, http.MethodPost, sandboxPath(id, "/pause"), nil, nil, &sb)
+}
+
+// Resume brings a paused sandbox back where it was.
+func (c *Client) Resume(ctx context.Context, id string) (*Sandbox, error) {
+	var sb Sandbox
+	return &sb, c.call(ctx, http.MethodPost, sandboxPath(id, "/resume"), nil, nil, &sb)
+}
+
 // Exec runs a command to completion.
 func (c *Client) Exec(ctx context.Context, id string, req *ExecRequest) (*ExecResult, error) {
 	var res ExecResult

@@ -76,7 +76,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 
 func validState(st string) bool {
 	switch st {
-	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed:
+	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StatePaused, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed:
 		return true
 	}
 	return false
@@ -243,6 +243,24 @@ func (s *Server) handleCommandLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.sandbox.Pause(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.sandbox.Resume(r.Context(), org(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
 }
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {

@@ -69,6 +69,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/sandboxes/{id}", s.handleGet, true},
 		{"DELETE /v1/sandboxes/{id}", s.handleDelete, true},
 		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, true},
+		{"POST /v1/sandboxes/{id}/pause", s.handlePause, true},
+		{"POST /v1/sandboxes/{id}/resume", s.handleResume, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
 		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},

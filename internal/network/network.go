@@ -175,6 +175,35 @@ func (m *Manager) Get(id string) *Info {
 	return nil
 }
 
+// Rewire gives a sandbox's namespace a fresh veth pair with its same
+// addresses. gVisor takes the addresses off the interface it adopts, so a
+// sandbox restored from a checkpoint needs the interface set up again.
+func (m *Manager) Rewire(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	info := m.nets[id]
+	if info == nil {
+		return fmt.Errorf("sandbox %s has no network", id)
+	}
+	if err := deleteLink(hostLink(info.Slot)); err != nil {
+		return fmt.Errorf("remove old veth: %w", err)
+	}
+	if err := wire(id, info.Slot, info.Gateway, info.Address); err != nil {
+		return err
+	}
+	// The resolver listened on the old host address; start it again.
+	if res := m.resolvers[id]; res != nil {
+		res.close()
+		delete(m.resolvers, id)
+	}
+	res, err := m.startResolver(id, info)
+	if err != nil {
+		return err
+	}
+	m.resolvers[id] = res
+	return nil
+}
+
 // SetPolicy changes a running sandbox's policy at once.
 func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 	pol, err := Normalize(p)

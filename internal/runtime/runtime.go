@@ -75,3 +75,17 @@ var ErrUnavailable = errors.New("runtime unavailable on this host")
 type OOMReporter interface {
 	OOMKilled(id string) bool
 }
+
+// Checkpointer is implemented by backends that can save a sandbox's
+// memory, processes and files and bring them back later.
+type Checkpointer interface {
+	// CanCheckpoint says why checkpoints are not possible here, or nil.
+	CanCheckpoint() error
+	// Checkpoint saves the sandbox into dir and stops it.
+	Checkpoint(ctx context.Context, id, dir string) error
+	// Restore starts the sandbox again from dir.
+	Restore(ctx context.Context, spec Spec, dir string) error
+}
+
+// ErrNoCheckpoint is returned by a backend that cannot checkpoint here.
+var ErrNoCheckpoint = errors.New("this runtime cannot checkpoint sandboxes")

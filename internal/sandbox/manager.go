@@ -52,7 +52,7 @@ type Manager struct {
 	mu       sync.Mutex
 	live     map[string]*live
 	creating map[string]bool // creates under way in this process
-	ending   map[string]bool // deletes under way in this process
+	ending   map[string]bool // deletes, pauses and resumes under way in this process
 }
 
 // live is what the manager holds in memory for a sandbox it runs.
@@ -63,6 +63,7 @@ type live struct {
 	env       map[string]string
 	expiresAt time.Time     // zero: no deadline
 	idle      time.Duration // zero: never idle out
+	idlePause bool          // pause rather than delete when idle
 
 	mu      sync.Mutex
 	lastUse time.Time
@@ -423,19 +424,12 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 		return nil, conflict("sandbox %s is still being created", row.ID)
 	}
 	ctx = context.WithoutCancel(ctx)
-	m.mu.Lock()
-	if m.ending[row.ID] {
-		m.mu.Unlock()
-		return nil, conflict("sandbox %s is already being deleted", row.ID)
+	release, err := m.claim(row.ID)
+	if err != nil {
+		return nil, err
 	}
-	m.ending[row.ID] = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.ending, row.ID)
-		m.mu.Unlock()
-	}()
-	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning, StateFailed, StateDeleting}, StateDeleting, store.Change{}); err != nil {
+	defer release()
+	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning, StatePaused, StateFailed, StateDeleting}, StateDeleting, store.Change{}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, conflict("sandbox %s changed state while deleting; try again", row.ID)
 		}
@@ -513,5 +507,5 @@ func writeNetworkFiles(rootfs, host string, info *network.Info) error {
 
 func newLive(id string, rt runtime.Runtime, agent *guest.Client, sp *spec, lastUse time.Time) *live {
 	return &live{id: id, rt: rt, agent: agent, env: sp.Env, lastUse: lastUse, flushed: lastUse,
-		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second}
+		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second, idlePause: sp.IdleAction == "pause"}
 }

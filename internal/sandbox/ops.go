@@ -42,7 +42,19 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, conflict("sandbox %s is %s, not running", id, row.State)
+		if row.State != StatePaused {
+			return nil, conflict("sandbox %s is %s, not running", id, row.State)
+		}
+		// Using a paused sandbox wakes it.
+		if _, err := m.Resume(ctx, org, id); err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		l = m.live[id]
+		m.mu.Unlock()
+		if l == nil {
+			return nil, conflict("sandbox %s did not come back from pause", id)
+		}
 	}
 	l.touch()
 	return l, nil

@@ -31,7 +31,7 @@ const (
 // interrupted, finishes deletes, and frees whatever no row accounts for:
 // runtime containers, cgroups, mounts and sandbox directories.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StateDeleting}})
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StateDeleting}})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
@@ -49,6 +49,8 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 		rt := m.cfg.Runtimes[row.Runtime]
 		switch row.State {
+		case StatePaused:
+			// Nothing runs; its files, network and checkpoint are kept.
 		case StateCreating:
 			m.failRow(ctx, row, rt, "create interrupted: warren stopped before the sandbox was ready")
 		case StateDeleting:
@@ -279,6 +281,11 @@ func (m *Manager) enforceDeadlines(ctx context.Context) {
 		switch {
 		case !l.expiresAt.IsZero() && now.After(l.expiresAt):
 			reason = "timeout: the sandbox reached its timeout_seconds"
+		case l.idle > 0 && streams == 0 && now.Sub(last) > l.idle && l.idlePause:
+			if _, err := m.Pause(ctx, "", l.id); err != nil {
+				m.log.Error("pause idle sandbox", "sandbox.id", l.id, "err", err)
+			}
+			continue
 		case l.idle > 0 && streams == 0 && now.Sub(last) > l.idle:
 			reason = fmt.Sprintf("idle timeout: no activity for %s", l.idle)
 		default:

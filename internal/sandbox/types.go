@@ -35,9 +35,12 @@ type CreateRequest struct {
 	Metadata           map[string]string `json:"metadata,omitempty"`
 	TimeoutSeconds     *int64            `json:"timeout_seconds,omitempty"`
 	IdleTimeoutSeconds *int64            `json:"idle_timeout_seconds,omitempty"`
-	Network            *network.Policy   `json:"network,omitempty"`
-	Files              []File            `json:"files,omitempty"`
-	Startup            *Startup          `json:"startup,omitempty"`
+	// IdleAction is what the idle timeout does: stop (delete, the
+	// default) or pause.
+	IdleAction string          `json:"idle_action,omitempty"`
+	Network    *network.Policy `json:"network,omitempty"`
+	Files      []File          `json:"files,omitempty"`
+	Startup    *Startup        `json:"startup,omitempty"`
 }
 
 // File is written into a sandbox before its startup commands run.
@@ -97,6 +100,7 @@ type spec struct {
 	Env                map[string]string `json:"env,omitempty"`
 	TimeoutSeconds     int64             `json:"timeout_seconds"`
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
+	IdleAction         string            `json:"idle_action,omitempty"`
 	Network            *network.Policy   `json:"network,omitempty"`
 	Ports              []int             `json:"ports,omitempty"`
 }
@@ -111,6 +115,7 @@ type Sandbox struct {
 	Metadata           map[string]string `json:"metadata"`
 	TimeoutSeconds     int64             `json:"timeout_seconds"`
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
+	IdleAction         string            `json:"idle_action,omitempty"`
 	Network            *network.Policy   `json:"network,omitempty"`
 	// Address is the sandbox's own IPv4 address on this node.
 	Address string `json:"address,omitempty"`

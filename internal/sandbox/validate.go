@@ -102,6 +102,16 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 		}
 		sp.TimeoutSeconds = *t
 	}
+	switch req.IdleAction {
+	case "", "stop":
+	case "pause":
+		if err := canPause(m.cfg.Runtimes[rt]); err != nil {
+			return nil, "", "", badRequest("idle_action", "%v; use idle_action stop", err)
+		}
+		sp.IdleAction = "pause"
+	default:
+		return nil, "", "", badRequest("idle_action", "idle_action must be stop or pause, got %q", req.IdleAction)
+	}
 	if t := req.IdleTimeoutSeconds; t != nil {
 		if *t < 0 {
 			return nil, "", "", badRequest("idle_timeout_seconds", "idle_timeout_seconds must be 0 (never) or positive, got %d", *t)

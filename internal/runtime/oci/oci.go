@@ -35,6 +35,8 @@ type Config struct {
 	// PIDsInSandbox enforces the process limit inside the sandbox's own
 	// kernel (gVisor) rather than only in the host cgroup.
 	PIDsInSandbox bool
+	// NoCheckpoint, when set, says why this runtime cannot checkpoint.
+	NoCheckpoint string
 }
 
 // Runtime is an OCI-runtime backend.
@@ -78,7 +80,8 @@ func GVisor(binary, stateDir string) (*Runtime, error) {
 
 // Runc returns the runc backend.
 func Runc(binary, stateDir string) (*Runtime, error) {
-	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true})
+	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true,
+		NoCheckpoint: "runc checkpoints with CRIU, which is not installed or does not work on this kernel; use the gvisor runtime to pause"})
 }
 
 func (r *Runtime) Name() string { return r.cfg.Name }
@@ -102,20 +105,16 @@ func (r *Runtime) run(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
-	bundle := filepath.Join(spec.Dir, "bundle")
-	if err := os.MkdirAll(bundle, 0o700); err != nil {
-		return fmt.Errorf("create bundle dir: %w", err)
-	}
-	s := r.ociSpec(spec)
-	b, err := json.MarshalIndent(s, "", "  ")
+	bundle, err := r.writeBundle(spec)
 	if err != nil {
-		return fmt.Errorf("encode OCI spec: %w", err)
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return fmt.Errorf("write OCI spec: %w", err)
-	}
-	// The sandbox's init writes its stdout and stderr here; a file, not a
-	// pipe, so nothing ties the sandbox's life to ours.
+	return r.launch(ctx, spec, "run", "--detach", "--bundle", bundle, spec.ID)
+}
+
+// launch runs a start-like subcommand (run, restore), cleaning up and
+// explaining on failure.
+func (r *Runtime) launch(ctx context.Context, spec runtime.Spec, args ...string) error {
 	logf, err := os.OpenFile(filepath.Join(spec.Dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open init log: %w", err)
@@ -124,16 +123,69 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 	// The runtime's own error log goes beside the init log, so a failed
 	// start can say why even when the runtime printed nothing else.
 	runtimeLog := filepath.Join(spec.Dir, "runtime.log")
-	cmd := r.command(ctx, "--log", runtimeLog, "run", "--detach", "--bundle", bundle, spec.ID)
+	cmd := r.command(ctx, append([]string{"--log", runtimeLog}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
-		// run may have got as far as creating the container.
+		// It may have got as far as creating the container.
 		_ = r.Stop(context.WithoutCancel(ctx), spec.ID)
 		initLog, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
 		rtLog, _ := os.ReadFile(runtimeLog)
-		return fmt.Errorf("%s run %s: %w: %s %s", r.cfg.Name, spec.ID, err, lastLines(initLog, 5), lastLines(rtLog, 5))
+		return fmt.Errorf("%s %s %s: %w: %s %s", r.cfg.Name, args[0], spec.ID, err, lastLines(initLog, 5), lastLines(rtLog, 5))
 	}
 	return nil
+}
+
+// writeBundle writes the OCI bundle for a sandbox and returns its path.
+func (r *Runtime) writeBundle(spec runtime.Spec) (string, error) {
+	bundle := filepath.Join(spec.Dir, "bundle")
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return "", fmt.Errorf("create bundle dir: %w", err)
+	}
+	b, err := json.MarshalIndent(r.ociSpec(spec), "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode OCI spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return "", fmt.Errorf("write OCI spec: %w", err)
+	}
+	return bundle, nil
+}
+
+// CanCheckpoint says why this runtime cannot checkpoint, or nil.
+func (r *Runtime) CanCheckpoint() error {
+	if r.cfg.NoCheckpoint != "" {
+		return fmt.Errorf("%w: %s", runtime.ErrNoCheckpoint, r.cfg.NoCheckpoint)
+	}
+	return nil
+}
+
+// Checkpoint saves the sandbox's memory and processes into dir; the
+// sandbox stops.
+func (r *Runtime) Checkpoint(ctx context.Context, id, dir string) error {
+	if err := r.CanCheckpoint(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create checkpoint dir: %w", err)
+	}
+	if _, err := r.run(ctx, "checkpoint", "--image-path", dir, id); err != nil {
+		return err
+	}
+	// The checkpointed sandbox has exited; free its runtime state and
+	// cgroups. Its files, network and the image stay for the restore.
+	return r.Stop(ctx, id)
+}
+
+// Restore starts the sandbox again from a checkpoint in dir.
+func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, dir string) error {
+	if err := r.CanCheckpoint(); err != nil {
+		return err
+	}
+	bundle, err := r.writeBundle(spec)
+	if err != nil {
+		return err
+	}
+	return r.launch(ctx, spec, "restore", "--image-path", dir, "--detach", "--bundle", bundle, spec.ID)
 }
 
 func (r *Runtime) Stop(ctx context.Context, id string) error {

@@ -1,0 +1,179 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// StatePaused: memory, processes and files are saved; nothing runs.
+const StatePaused = "paused"
+
+func (m *Manager) checkpointDir(id string) string {
+	return filepath.Join(m.sandboxDir(id), "checkpoint")
+}
+
+// claim marks a sandbox as being changed by one operation (pause, resume,
+// delete) so two never overlap.
+func (m *Manager) claim(id string) (release func(), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ending[id] {
+		return nil, conflict("sandbox %s is busy; try again", id)
+	}
+	m.ending[id] = true
+	return func() {
+		m.mu.Lock()
+		delete(m.ending, id)
+		m.mu.Unlock()
+	}, nil
+}
+
+// canPause says why a runtime cannot pause sandboxes, or nil.
+func canPause(rt runtime.Runtime) error {
+	cp, ok := rt.(runtime.Checkpointer)
+	if !ok {
+		return runtime.ErrNoCheckpoint
+	}
+	return cp.CanCheckpoint()
+}
+
+// Pause saves a running sandbox's memory, processes and files and stops
+// it. Nothing of it runs until Resume; its files and network stay.
+func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if row.State == StatePaused {
+		return m.view(row), nil
+	}
+	if row.State != StateRunning {
+		return nil, conflict("sandbox %s is %s, not running", id, row.State)
+	}
+	if err := canPause(m.cfg.Runtimes[row.Runtime]); err != nil {
+		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot pause %s: %v", id, err), Err: err}
+	}
+	cp := m.cfg.Runtimes[row.Runtime].(runtime.Checkpointer)
+	release, err := m.claim(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ctx = context.WithoutCancel(ctx)
+	start := time.Now()
+	// Let go of the agent first: its connection drops at the checkpoint
+	// and must not read as a dead sandbox.
+	m.mu.Lock()
+	l := m.live[id]
+	delete(m.live, id)
+	m.mu.Unlock()
+	if l != nil {
+		l.agent.Close()
+	}
+	dir := m.checkpointDir(id)
+	_ = os.RemoveAll(dir)
+	if err := cp.Checkpoint(ctx, id, dir); err != nil {
+		m.failRow(ctx, row, m.cfg.Runtimes[row.Runtime], "pause failed: "+err.Error())
+		return nil, fmt.Errorf("pause sandbox %s: %w", id, err)
+	}
+	out, err := m.cfg.Store.Transition(ctx, id, []string{StateRunning}, StatePaused, store.Change{})
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("sandbox paused", "sandbox.id", id, "pause_ms", time.Since(start).Milliseconds())
+	v := m.view(out)
+	v.Timings = map[string]int64{"pause_ms": time.Since(start).Milliseconds()}
+	return v, nil
+}
+
+// Resume restores a paused sandbox: its processes continue where they
+// were, with every file it had.
+func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) {
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if row.State == StateRunning {
+		return m.view(row), nil
+	}
+	if row.State != StatePaused {
+		return nil, conflict("sandbox %s is %s, not paused", id, row.State)
+	}
+	release, err := m.claim(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ctx = context.WithoutCancel(ctx)
+	start := time.Now()
+	rt := m.cfg.Runtimes[row.Runtime]
+	cp, ok := rt.(runtime.Checkpointer)
+	if !ok {
+		return nil, conflict("the %s runtime is not available to resume this sandbox", row.Runtime)
+	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	l, err := m.restore(ctx, id, rt, cp, &sp)
+	if err != nil {
+		m.failRow(ctx, row, rt, "resume failed: "+err.Error())
+		return nil, fmt.Errorf("resume sandbox %s: %w", id, err)
+	}
+	l.expiresAt = row.ExpiresAt
+	m.mu.Lock()
+	m.live[id] = l
+	m.mu.Unlock()
+	out, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateRunning, store.Change{})
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("sandbox resumed", "sandbox.id", id, "resume_ms", time.Since(start).Milliseconds())
+	v := m.view(out)
+	v.Timings = map[string]int64{"resume_ms": time.Since(start).Milliseconds()}
+	return v, nil
+}
+
+func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec) (*live, error) {
+	var netns string
+	if sp.Network != nil {
+		if err := m.cfg.Network.Rewire(id); err != nil {
+			return nil, fmt.Errorf("rewire network: %w", err)
+		}
+		netns = network.NSPath(id)
+	}
+	sock := filepath.Join(m.runDir(id), guest.SocketName)
+	_ = os.Remove(sock)
+	agent, err := guest.Listen(sock, m.agentLost(id))
+	if err != nil {
+		return nil, err
+	}
+	l := newLive(id, rt, agent, sp, time.Now())
+	err = cp.Restore(ctx, runtime.Spec{
+		ID: id, Dir: m.sandboxDir(id), Rootfs: m.layout(id).Merged(), RunDir: m.runDir(id), NetNS: netns,
+		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
+	}, m.checkpointDir(id))
+	if err == nil {
+		err = m.waitAgent(ctx, l)
+	}
+	if err != nil {
+		agent.Close()
+		return nil, err
+	}
+	_ = os.RemoveAll(m.checkpointDir(id))
+	return l, nil
+}
