@@ -120,6 +120,17 @@ func TestPauseResume(t *testing.T) {
 	if status, body := s2.raw(t, "POST", "/v1/sandboxes", s2.key, `{"runtime":"runc","idle_timeout_seconds":5,"idle_action":"pause"}`); status != 400 || field(body) != "idle_action" {
 		t.Fatalf("idle_action pause on runc: %d %v", status, body)
 	}
+	// A preview visit wakes a paused sandbox too.
+	s2.exec(t, sb.ID, client.ExecRequest{Cmd: "httpd -p 8080 -h /data"})
+	if _, err := s2.c.ExposePort(ctx, sb.ID, 8080); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.c.Pause(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := get(t, s2.url+"/preview/"+sb.ID+"/8080/f7", "", s2.key); code != 200 || body != "file-7\n" {
+		t.Fatalf("preview of a paused sandbox: %d %q", code, body)
+	}
 	// Deleting a paused sandbox frees everything, checkpoint included.
 	if _, err := s2.c.Pause(ctx, sb.ID); err != nil {
 		t.Fatal(err)

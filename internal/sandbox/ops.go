@@ -42,6 +42,9 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 		if err != nil {
 			return nil, err
 		}
+		if row.State == StateRunning {
+			return nil, conflict("sandbox %s is busy pausing or resuming; try again", id)
+		}
 		if row.State != StatePaused {
 			return nil, conflict("sandbox %s is %s, not running", id, row.State)
 		}

@@ -86,6 +86,12 @@ var ErrNoPreview = errors.New("no such preview")
 // port. org "" skips the owner check (a signed token already bound it).
 func (m *Manager) PreviewTarget(ctx context.Context, org, id string, port int) (netip.AddrPort, error) {
 	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if err == nil && row.State == StatePaused {
+		// A visit wakes a paused sandbox, as any other use does.
+		if _, rerr := m.Resume(ctx, org, id); rerr == nil {
+			row, err = m.cfg.Store.GetSandbox(ctx, org, id)
+		}
+	}
 	if err != nil || row.State != StateRunning {
 		return netip.AddrPort{}, ErrNoPreview
 	}
