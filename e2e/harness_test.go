@@ -163,6 +163,20 @@ func (s *server) stop() {
 	}
 }
 
+// stopKeepingSandboxes stops the server gracefully and leaves its
+// sandboxes running, as an upgrade would.
+func (s *server) stopKeepingSandboxes() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+}
+
 // kill9 ends the server the hard way, as a crash would.
 func (s *server) kill9() {
 	_ = s.cmd.Process.Kill()

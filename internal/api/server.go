@@ -289,6 +289,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"version":         Version,
 		"runtimes":        s.sandbox.Runtimes(),
 		"default_runtime": s.sandbox.DefaultRuntime(),
+		"pools":           s.sandbox.Pools(),
 		"org":             callerFrom(r.Context()).Org,
 	})
 }

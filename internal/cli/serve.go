@@ -59,6 +59,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.DNSUpstream, "dns-upstream", os.Getenv("WARREN_DNS_UPSTREAM"), "DNS server for sandboxes' lookups, host:port (WARREN_DNS_UPSTREAM; default: the host's)")
 	f.StringVar(&o.PublicURL, "public-url", os.Getenv("WARREN_PUBLIC_URL"), "URL clients reach this server at, for preview links (WARREN_PUBLIC_URL; default http://LISTEN)")
 	f.StringVar(&o.PreviewDomain, "preview-domain", os.Getenv("WARREN_PREVIEW_DOMAIN"), "serve previews at PORT-ID.DOMAIN too (WARREN_PREVIEW_DOMAIN)")
+	f.StringVar(&o.Pools, "pool", os.Getenv("WARREN_POOL"), "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2 (WARREN_POOL)")
 	f.StringVar(&logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json (WARREN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	return cmd

@@ -53,6 +53,7 @@ type Manager struct {
 	live     map[string]*live
 	creating map[string]bool // creates under way in this process
 	ending   map[string]bool // deletes, pauses and resumes under way in this process
+	pools    []*pool
 }
 
 // live is what the manager holds in memory for a sandbox it runs.
@@ -161,6 +162,9 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		return nil, err
 	}
 	rt := m.cfg.Runtimes[rtName]
+	if row, l := m.claimPooled(ctx, org, img, rtName, sp, req); row != nil {
+		return m.finishClaim(ctx, row, l, req, start)
+	}
 	specJSON, _ := json.Marshal(sp)
 	now := time.Now().UTC()
 	row := &store.Sandbox{
@@ -224,6 +228,27 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	}
 	log.Info("sandbox running", "total_ms", timings["total_ms"])
 	return m.view(row2), nil
+}
+
+// finishClaim runs a create's startup in a sandbox taken from a pool.
+func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, req *CreateRequest, start time.Time) (*Sandbox, error) {
+	ctx = context.WithoutCancel(ctx)
+	timings := map[string]int64{"claim_ms": time.Since(start).Milliseconds()}
+	if err := m.runStartup(ctx, l, req, timings); err != nil {
+		m.failRow(ctx, row, l.rt, "create failed: "+err.Error())
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, &Error{Kind: KindInternal, Message: "create failed: " + err.Error(), Err: err}
+	}
+	timings["total_ms"] = time.Since(start).Milliseconds()
+	out, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning}, StateRunning, store.Change{Timings: timings})
+	if err != nil {
+		return nil, err
+	}
+	m.log.Info("sandbox running", "sandbox.id", row.ID, "boot_path", BootHotPool, "total_ms", timings["total_ms"])
+	return m.view(out), nil
 }
 
 // boot does the work of a create: image, overlay, agent socket, runtime.

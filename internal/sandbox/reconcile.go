@@ -31,7 +31,7 @@ const (
 // interrupted, finishes deletes, and frees whatever no row accounts for:
 // runtime containers, cgroups, mounts and sandbox directories.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StateDeleting}})
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StatePooled, StateDeleting}})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
@@ -49,6 +49,14 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 		rt := m.cfg.Runtimes[row.Runtime]
 		switch row.State {
+		case StatePooled:
+			if !isLive {
+				// A pool of a previous run: nobody can claim it now.
+				m.removePooled(ctx, row)
+				mu.Lock()
+				delete(keep, row.ID)
+				mu.Unlock()
+			}
 		case StatePaused:
 			// Nothing runs; its files, network and checkpoint are kept.
 		case StateCreating:

@@ -50,7 +50,9 @@ type Options struct {
 	PublicURL string
 	// PreviewDomain enables host-based previews at {port}-{id}.{domain}.
 	PreviewDomain string
-	Log           *slog.Logger
+	// Pools are warm pools to keep booted ("busybox:6,base:2").
+	Pools string
+	Log   *slog.Logger
 	// Ready, if set, is called once the API is listening.
 	Ready func(url, adminKey string, keyIsNew bool)
 }
@@ -118,10 +120,20 @@ func Run(ctx context.Context, o Options) error {
 	if err := mgr.Reconcile(ctx); err != nil {
 		return err
 	}
+	pools, err := sandbox.ParsePools(o.Pools)
+	if err != nil {
+		return err
+	}
 	defer mgr.Shutdown()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go mgr.Run(runCtx)
+	if err := mgr.StartPools(runCtx, pools); err != nil {
+		return err
+	}
+	// Warm sandboxes belong to no one: they go when warren does.
+	defer mgr.DrainPools(context.Background())
+	defer cancel()
 
 	handler := api.New(st, mgr, images, log)
 	proxy.Targets, proxy.Org = mgr, handler.OrgOf

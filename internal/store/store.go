@@ -337,3 +337,20 @@ func (s *Store) UpdateSpec(ctx context.Context, id string, spec json.RawMessage)
 	}
 	return nil
 }
+
+// Claim hands a pooled sandbox to org as a new sandbox: one guarded
+// update, so two creates never get the same one.
+func (s *Store) Claim(ctx context.Context, id, org string, metadata map[string]string, spec json.RawMessage, expiresAt time.Time) (*Sandbox, error) {
+	md, _ := json.Marshal(metadata)
+	now := time.Now().UTC().UnixMilli()
+	res, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET org = ?, state = 'running', metadata = ?, spec = ?, boot_path = 'hot_pool',
+		created_at = ?, updated_at = ?, last_active_at = ?, expires_at = ? WHERE id = ? AND state = 'pooled'`,
+		org, string(md), string(spec), now, now, now, millis(expiresAt), id)
+	if err != nil {
+		return nil, fmt.Errorf("claim pooled sandbox %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, ErrConflict
+	}
+	return s.GetSandbox(ctx, org, id)
+}

@@ -1,0 +1,263 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/store"
+)
+
+// StatePooled: booted and waiting in a warm pool; no org owns it yet.
+const StatePooled = "pooled"
+
+// BootHotPool is the boot path of a sandbox taken from a warm pool.
+const BootHotPool = "hot_pool"
+
+// PoolSpec asks for Size booted sandboxes of one image, in the node's
+// default shape (runtime, resources, network policy).
+type PoolSpec struct {
+	Image string `json:"image"`
+	Size  int    `json:"size"`
+}
+
+// ParsePools reads "busybox:6,base:2".
+func ParsePools(s string) ([]PoolSpec, error) {
+	var out []PoolSpec
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		img, n, ok := strings.Cut(part, ":")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || size < 0 || img == "" {
+			return nil, fmt.Errorf("pool %q: want IMAGE:SIZE, like busybox:6", part)
+		}
+		out = append(out, PoolSpec{Image: img, Size: size})
+	}
+	return out, nil
+}
+
+// PoolStatus is what the API shows of a pool.
+type PoolStatus struct {
+	Image   string `json:"image"`
+	Runtime string `json:"runtime"`
+	Size    int    `json:"size"`
+	Ready   int    `json:"ready"`
+}
+
+// pool keeps Size sandboxes of one image booted.
+type pool struct {
+	spec  PoolSpec
+	shape spec
+	mu    sync.Mutex
+	ready []string // ids, oldest first
+	kick  chan struct{}
+}
+
+// defaultShape is the spec of a create that asks for nothing but an image.
+func (m *Manager) defaultShape() spec {
+	if m.cfg.DefaultRuntime == "process" {
+		return spec{Resources: DefaultResources}
+	}
+	pol, _ := network.Normalize(nil)
+	return spec{Resources: DefaultResources, Network: pol}
+}
+
+// StartPools begins keeping the configured pools full, until ctx ends.
+func (m *Manager) StartPools(ctx context.Context, specs []PoolSpec) error {
+	for _, ps := range specs {
+		if !m.cfg.Images.Known(ps.Image) {
+			return fmt.Errorf("pool image %q is unknown", ps.Image)
+		}
+		p := &pool{spec: ps, shape: m.defaultShape(), kick: make(chan struct{}, 1)}
+		m.mu.Lock()
+		m.pools = append(m.pools, p)
+		m.mu.Unlock()
+		go m.fill(ctx, p)
+	}
+	return nil
+}
+
+// fill boots one sandbox at a time until the pool is full, then waits for
+// a claim. One at a time keeps refills from starving real creates.
+func (m *Manager) fill(ctx context.Context, p *pool) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		p.mu.Lock()
+		short := len(p.ready) < p.spec.Size
+		p.mu.Unlock()
+		if !short {
+			select {
+			case <-p.kick:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		id, err := m.bootPooled(ctx, p)
+		if err != nil {
+			m.log.Error("refill pool", "image", p.spec.Image, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, time.Minute)
+			continue
+		}
+		backoff = time.Second
+		p.mu.Lock()
+		p.ready = append(p.ready, id)
+		p.mu.Unlock()
+	}
+}
+
+func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
+	rtName := m.cfg.DefaultRuntime
+	specJSON, _ := json.Marshal(p.shape)
+	now := time.Now().UTC()
+	row := &store.Sandbox{ID: newID(), Org: "", State: StateCreating, Runtime: rtName, Image: p.spec.Image,
+		Spec: specJSON, Metadata: map[string]string{}, CreatedAt: now, UpdatedAt: now}
+	m.mu.Lock()
+	m.creating[row.ID] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, row.ID)
+		m.mu.Unlock()
+	}()
+	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
+		return "", err
+	}
+	sp := p.shape
+	timings, l, err := m.boot(ctx, row.ID, p.spec.Image, m.cfg.Runtimes[rtName], &sp)
+	if err != nil {
+		m.teardown(context.WithoutCancel(ctx), row.ID, m.cfg.Runtimes[rtName])
+		reason := "pool boot failed: " + err.Error()
+		_, _ = m.cfg.Store.Transition(context.WithoutCancel(ctx), row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
+		return "", err
+	}
+	boot := BootHotPool
+	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StatePooled, store.Change{BootPath: &boot, Timings: timings}); err != nil {
+		l.agent.Close()
+		m.teardown(context.WithoutCancel(ctx), row.ID, m.cfg.Runtimes[rtName])
+		return "", err
+	}
+	m.mu.Lock()
+	m.live[row.ID] = l
+	m.mu.Unlock()
+	return row.ID, nil
+}
+
+// claimPooled hands a pooled sandbox to a create whose image and shape
+// match, or returns nil.
+func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *spec, req *CreateRequest) (*store.Sandbox, *live) {
+	want := m.defaultShape()
+	want.Network, want.Env, want.TimeoutSeconds, want.IdleTimeoutSeconds, want.IdleAction, want.Ports = nil, nil, 0, 0, "", nil
+	got := *sp
+	got.Network, got.Env, got.TimeoutSeconds, got.IdleTimeoutSeconds, got.IdleAction, got.Ports = nil, nil, 0, 0, "", nil
+	if rtName != m.cfg.DefaultRuntime || !reflect.DeepEqual(want, got) {
+		return nil, nil
+	}
+	m.mu.Lock()
+	pools := append([]*pool(nil), m.pools...)
+	m.mu.Unlock()
+	for _, p := range pools {
+		if p.spec.Image != img {
+			continue
+		}
+		for {
+			p.mu.Lock()
+			if len(p.ready) == 0 {
+				p.mu.Unlock()
+				return nil, nil
+			}
+			id := p.ready[0]
+			p.ready = p.ready[1:]
+			p.mu.Unlock()
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+			if row, l := m.takePooled(ctx, org, id, sp, req); row != nil {
+				return row, l
+			}
+		}
+	}
+	return nil, nil
+}
+
+// takePooled turns one pooled sandbox into the caller's: its row, its
+// env, its network policy and its deadlines.
+func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req *CreateRequest) (*store.Sandbox, *live) {
+	m.mu.Lock()
+	l := m.live[id]
+	m.mu.Unlock()
+	if l == nil || !l.agent.Connected() {
+		return nil, nil
+	}
+	if sp.Network != nil && !reflect.DeepEqual(sp.Network, m.defaultShape().Network) {
+		if _, err := m.cfg.Network.SetPolicy(id, sp.Network); err != nil {
+			return nil, nil
+		}
+	}
+	var exp time.Time
+	if sp.TimeoutSeconds > 0 {
+		exp = time.Now().Add(time.Duration(sp.TimeoutSeconds) * time.Second).UTC()
+	}
+	b, _ := json.Marshal(sp)
+	md := req.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	row, err := m.cfg.Store.Claim(ctx, id, org, md, b, exp)
+	if err != nil {
+		return nil, nil
+	}
+	l.mu.Lock()
+	l.env = sp.Env
+	l.expiresAt = exp
+	l.idle = time.Duration(sp.IdleTimeoutSeconds) * time.Second
+	l.idlePause = sp.IdleAction == "pause"
+	l.lastUse = time.Now()
+	l.mu.Unlock()
+	return row, l
+}
+
+// Pools reports the warm pools.
+func (m *Manager) Pools() []PoolStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]PoolStatus, 0, len(m.pools))
+	for _, p := range m.pools {
+		p.mu.Lock()
+		out = append(out, PoolStatus{Image: p.spec.Image, Runtime: m.cfg.DefaultRuntime, Size: p.spec.Size, Ready: len(p.ready)})
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// DrainPools removes every pooled sandbox, for shutdown.
+func (m *Manager) DrainPools(ctx context.Context) {
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StatePooled}})
+	if err != nil {
+		return
+	}
+	for _, r := range rows {
+		m.removePooled(ctx, r)
+	}
+}
+
+func (m *Manager) removePooled(ctx context.Context, r *store.Sandbox) {
+	_ = m.teardown(ctx, r.ID, m.cfg.Runtimes[r.Runtime])
+	reason := "warm pool sandbox removed"
+	_, _ = m.cfg.Store.Transition(ctx, r.ID, []string{StatePooled}, StateDeleted, store.Change{Reason: &reason, Ended: true})
+}
