@@ -174,17 +174,11 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	if row.Metadata == nil {
 		row.Metadata = map[string]string{}
 	}
-	m.mu.Lock()
-	m.creating[row.ID] = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.creating, row.ID)
-		m.mu.Unlock()
-	}()
-	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
+	done, err := m.beginCreate(ctx, row)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	log := m.log.With("sandbox.id", row.ID, "runtime", rtName, "image", img)
 	log.Info("creating sandbox")
 	// The boot belongs to warren once the row exists: a client that hangs
@@ -228,6 +222,25 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	}
 	log.Info("sandbox running", "total_ms", timings["total_ms"])
 	return m.view(row2), nil
+}
+
+// beginCreate records a new sandbox in state creating. Its id is marked
+// as a create under way first, so no reconcile pass takes what it builds
+// for an orphan; done clears the mark.
+func (m *Manager) beginCreate(ctx context.Context, row *store.Sandbox) (done func(), err error) {
+	m.mu.Lock()
+	m.creating[row.ID] = true
+	m.mu.Unlock()
+	done = func() {
+		m.mu.Lock()
+		delete(m.creating, row.ID)
+		m.mu.Unlock()
+	}
+	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
+		done()
+		return nil, err
+	}
+	return done, nil
 }
 
 // finishClaim runs a create's startup in a sandbox taken from a pool.

@@ -126,17 +126,11 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 	now := time.Now().UTC()
 	row := &store.Sandbox{ID: newID(), Org: "", State: StateCreating, Runtime: rtName, Image: p.spec.Image,
 		Spec: specJSON, Metadata: map[string]string{}, CreatedAt: now, UpdatedAt: now}
-	m.mu.Lock()
-	m.creating[row.ID] = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.creating, row.ID)
-		m.mu.Unlock()
-	}()
-	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
+	done, err := m.beginCreate(ctx, row)
+	if err != nil {
 		return "", err
 	}
+	defer done()
 	sp := p.shape
 	timings, l, err := m.boot(ctx, row.ID, p.spec.Image, m.cfg.Runtimes[rtName], &sp)
 	if err != nil {
