@@ -255,6 +255,14 @@ func (c *Client) Resume(ctx context.Context, id string) (*Sandbox, error) {
 	return &sb, c.call(ctx, http.MethodPost, sandboxPath(id, "/resume"), nil, nil, &sb)
 }
 
+// Fork copies a running sandbox into count new ones.
+func (c *Client) Fork(ctx context.Context, id string, count int) ([]*Sandbox, error) {
+	var out struct {
+		Sandboxes []*Sandbox `json:"sandboxes"`
+	}
+	return out.Sandboxes, c.call(ctx, http.MethodPost, sandboxPath(id, "/fork"), nil, map[string]int{"count": count}, &out)
+}
+
 // Exec runs a command to completion.
 func (c *Client) Exec(ctx context.Context, id string, req *ExecRequest) (*ExecResult, error) {
 	var res ExecResult

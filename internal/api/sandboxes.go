@@ -263,6 +263,22 @@ func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sb)
 }
 
+func (s *Server) handleFork(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Count int `json:"count"`
+	}
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.sandbox.Fork(r.Context(), org(r), r.PathValue("id"), req.Count)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"sandboxes": list})
+}
+
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	var req guest.ExecRequest
 	if err := decode(r, &req); err != nil {

@@ -71,6 +71,7 @@ func (s *Server) routes() []route {
 		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, true},
 		{"POST /v1/sandboxes/{id}/pause", s.handlePause, true},
 		{"POST /v1/sandboxes/{id}/resume", s.handleResume, true},
+		{"POST /v1/sandboxes/{id}/fork", s.handleFork, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
 		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},
