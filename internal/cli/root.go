@@ -71,6 +71,7 @@ func newRoot() *cobra.Command {
 		newShellCmd(g),
 		newFilesCmd(g),
 		newImageCmd(g),
+		newBenchCmd(g),
 		newVersionCmd(g),
 	)
 	return root

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,9 +91,41 @@ func intervalElements(pfxs []netip.Prefix) []nftables.SetElement {
 	return els
 }
 
+// nlBuffer is the netlink receive buffer for nftables batches. The whole
+// table is one batch and the kernel acknowledges every message in it; the
+// default buffer overflows (ENOBUFS) at a few dozen sandboxes.
+const nlBuffer = 64 << 20
+
+// bigBuffers raises the socket's buffers past the system default; as
+// root, SO_RCVBUFFORCE ignores net.core.rmem_max.
+func bigBuffers(c *netlink.Conn) error {
+	_ = c.SetOption(netlink.CapAcknowledge, true)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, nlBuffer)
+		if serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, nlBuffer)
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(nlBuffer)
+	}
+	return nil
+}
+
+func newConn() (*nftables.Conn, error) {
+	return nftables.New(nftables.WithSockOptions(bigBuffers))
+}
+
 // program writes the whole table for the given sandboxes in one batch.
 func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
-	c, err := nftables.New()
+	c, err := newConn()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
@@ -197,7 +230,7 @@ func dynSetName(slot int) string { return fmt.Sprintf("dyn_%05x", slot) }
 
 // addResolved lets a sandbox reach addresses its resolver just answered.
 func addResolved(slot int, addrs []netip.Addr, ttl time.Duration) error {
-	c, err := nftables.New()
+	c, err := newConn()
 	if err != nil {
 		return err
 	}
@@ -216,7 +249,7 @@ func addResolved(slot int, addrs []netip.Addr, ttl time.Duration) error {
 
 // removeTable drops warren's table, for a host with no sandboxes left.
 func removeTable() error {
-	c, err := nftables.New()
+	c, err := newConn()
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warrenhq/warren/internal/bench"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	o := bench.Options{}
+	var runtimes, imageDir string
+	var short bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure warren against raw runsc and runc on this host, in one run",
+		Long: "Measures, on the same image: create to first output, exec round trip,\n" +
+			"concurrent creates, pause and resume, and idle memory per sandbox, for\n" +
+			"warren (against a running server) and for runsc/runc driven directly.\n" +
+			"Run it on the server's host, as root. --short is the quick run CI uses.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if short {
+				o.Runs, o.Concurrent, o.Idle = 3, 4, 5
+			}
+			o.Client = g.client()
+			o.Runtimes = strings.Split(runtimes, ",")
+			if imageDir == "" {
+				imageDir = filepath.Join(envOr("WARREN_DATA_DIR", DefaultDataDir()), "images")
+			}
+			o.Rootfs = filepath.Join(imageDir, o.Image, "rootfs")
+			if _, err := os.Stat(o.Rootfs); err != nil {
+				return fmt.Errorf("image %s is not built in %s (build it with warren image build %s, or set --image-dir): %w", o.Image, imageDir, o.Image, err)
+			}
+			for _, p := range []*string{&o.Runsc, &o.Runc} {
+				if *p == "" {
+					continue
+				}
+				if abs, err := exec.LookPath(*p); err == nil {
+					*p = abs
+				}
+			}
+			if !g.json {
+				o.Progress = cmd.ErrOrStderr()
+			}
+			rep, err := bench.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), rep, func() { bench.Table(cmd.OutOrStdout(), rep) })
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "busybox", "image to measure")
+	f.StringVar(&runtimes, "runtime", "gvisor,runc", "runtimes to measure, comma-separated")
+	f.IntVar(&o.Runs, "runs", 20, "samples per figure")
+	f.IntVar(&o.Concurrent, "concurrent", 20, "creates started at once")
+	f.IntVar(&o.Idle, "idle", 50, "sandboxes for the idle-memory figure (0 to skip)")
+	f.BoolVar(&short, "short", false, "a quick run: 3 samples, 4 concurrent, 5 idle")
+	f.StringVar(&o.Runsc, "runsc", envOr("WARREN_RUNSC", "runsc"), "runsc to compare with (WARREN_RUNSC)")
+	f.StringVar(&o.Runc, "runc", envOr("WARREN_RUNC", "runc"), "runc to compare with (WARREN_RUNC)")
+	f.StringVar(&imageDir, "image-dir", os.Getenv("WARREN_IMAGE_DIR"), "where the server keeps images (WARREN_IMAGE_DIR; default DATA_DIR/images)")
+	return cmd
+}
