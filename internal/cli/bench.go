@@ -33,6 +33,9 @@ func newBenchCmd(g *globals) *cobra.Command {
 			if imageDir == "" {
 				imageDir = filepath.Join(envOr("WARREN_DATA_DIR", DefaultDataDir()), "images")
 			}
+			if err := ensureImage(cmd.Context(), g, o.Client, o.Image, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			o.Rootfs = filepath.Join(imageDir, o.Image, "rootfs")
 			if _, err := os.Stat(o.Rootfs); err != nil {
 				return fmt.Errorf("image %s is not built in %s (build it with warren image build %s, or set --image-dir): %w", o.Image, imageDir, o.Image, err)

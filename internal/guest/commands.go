@@ -127,6 +127,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.info.PID = cmd.Process.Pid
+	limitChild(cmd.Process.Pid)
 	go func() {
 		code, _ := exitCode(cmd.Wait())
 		f.Close()

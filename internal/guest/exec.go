@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"golang.org/x/sys/unix"
 )
 
 // defaultPath is used when neither the request nor the agent has PATH.
@@ -60,6 +62,25 @@ func environ(extra map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// NprocEnv carries the sandbox's process limit to the agent, which applies
+// it to every process it starts (RLIMIT_NPROC) but not to itself.
+const NprocEnv = "WARREN_NPROC"
+
+var nprocLimit = func() uint64 {
+	n, _ := strconv.ParseUint(os.Getenv(NprocEnv), 10, 64)
+	return n
+}()
+
+// limitChild applies the sandbox's process limit to a started command;
+// its children inherit it.
+func limitChild(pid int) {
+	if nprocLimit == 0 {
+		return
+	}
+	lim := unix.Rlimit{Cur: nprocLimit, Max: nprocLimit}
+	_ = unix.Prlimit(pid, unix.RLIMIT_NPROC, &lim, nil)
 }
 
 // killGroup ends the command and everything in its process group. A
@@ -161,6 +182,7 @@ func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error)
 		code, msg := startError(err)
 		return &ExecResult{ExitCode: code, Stderr: msg}, nil
 	}
+	limitChild(cmd.Process.Pid)
 	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
 	code, err := exitCode(waitErr)
 	if err != nil {
@@ -253,6 +275,7 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		conn.Close(websocket.StatusNormalClosure, "")
 		return
 	}
+	limitChild(cmd.Process.Pid)
 	if req.Stdin != "" {
 		_, _ = io.WriteString(stdin, req.Stdin)
 	}

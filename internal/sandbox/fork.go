@@ -85,17 +85,9 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 		out = append(out, sb)
 	}
 	// Bring the source back whatever happened to the copies.
-	var srcSpec spec
-	_ = json.Unmarshal(row.Spec, &srcSpec)
-	l, err := m.restore(ctx, id, rt, cp, &srcSpec)
-	if err != nil {
-		m.failRow(ctx, row, rt, "lost while forking: "+err.Error())
-		return out, fmt.Errorf("restore %s after fork: %w", id, err)
+	if err := m.bringBack(ctx, row, rt, cp, "restore after fork"); err != nil {
+		return out, err
 	}
-	l.expiresAt = row.ExpiresAt
-	m.mu.Lock()
-	m.live[id] = l
-	m.mu.Unlock()
 	if firstErr != nil {
 		// All or nothing: the caller never learns the ids of partial copies.
 		for _, sb := range out {

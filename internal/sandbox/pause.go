@@ -127,17 +127,9 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	if !ok {
 		return nil, conflict("the %s runtime is not available to resume this sandbox", row.Runtime)
 	}
-	var sp spec
-	_ = json.Unmarshal(row.Spec, &sp)
-	l, err := m.restore(ctx, id, rt, cp, &sp)
-	if err != nil {
-		m.failRow(ctx, row, rt, "resume failed: "+err.Error())
-		return nil, fmt.Errorf("resume sandbox %s: %w", id, err)
+	if err := m.bringBack(ctx, row, rt, cp, "resume"); err != nil {
+		return nil, err
 	}
-	l.expiresAt = row.ExpiresAt
-	m.mu.Lock()
-	m.live[id] = l
-	m.mu.Unlock()
 	out, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateRunning, store.Change{})
 	if err != nil {
 		return nil, err
@@ -146,6 +138,23 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	v := m.view(out)
 	v.Timings = map[string]int64{"resume_ms": time.Since(start).Milliseconds()}
 	return v, nil
+}
+
+// bringBack restores a checkpointed sandbox and takes it live again; if it
+// cannot, the sandbox is failed with the reason.
+func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string) error {
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	l, err := m.restore(ctx, row.ID, rt, cp, &sp)
+	if err != nil {
+		m.failRow(ctx, row, rt, during+" failed: "+err.Error())
+		return fmt.Errorf("%s sandbox %s: %w", during, row.ID, err)
+	}
+	l.expiresAt = row.ExpiresAt
+	m.mu.Lock()
+	m.live[row.ID] = l
+	m.mu.Unlock()
+	return nil
 }
 
 func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec) (*live, error) {

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"fmt"
 	"golang.org/x/sys/unix"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -69,12 +70,13 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 	}
 	if r.cfg.PIDsInSandbox {
 		// The host cgroup would count the sentry's own threads too, and
-		// the sentry dies when it cannot make one. Limit the sandbox's
-		// processes inside its kernel instead, and leave the host cgroup
-		// a generous bound as a backstop.
-		limit := uint64(*spec.Linux.Resources.Pids.Limit)
-		spec.Process.Rlimits = append(spec.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: limit, Soft: limit})
-		backstop := int64(limit) + sentryThreads
+		// the sentry dies when it cannot make one. The agent limits the
+		// processes it starts inside the sandbox's kernel instead (it
+		// stays unlimited itself, so a fork bomb cannot starve it of
+		// threads), and the host cgroup keeps a generous backstop.
+		limit := *spec.Linux.Resources.Pids.Limit
+		spec.Process.Env = append(spec.Process.Env, fmt.Sprintf("%s=%d", guest.NprocEnv, limit))
+		backstop := limit + sentryThreads
 		spec.Linux.Resources.Pids.Limit = &backstop
 	}
 	return spec
