@@ -34,7 +34,9 @@ type Options struct {
 	// Peers: raw runtime binaries, and the image's root filesystem.
 	Runsc, Runc string
 	Rootfs      string
-	Progress    io.Writer
+	// Docker is the docker CLI, compared when its engine answers.
+	Docker   string
+	Progress io.Writer
 }
 
 // Stat summarizes samples in milliseconds.
@@ -143,6 +145,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return nil, err
 			}
 			rep.Rows = append(rep.Rows, Row{Metric: rt + " pause", Warren: summarize(pauses)}, Row{Metric: rt + " resume", Warren: summarize(resumes)})
+		}
+		if rt == "runc" && o.dockerReady(ctx) {
+			o.logf("docker: run and exec")
+			runs, execs, err := o.docker(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("docker: %w", err)
+			}
+			for i := range rep.Rows {
+				switch rep.Rows[i].Metric {
+				case "runc create→first output":
+					rep.Rows[i].addPeer("docker run", summarize(runs))
+				case "runc exec round trip":
+					rep.Rows[i].addPeer("docker exec", summarize(execs))
+				}
+			}
 		}
 		if o.Idle > 0 {
 			o.logf("%s: idle memory of %d sandboxes", rt, o.Idle)
@@ -444,4 +461,43 @@ func Table(w io.Writer, rep *Report) {
 	for _, m := range rep.Memory {
 		fmt.Fprintf(w, "\n%s idle memory: %.1f MB per sandbox over %d sandboxes; about %d fit in 24 GiB\n", m.Runtime, m.PerSandboxMB, m.Sandboxes, m.FitIn24GiB)
 	}
+}
+
+// dockerReady reports whether a Docker engine answers.
+func (o *Options) dockerReady(ctx context.Context) bool {
+	if o.Docker == "" {
+		return false
+	}
+	return exec.CommandContext(ctx, o.Docker, "info").Run() == nil
+}
+
+// docker times `docker run --rm IMAGE echo hi` and `docker exec` of true,
+// on an image imported from the same root filesystem, without network.
+func (o *Options) docker(ctx context.Context) (runs, execs []time.Duration, err error) {
+	tag := "warren-bench-" + filepath.Base(filepath.Dir(o.Rootfs))
+	imp := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("tar -C %q -c . | %q import - %s", o.Rootfs, o.Docker, tag))
+	if b, err := imp.CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("import image: %v: %s", err, b)
+	}
+	for i := 0; i < o.Runs; i++ {
+		start := time.Now()
+		b, err := exec.CommandContext(ctx, o.Docker, "run", "--rm", "--network", "none", tag, "echo", "hi").CombinedOutput()
+		if err != nil || !strings.Contains(string(b), "hi") {
+			return nil, nil, fmt.Errorf("docker run: %v: %s", err, b)
+		}
+		runs = append(runs, time.Since(start))
+	}
+	name := fmt.Sprintf("warren-bench-%d", time.Now().UnixNano())
+	if b, err := exec.CommandContext(ctx, o.Docker, "run", "-d", "--name", name, "--network", "none", tag, "sleep", "3600").CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("docker run -d: %v: %s", err, b)
+	}
+	defer exec.Command(o.Docker, "rm", "-f", name).Run()
+	for i := 0; i < o.Runs*5; i++ {
+		start := time.Now()
+		if b, err := exec.CommandContext(ctx, o.Docker, "exec", name, "true").CombinedOutput(); err != nil {
+			return nil, nil, fmt.Errorf("docker exec: %v: %s", err, b)
+		}
+		execs = append(execs, time.Since(start))
+	}
+	return runs, execs, nil
 }

@@ -40,7 +40,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 			if _, err := os.Stat(o.Rootfs); err != nil {
 				return fmt.Errorf("image %s is not built in %s (build it with warren image build %s, or set --image-dir): %w", o.Image, imageDir, o.Image, err)
 			}
-			for _, p := range []*string{&o.Runsc, &o.Runc} {
+			for _, p := range []*string{&o.Runsc, &o.Runc, &o.Docker} {
 				if *p == "" {
 					continue
 				}
@@ -68,6 +68,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.BoolVar(&short, "short", false, "a quick run: 3 samples, 4 concurrent, 5 idle")
 	f.StringVar(&o.Runsc, "runsc", envOr("WARREN_RUNSC", "runsc"), "runsc to compare with (WARREN_RUNSC)")
 	f.StringVar(&o.Runc, "runc", envOr("WARREN_RUNC", "runc"), "runc to compare with (WARREN_RUNC)")
+	f.StringVar(&o.Docker, "docker", "docker", "docker CLI to compare with when its engine answers (empty to skip)")
 	f.StringVar(&imageDir, "image-dir", os.Getenv("WARREN_IMAGE_DIR"), "where the server keeps images (WARREN_IMAGE_DIR; default DATA_DIR/images)")
 	return cmd
 }
