@@ -3,14 +3,11 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"time"
 
-	"github.com/warrenhq/warren/internal/guest"
-	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
@@ -30,10 +27,7 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 	if count < 1 || count > maxFork {
 		return nil, badRequest("count", "count must be between 1 and %d, got %d", maxFork, count)
 	}
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
+	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
@@ -47,10 +41,10 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 		return nil, conflict("sandbox %s is %s, not running", id, row.State)
 	}
 	rt := m.cfg.Runtimes[row.Runtime]
-	if err := canPause(rt); err != nil {
+	cp, err := checkpointer(rt)
+	if err != nil {
 		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot fork %s: %v", id, err), Err: err}
 	}
-	cp := rt.(runtime.Checkpointer)
 	release, err := m.claim(id)
 	if err != nil {
 		return nil, err
@@ -63,13 +57,7 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 	sp.Ports = nil // a fork starts with nothing exposed
 
 	// Checkpoint the source; it is restored below like the copies.
-	m.mu.Lock()
-	src := m.live[id]
-	delete(m.live, id)
-	m.mu.Unlock()
-	if src != nil {
-		src.agent.Close()
-	}
+	m.detach(id)
 	if err := cp.Checkpoint(ctx, id, m.checkpointDir(id)); err != nil {
 		m.failRow(ctx, row, rt, "fork failed: "+err.Error())
 		return nil, fmt.Errorf("checkpoint %s for fork: %w", id, err)
@@ -128,14 +116,9 @@ func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt 
 		exp := time.Now().Add(time.Duration(sp.TimeoutSeconds) * time.Second).UTC()
 		change.ExpiresAt, l.expiresAt = &exp, exp
 	}
-	m.mu.Lock()
-	m.live[row.ID] = l
-	m.mu.Unlock()
+	m.goLive(l, src.Org)
 	out, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StateRunning, change)
 	if err != nil {
-		m.mu.Lock()
-		delete(m.live, row.ID)
-		m.mu.Unlock()
 		m.teardown(ctx, row.ID, rt)
 		return nil, err
 	}
@@ -163,32 +146,9 @@ func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, s
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, err
 	}
-	var netns string
-	if sp.Network != nil {
-		info, err := m.cfg.Network.Setup(id, sp.Network)
-		if err != nil {
-			return nil, fmt.Errorf("set up network: %w", err)
-		}
-		netns = network.NSPath(id)
-		if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
-			return nil, err
-		}
-	}
-	agent, err := guest.Listen(m.runDir(id)+"/"+guest.SocketName, m.agentLost(id))
+	netns, err := m.setupNetwork(id, lay, sp)
 	if err != nil {
 		return nil, err
 	}
-	l := newLive(id, rt, agent, sp, time.Now())
-	err = cp.Restore(ctx, runtime.Spec{
-		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
-	}, m.checkpointDir(src.ID))
-	if err == nil {
-		err = m.waitAgent(ctx, l)
-	}
-	if err != nil {
-		agent.Close()
-		return nil, err
-	}
-	return l, nil
+	return m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(src.ID))
 }

@@ -58,9 +58,12 @@ type Manager struct {
 
 // live is what the manager holds in memory for a sandbox it runs.
 type live struct {
-	id        string
-	rt        runtime.Runtime
-	agent     *guest.Client
+	id    string
+	org   string // owner; "" while in a warm pool (guarded by mu)
+	rt    runtime.Runtime
+	agent *guest.Client
+
+	// Set before the sandbox goes live, and by a pool claim under mu.
 	env       map[string]string
 	expiresAt time.Time     // zero: no deadline
 	idle      time.Duration // zero: never idle out
@@ -70,6 +73,12 @@ type live struct {
 	lastUse time.Time
 	flushed time.Time // lastUse as last written to the store
 	streams int       // open exec streams and terminals
+}
+
+func (l *live) owner() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.org
 }
 
 func (l *live) touch() {
@@ -137,9 +146,6 @@ func newID() string {
 	_, _ = rand.Read(b)
 	return "sbx_" + idEncoding.EncodeToString(b)
 }
-
-// IDLength is the length of every sandbox id.
-const IDLength = 24
 
 // runtimeStartTimeout bounds a backend's start, so a wedged runtime fails
 // the create instead of leaving it in creating.
@@ -209,14 +215,9 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		change.ExpiresAt = &exp
 		l.expiresAt = exp
 	}
-	m.mu.Lock()
-	m.live[row.ID] = l
-	m.mu.Unlock()
+	m.goLive(l, org)
 	row2, err := m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateRunning, change)
 	if err != nil {
-		m.mu.Lock()
-		delete(m.live, row.ID)
-		m.mu.Unlock()
 		m.teardown(bootCtx, row.ID, rt)
 		return nil, fmt.Errorf("record sandbox %s running: %w", row.ID, err)
 	}
@@ -282,7 +283,7 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
 	}
-	agent, err := guest.Listen(filepath.Join(m.runDir(id), guest.SocketName), m.agentLost(id))
+	agent, err := m.listenAgent(id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -320,23 +321,13 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 
 // startRuntime sets up the sandbox's network and starts its runtime.
 func (m *Manager) startRuntime(ctx context.Context, id string, lay overlay.Layout, rt runtime.Runtime, sp *spec) error {
-	var netns string
-	if sp.Network != nil {
-		info, err := m.cfg.Network.Setup(id, sp.Network)
-		if err != nil {
-			return fmt.Errorf("set up network: %w", err)
-		}
-		netns = network.NSPath(id)
-		if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
-			return err
-		}
+	netns, err := m.setupNetwork(id, lay, sp)
+	if err != nil {
+		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
 	defer cancel()
-	return rt.Start(startCtx, runtime.Spec{
-		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
-	})
+	return rt.Start(startCtx, m.runtimeSpec(id, lay, netns, sp))
 }
 
 // waitAgent waits for a sandbox's agent to dial in, failing early if the
@@ -378,10 +369,29 @@ func (m *Manager) initLogTail(id string) string {
 
 func hostname(id string) string { return strings.ReplaceAll(id, "_", "-") }
 
-// teardown frees everything a sandbox holds on this host: the runtime's
-// processes and cgroups, the agent socket, the overlay mount and the
-// sandbox directory. It is idempotent and safe on half-built sandboxes.
-func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) error {
+// row reads a sandbox of org, answering a missing one with the API's 404.
+func (m *Manager) row(ctx context.Context, org, id string) (*store.Sandbox, error) {
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(id)
+	}
+	return row, err
+}
+
+// goLive makes a booted sandbox reachable for exec, files and PTY on
+// behalf of org ("" for a warm-pool sandbox no one owns yet).
+func (m *Manager) goLive(l *live, org string) {
+	l.mu.Lock()
+	l.org = org
+	l.mu.Unlock()
+	m.mu.Lock()
+	m.live[l.id] = l
+	m.mu.Unlock()
+}
+
+// detach forgets a sandbox's live state and drops its agent connection,
+// leaving the sandbox itself alone.
+func (m *Manager) detach(id string) {
 	m.mu.Lock()
 	l := m.live[id]
 	delete(m.live, id)
@@ -389,6 +399,46 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 	if l != nil {
 		l.agent.Close()
 	}
+}
+
+// listenAgent opens the host end of a sandbox's agent socket, replacing
+// a socket file a previous listener left.
+func (m *Manager) listenAgent(id string) (*guest.Client, error) {
+	sock := filepath.Join(m.runDir(id), guest.SocketName)
+	_ = os.Remove(sock)
+	return guest.Listen(sock, m.agentLost(id))
+}
+
+// setupNetwork gives a sandbox its network and points its resolver and
+// hosts file at it; it returns the namespace for the runtime, "" without
+// a network.
+func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec) (string, error) {
+	if sp.Network == nil {
+		return "", nil
+	}
+	info, err := m.cfg.Network.Setup(id, sp.Network)
+	if err != nil {
+		return "", fmt.Errorf("set up network: %w", err)
+	}
+	if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
+		return "", err
+	}
+	return network.NSPath(id), nil
+}
+
+// runtimeSpec is what a backend needs to start or restore a sandbox.
+func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *spec) runtime.Spec {
+	return runtime.Spec{
+		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
+		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
+	}
+}
+
+// teardown frees everything a sandbox holds on this host: the runtime's
+// processes and cgroups, the agent socket, the overlay mount and the
+// sandbox directory. It is idempotent and safe on half-built sandboxes.
+func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) error {
+	m.detach(id)
 	var errs []error
 	if rt != nil {
 		if err := rt.Stop(ctx, id); err != nil {
@@ -418,10 +468,7 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 
 // Get returns a sandbox of org.
 func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
+	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
@@ -443,10 +490,7 @@ func (m *Manager) List(ctx context.Context, f store.Filter) ([]*Sandbox, error) 
 
 // Delete ends a sandbox and frees everything it held.
 func (m *Manager) Delete(ctx context.Context, org, id string) (*Sandbox, error) {
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
+	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
-	"github.com/warrenhq/warren/internal/store"
 )
 
 var readFile = os.ReadFile
@@ -28,17 +27,13 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 	m.mu.Lock()
 	l := m.live[id]
 	m.mu.Unlock()
-	if l != nil && org != "" {
-		// The live map is org-blind; the store is the authority on owners.
-		if _, err := m.cfg.Store.GetSandbox(ctx, org, id); err != nil {
-			l = nil
-		}
+	if l != nil && org != "" && l.owner() != org {
+		l = nil // not this org's: answered like a missing one below
 	}
+	// The hot path (exec, files on a running sandbox) ends here, without a
+	// store read.
 	if l == nil {
-		row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, notFound(id)
-		}
+		row, err := m.row(ctx, org, id)
 		if err != nil {
 			return nil, err
 		}
@@ -65,10 +60,13 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 
 // withEnv merges the sandbox's env under a request's own.
 func (l *live) withEnv(env map[string]string) map[string]string {
-	if len(l.env) == 0 {
+	l.mu.Lock()
+	base := l.env
+	l.mu.Unlock()
+	if len(base) == 0 {
 		return env
 	}
-	out := maps.Clone(l.env)
+	out := maps.Clone(base)
 	maps.Copy(out, env)
 	return out
 }

@@ -3,13 +3,11 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
@@ -38,22 +36,19 @@ func (m *Manager) claim(id string) (release func(), err error) {
 	}, nil
 }
 
-// canPause says why a runtime cannot pause sandboxes, or nil.
-func canPause(rt runtime.Runtime) error {
+// checkpointer returns a runtime's checkpoint support, or why it has none.
+func checkpointer(rt runtime.Runtime) (runtime.Checkpointer, error) {
 	cp, ok := rt.(runtime.Checkpointer)
 	if !ok {
-		return runtime.ErrNoCheckpoint
+		return nil, runtime.ErrNoCheckpoint
 	}
-	return cp.CanCheckpoint()
+	return cp, cp.CanCheckpoint()
 }
 
 // Pause saves a running sandbox's memory, processes and files and stops
 // it. Nothing of it runs until Resume; its files and network stay.
 func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
+	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +58,10 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	if row.State != StateRunning {
 		return nil, conflict("sandbox %s is %s, not running", id, row.State)
 	}
-	if err := canPause(m.cfg.Runtimes[row.Runtime]); err != nil {
+	cp, err := checkpointer(m.cfg.Runtimes[row.Runtime])
+	if err != nil {
 		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot pause %s: %v", id, err), Err: err}
 	}
-	cp := m.cfg.Runtimes[row.Runtime].(runtime.Checkpointer)
 	release, err := m.claim(id)
 	if err != nil {
 		return nil, err
@@ -76,13 +71,7 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	start := time.Now()
 	// Let go of the agent first: its connection drops at the checkpoint
 	// and must not read as a dead sandbox.
-	m.mu.Lock()
-	l := m.live[id]
-	delete(m.live, id)
-	m.mu.Unlock()
-	if l != nil {
-		l.agent.Close()
-	}
+	m.detach(id)
 	dir := m.checkpointDir(id)
 	_ = os.RemoveAll(dir)
 	if err := cp.Checkpoint(ctx, id, dir); err != nil {
@@ -102,10 +91,7 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 // Resume restores a paused sandbox: its processes continue where they
 // were, with every file it had.
 func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) {
-	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(id)
-	}
+	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
@@ -123,9 +109,9 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	rt := m.cfg.Runtimes[row.Runtime]
-	cp, ok := rt.(runtime.Checkpointer)
-	if !ok {
-		return nil, conflict("the %s runtime is not available to resume this sandbox", row.Runtime)
+	cp, err := checkpointer(rt)
+	if err != nil {
+		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot resume %s: %v", id, err), Err: err}
 	}
 	if err := m.bringBack(ctx, row, rt, cp, "resume"); err != nil {
 		return nil, err
@@ -151,9 +137,7 @@ func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.
 		return fmt.Errorf("%s sandbox %s: %w", during, row.ID, err)
 	}
 	l.expiresAt = row.ExpiresAt
-	m.mu.Lock()
-	m.live[row.ID] = l
-	m.mu.Unlock()
+	m.goLive(l, row.Org)
 	return nil
 }
 
@@ -165,17 +149,23 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 		}
 		netns = network.NSPath(id)
 	}
-	sock := filepath.Join(m.runDir(id), guest.SocketName)
-	_ = os.Remove(sock)
-	agent, err := guest.Listen(sock, m.agentLost(id))
+	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, m.layout(id), netns, sp), m.checkpointDir(id))
+	if err != nil {
+		return nil, err
+	}
+	_ = os.RemoveAll(m.checkpointDir(id))
+	return l, nil
+}
+
+// restoreInto restores a checkpoint from dir as sandbox id and waits for
+// its agent to dial in.
+func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string) (*live, error) {
+	agent, err := m.listenAgent(id)
 	if err != nil {
 		return nil, err
 	}
 	l := newLive(id, rt, agent, sp, time.Now())
-	err = cp.Restore(ctx, runtime.Spec{
-		ID: id, Dir: m.sandboxDir(id), Rootfs: m.layout(id).Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
-	}, m.checkpointDir(id))
+	err = cp.Restore(ctx, rs, dir)
 	if err == nil {
 		err = m.waitAgent(ctx, l)
 	}
@@ -183,6 +173,5 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 		agent.Close()
 		return nil, err
 	}
-	_ = os.RemoveAll(m.checkpointDir(id))
 	return l, nil
 }

@@ -145,9 +145,7 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 		m.teardown(context.WithoutCancel(ctx), row.ID, m.cfg.Runtimes[rtName])
 		return "", err
 	}
-	m.mu.Lock()
-	m.live[row.ID] = l
-	m.mu.Unlock()
+	m.goLive(l, "")
 	return row.ID, nil
 }
 
@@ -217,6 +215,7 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 		return nil, nil
 	}
 	l.mu.Lock()
+	l.org = org
 	l.env = sp.Env
 	l.expiresAt = exp
 	l.idle = time.Duration(sp.IdleTimeoutSeconds) * time.Second

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
@@ -175,9 +174,7 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	if st != runtime.StatusRunning {
 		return fmt.Errorf("sandbox is %s", st)
 	}
-	sock := filepath.Join(m.runDir(row.ID), guest.SocketName)
-	_ = os.Remove(sock) // the dead warren's socket file
-	agent, err := guest.Listen(sock, m.agentLost(row.ID))
+	agent, err := m.listenAgent(row.ID)
 	if err != nil {
 		return err
 	}
@@ -195,9 +192,7 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	}
 	l := newLive(row.ID, rt, agent, &sp, last)
 	l.expiresAt = row.ExpiresAt
-	m.mu.Lock()
-	m.live[row.ID] = l
-	m.mu.Unlock()
+	m.goLive(l, row.Org)
 	m.log.Info("reattached sandbox", "sandbox.id", row.ID)
 	return nil
 }
@@ -275,6 +270,7 @@ func (m *Manager) enforceDeadlines(ctx context.Context) {
 	for _, l := range lives {
 		l.mu.Lock()
 		last, streams := l.lastUse, l.streams
+		expiresAt, idle, idlePause := l.expiresAt, l.idle, l.idlePause
 		// Activity reaches the store now and then, not on every call, so a
 		// restart keeps the idle clock roughly right at no cost per exec.
 		flush := last.After(l.flushed) && now.Sub(l.flushed) > flushIdleEvery
@@ -287,15 +283,15 @@ func (m *Manager) enforceDeadlines(ctx context.Context) {
 		}
 		var reason string
 		switch {
-		case !l.expiresAt.IsZero() && now.After(l.expiresAt):
+		case !expiresAt.IsZero() && now.After(expiresAt):
 			reason = "timeout: the sandbox reached its timeout_seconds"
-		case l.idle > 0 && streams == 0 && now.Sub(last) > l.idle && l.idlePause:
+		case idle > 0 && streams == 0 && now.Sub(last) > idle && idlePause:
 			if _, err := m.Pause(ctx, "", l.id); err != nil {
 				m.log.Error("pause idle sandbox", "sandbox.id", l.id, "err", err)
 			}
 			continue
-		case l.idle > 0 && streams == 0 && now.Sub(last) > l.idle:
-			reason = fmt.Sprintf("idle timeout: no activity for %s", l.idle)
+		case idle > 0 && streams == 0 && now.Sub(last) > idle:
+			reason = fmt.Sprintf("idle timeout: no activity for %s", idle)
 		default:
 			continue
 		}

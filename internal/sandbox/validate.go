@@ -105,7 +105,7 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 	switch req.IdleAction {
 	case "", "stop":
 	case "pause":
-		if err := canPause(m.cfg.Runtimes[rt]); err != nil {
+		if _, err := checkpointer(m.cfg.Runtimes[rt]); err != nil {
 			return nil, "", "", badRequest("idle_action", "%v; use idle_action stop", err)
 		}
 		sp.IdleAction = "pause"
