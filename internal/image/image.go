@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -96,7 +97,7 @@ func NewStore(dir string, opts Options) (*Store, error) {
 	}
 	s.sources = map[string]string{
 		"busybox": "busybox-static from the host",
-		"base":    "debootstrap " + opts.Suite + " minbase + " + joinComma(baseIncludes),
+		"base":    "debootstrap " + opts.Suite + " minbase + " + strings.Join(baseIncludes, ","),
 	}
 	return s, nil
 }
@@ -358,15 +359,4 @@ func treeSize(dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, v := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += v
-	}
-	return out
 }

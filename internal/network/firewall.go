@@ -246,15 +246,3 @@ func addResolved(slot int, addrs []netip.Addr, ttl time.Duration) error {
 	}
 	return c.Flush()
 }
-
-// removeTable drops warren's table, for a host with no sandboxes left.
-func removeTable() error {
-	c, err := newConn()
-	if err != nil {
-		return err
-	}
-	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
-	c.AddTable(t)
-	c.DelTable(t)
-	return c.Flush()
-}

@@ -36,9 +36,6 @@ type Info struct {
 	Policy  Policy     `json:"policy"`
 }
 
-// NSPath is the sandbox's network namespace, for the runtime.
-func (i *Info) NSPath(id string) string { return NSPath(id) }
-
 // Manager owns sandbox networks on this host.
 type Manager struct {
 	cfg Config
