@@ -34,6 +34,12 @@ func (s *server) cli(t *testing.T, stdin string, args ...string) (string, string
 
 func TestCLI(t *testing.T) {
 	s := startServer(t, "")
+	if out, errOut, code := s.cli(t, "", "image", "build", "busybox", "--json"); code != 0 || !strings.Contains(out, `"state": "ready"`) {
+		t.Fatalf("image build: %d %q %q", code, out, errOut)
+	}
+	if out, _, code := s.cli(t, "", "image", "ls"); code != 0 || !strings.Contains(out, "busybox") || !strings.Contains(out, "ready") {
+		t.Fatalf("image ls: %d %q", code, out)
+	}
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
 			out, errOut, code := s.cli(t, "", "sandbox", "create", "--image", "base", "--runtime", rt, "--json")

@@ -15,7 +15,7 @@ func TestFork(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
 	src := s.create(t, client.CreateRequest{Image: "busybox", Runtime: "gvisor", Metadata: map[string]string{"team": "x"}})
-	s.exec(t, src.ID, client.ExecRequest{Cmd: "(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &"})
+	s.exec(t, src.ID, client.ExecRequest{Cmd: "(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &"})
 	s.exec(t, src.ID, client.ExecRequest{Cmd: "mkdir /data && for i in $(seq 50); do echo f$i > /data/f$i; done"})
 	time.Sleep(300 * time.Millisecond)
 	at := counter(t, s, src.ID)

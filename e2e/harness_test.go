@@ -152,15 +152,7 @@ func (s *server) stop() {
 			_, _ = s.c.DeleteSandbox(ctx, sb.ID)
 		}
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
+	s.stopKeepingSandboxes()
 }
 
 // stopKeepingSandboxes stops the server gracefully and leaves its

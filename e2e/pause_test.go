@@ -30,7 +30,7 @@ func TestPauseResume(t *testing.T) {
 	s := startServer(t, dataDir)
 	ctx := context.Background()
 	sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: "gvisor"})
-	s.exec(t, sb.ID, client.ExecRequest{Cmd: "(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &"})
+	s.exec(t, sb.ID, client.ExecRequest{Cmd: "(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &"})
 	s.exec(t, sb.ID, client.ExecRequest{Cmd: "mkdir /data && for i in $(seq 300); do echo file-$i > /data/f$i; done"})
 	time.Sleep(300 * time.Millisecond)
 	before := counter(t, s, sb.ID)

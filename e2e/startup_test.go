@@ -131,10 +131,18 @@ func TestStartup(t *testing.T) {
 		t.Fatalf("starting a running command's name again: %v, want 409", err)
 	}
 
+	// A command ready check passes once a background command has done
+	// its work, and the create waits for it.
+	status, resp := s.raw(t, "POST", "/v1/sandboxes", s.key,
+		`{"image":"busybox","startup":{"commands":[{"name":"slow","run":"sleep 1; touch /tmp/ok","background":true}],"ready":{"command":"test -f /tmp/ok","timeout_seconds":20}}}`)
+	timings, _ := resp["timings"].(map[string]any)
+	if ms, _ := timings["ready_ms"].(float64); status != 201 || ms < 800 {
+		t.Fatalf("command ready check: %d %v", status, resp)
+	}
 	// A failing foreground command fails the create, shows its output,
 	// and leaves nothing behind.
 	linksBefore := sandboxLinks(t)
-	status, resp := s.raw(t, "POST", "/v1/sandboxes", s.key,
+	status, resp = s.raw(t, "POST", "/v1/sandboxes", s.key,
 		`{"image":"busybox","startup":{"commands":[{"name":"bad","run":"echo doom-output; exit 3"}]}}`)
 	if e, _ := resp["error"].(map[string]any); status != 400 || field(resp) != "startup.commands[0]" || !strings.Contains(e["message"].(string), "doom-output") {
 		t.Fatalf("failing startup command: %d %v", status, resp)
