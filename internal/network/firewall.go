@@ -11,8 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tableName is warren's nftables table (family ip). warren owns it whole
-// and rewrites it in one atomic batch whenever a sandbox or policy changes.
+// tableName is warren's nftables table (family ip). warren owns it whole.
 const tableName = "warren"
 
 // sandboxRules is what the firewall needs to know of one sandbox.
@@ -123,75 +122,72 @@ func newConn() (*nftables.Conn, error) {
 	return nftables.New(nftables.WithSockOptions(bigBuffers))
 }
 
-// program writes the whole table for the given sandboxes in one batch.
+// The table's shape: base chains that send each sandbox's traffic, by the
+// host end of its veth, through a verdict map to that sandbox's own chain.
+// A sandbox's chain and sets change in a batch of their own, so creating,
+// changing or removing one sandbox costs the same with 1 or 1,000 others.
+var (
+	table   = &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
+	blocked = &nftables.Set{Table: table, Name: "blocked", KeyType: nftables.TypeIPAddr, Interval: true}
+	routes  = &nftables.Set{Table: table, Name: "sandboxes", KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, IsMap: true}
+)
+
+func sandboxChain(id string) *nftables.Chain { return &nftables.Chain{Name: "sb_" + id, Table: table} }
+
+func denySet(slot int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("deny_%05x", slot), KeyType: nftables.TypeIPAddr, Interval: true}
+}
+
+func allowSet(slot int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("allow_%05x", slot), KeyType: nftables.TypeIPAddr, Interval: true}
+}
+
+func resolvedSet(slot int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("dyn_%05x", slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+}
+
+// ifnameKey is an interface name as the kernel keys it: NUL-padded.
+func ifnameKey(name string) []byte {
+	k := make([]byte, 16)
+	copy(k, name)
+	return k
+}
+
+// program writes the whole table, with every given sandbox, in one batch.
+// It runs at startup; later changes touch one sandbox at a time.
 func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 	c, err := newConn()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
 	// Add-then-delete clears an old table whether or not one exists.
-	c.AddTable(t)
-	c.DelTable(t)
-	t = c.AddTable(t)
-
-	blocked := &nftables.Set{Table: t, Name: "blocked", KeyType: nftables.TypeIPAddr, Interval: true}
+	c.AddTable(table)
+	c.DelTable(table)
+	c.AddTable(table)
 	if err := c.AddSet(blocked, intervalElements(blockedByDefault)); err != nil {
 		return fmt.Errorf("add blocked set: %w", err)
 	}
+	if err := c.AddSet(routes, nil); err != nil {
+		return fmt.Errorf("add sandbox map: %w", err)
+	}
 
 	accept := nftables.ChainPolicyAccept
-	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-	in := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+	in := c.AddChain(&nftables.Chain{Name: "input", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-	nat := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+	nat := c.AddChain(&nftables.Chain{Name: "postrouting", Table: table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
-	rule := func(ch *nftables.Chain, e []expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e}) }
+	rule := func(ch *nftables.Chain, e []expr.Any) { c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: e}) }
 
 	// Replies to what a sandbox (or the host) started pass.
 	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
 	rule(fwd, cat(ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
-	for id, sb := range sandboxes {
-		chain := c.AddChain(&nftables.Chain{Name: "sb_" + id, Table: t})
-		r := sb.rules
-		if len(r.denyNets) > 0 {
-			deny := &nftables.Set{Table: t, Name: fmt.Sprintf("deny_%05x", sb.slot), KeyType: nftables.TypeIPAddr, Interval: true}
-			if err := c.AddSet(deny, intervalElements(r.denyNets)); err != nil {
-				return fmt.Errorf("add deny set: %w", err)
-			}
-			rule(chain, cat(daddrIn(deny), []expr.Any{verdict(expr.VerdictDrop)}))
-		}
-		switch r.egress {
-		case EgressNone:
-		case EgressDefault:
-			rule(chain, cat(daddrIn(blocked), []expr.Any{verdict(expr.VerdictDrop)}))
-			rule(chain, []expr.Any{verdict(expr.VerdictAccept)})
-		case EgressAllowlist:
-			if len(r.allowNets) > 0 {
-				allow := &nftables.Set{Table: t, Name: fmt.Sprintf("allow_%05x", sb.slot), KeyType: nftables.TypeIPAddr, Interval: true}
-				if err := c.AddSet(allow, intervalElements(r.allowNets)); err != nil {
-					return fmt.Errorf("add allow set: %w", err)
-				}
-				rule(chain, cat(daddrIn(allow), []expr.Any{verdict(expr.VerdictAccept)}))
-			}
-			dyn := &nftables.Set{Table: t, Name: dynSetName(sb.slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
-			var els []nftables.SetElement
-			now := time.Now()
-			for addr, exp := range sb.resolved {
-				if left := exp.Sub(now); left > time.Second {
-					a := addr.As4()
-					els = append(els, nftables.SetElement{Key: a[:], Timeout: left})
-				}
-			}
-			if err := c.AddSet(dyn, els); err != nil {
-				return fmt.Errorf("add resolved set: %w", err)
-			}
-			rule(chain, cat(daddrIn(dyn), []expr.Any{verdict(expr.VerdictAccept)}))
-		}
-		rule(chain, []expr.Any{verdict(expr.VerdictDrop)})
-		rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostLink(sb.slot), expr.CmpOpEq, false), []expr.Any{jump(chain.Name)}))
-	}
+	// New traffic from a sandbox: its own chain, found by its interface.
+	rule(fwd, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: routes.Name, SetID: routes.ID, IsDestRegSet: true, DestRegister: 0},
+	})
 	// Anything else from or to a sandbox interface: refused. This covers
 	// one sandbox opening a connection to another.
 	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
@@ -215,8 +211,135 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 		ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpNeq, true),
 		[]expr.Any{&expr.Masq{}},
 	))
+	for id, sb := range sandboxes {
+		if err := addSandbox(c, id, sb); err != nil {
+			return err
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables: %w", err)
+	}
+	return nil
+}
+
+// addSandbox queues a sandbox's chain, its sets and its map entry.
+func addSandbox(c *nftables.Conn, id string, sb *sandboxRules) error {
+	chain := c.AddChain(sandboxChain(id))
+	rule := func(e []expr.Any) { c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: e}) }
+	r := sb.rules
+	if len(r.denyNets) > 0 {
+		deny := denySet(sb.slot)
+		if err := c.AddSet(deny, intervalElements(r.denyNets)); err != nil {
+			return fmt.Errorf("add deny set: %w", err)
+		}
+		rule(cat(daddrIn(deny), []expr.Any{verdict(expr.VerdictDrop)}))
+	}
+	switch r.egress {
+	case EgressNone:
+	case EgressDefault:
+		rule(cat(daddrIn(blocked), []expr.Any{verdict(expr.VerdictDrop)}))
+		rule([]expr.Any{verdict(expr.VerdictAccept)})
+	case EgressAllowlist:
+		if len(r.allowNets) > 0 {
+			allow := allowSet(sb.slot)
+			if err := c.AddSet(allow, intervalElements(r.allowNets)); err != nil {
+				return fmt.Errorf("add allow set: %w", err)
+			}
+			rule(cat(daddrIn(allow), []expr.Any{verdict(expr.VerdictAccept)}))
+		}
+		dyn := resolvedSet(sb.slot)
+		var els []nftables.SetElement
+		now := time.Now()
+		for addr, exp := range sb.resolved {
+			if left := exp.Sub(now); left > time.Second {
+				a := addr.As4()
+				els = append(els, nftables.SetElement{Key: a[:], Timeout: left})
+			}
+		}
+		if err := c.AddSet(dyn, els); err != nil {
+			return fmt.Errorf("add resolved set: %w", err)
+		}
+		rule(cat(daddrIn(dyn), []expr.Any{verdict(expr.VerdictAccept)}))
+	}
+	rule([]expr.Any{verdict(expr.VerdictDrop)})
+	return c.SetAddElements(routes, []nftables.SetElement{{
+		Key:         ifnameKey(hostLink(sb.slot)),
+		VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain.Name},
+	}})
+}
+
+// removeSandbox queues the removal of whatever of a sandbox's chain, sets
+// and map entry exist now. It reads the table first, so it also cleans up
+// after a batch that never landed.
+func removeSandbox(c *nftables.Conn, id string, slot int) error {
+	key := ifnameKey(hostLink(slot))
+	els, err := c.GetSetElements(routes)
+	if err != nil {
+		return fmt.Errorf("read sandbox map: %w", err)
+	}
+	for _, e := range els {
+		if string(e.Key) == string(key) {
+			if err := c.SetDeleteElements(routes, []nftables.SetElement{{Key: key}}); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	// Listing is the way to ask whether one chain exists: a lookup of a
+	// missing chain fails with an error that cannot be told apart.
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name == tableName && ch.Name == sandboxChain(id).Name {
+			c.FlushChain(ch)
+			c.DelChain(ch)
+		}
+	}
+	sets, err := c.GetSets(table)
+	if err != nil {
+		return fmt.Errorf("list sets: %w", err)
+	}
+	mine := map[string]bool{denySet(slot).Name: true, allowSet(slot).Name: true, resolvedSet(slot).Name: true}
+	for _, s := range sets {
+		if mine[s.Name] {
+			c.DelSet(s)
+		}
+	}
+	return nil
+}
+
+// installSandbox puts a sandbox's rules in place, replacing any it had,
+// in one batch.
+func installSandbox(id string, sb *sandboxRules) error {
+	c, err := newConn()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	if err := removeSandbox(c, id, sb.slot); err != nil {
+		return err
+	}
+	if err := addSandbox(c, id, sb); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("program firewall for %s: %w", id, err)
+	}
+	return nil
+}
+
+// uninstallSandbox removes a sandbox's rules, if it has any.
+func uninstallSandbox(id string, slot int) error {
+	c, err := newConn()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	if err := removeSandbox(c, id, slot); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("remove firewall of %s: %w", id, err)
 	}
 	return nil
 }
@@ -226,16 +349,13 @@ func net4Mask(bits int) []byte {
 	return []byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}
 }
 
-func dynSetName(slot int) string { return fmt.Sprintf("dyn_%05x", slot) }
-
 // addResolved lets a sandbox reach addresses its resolver just answered.
 func addResolved(slot int, addrs []netip.Addr, ttl time.Duration) error {
 	c, err := newConn()
 	if err != nil {
 		return err
 	}
-	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
-	set := &nftables.Set{Table: t, Name: dynSetName(slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	set := resolvedSet(slot)
 	var els []nftables.SetElement
 	for _, a := range addrs {
 		b := a.As4()

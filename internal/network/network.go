@@ -91,7 +91,7 @@ func New(cfg Config) (*Manager, error) {
 			}
 		}
 	}
-	if err := m.programLocked(); err != nil {
+	if err := program(cfg.Subnet, m.fw); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -99,12 +99,10 @@ func New(cfg Config) (*Manager, error) {
 
 func (m *Manager) statePath(id string) string { return filepath.Join(m.cfg.StateDir, id+".json") }
 
-func (m *Manager) programLocked() error {
-	return program(m.cfg.Subnet, m.fw)
-}
-
 // Setup creates a sandbox's namespace, wires it, applies its policy and
-// starts its resolver. On error it leaves nothing behind.
+// starts its resolver. On error it leaves nothing behind. Only the address
+// choice holds the manager's lock, so creates set up their networks in
+// parallel.
 func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	pol, err := Normalize(p)
 	if err != nil {
@@ -112,21 +110,25 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	}
 	r, _ := compile(pol)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	slot, err := m.freeSlotLocked()
 	if err != nil {
+		m.mu.Unlock()
 		return nil, err
 	}
 	gw, addr := slotAddrs(m.cfg.Subnet, slot)
 	info = &Info{Slot: slot, Address: addr, Gateway: gw, Policy: *pol}
 	// Record first: a crash from here on leaves a file the sweep finds.
 	if err := m.save(id, info); err != nil {
+		m.mu.Unlock()
 		return nil, err
 	}
 	m.nets[id] = info
+	fw := &sandboxRules{slot: slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	m.fw[id] = fw
+	m.mu.Unlock()
 	defer func() {
 		if err != nil {
-			m.teardownLocked(id)
+			_ = m.Teardown(id)
 		}
 	}()
 	if err := createNamespace(id); err != nil {
@@ -135,15 +137,16 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	if err := wire(id, slot, gw, addr); err != nil {
 		return nil, err
 	}
-	m.fw[id] = &sandboxRules{slot: slot, rules: r, resolved: map[netip.Addr]time.Time{}}
-	if err := m.programLocked(); err != nil {
+	if err := installSandbox(id, fw); err != nil {
 		return nil, err
 	}
 	res, err := m.startResolver(id, info)
 	if err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
 	m.resolvers[id] = res
+	m.mu.Unlock()
 	return info, nil
 }
 
@@ -177,10 +180,16 @@ func (m *Manager) Get(id string) *Info {
 // sandbox restored from a checkpoint needs the interface set up again.
 func (m *Manager) Rewire(id string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	info := m.nets[id]
+	old := m.resolvers[id]
+	delete(m.resolvers, id)
+	m.mu.Unlock()
 	if info == nil {
 		return fmt.Errorf("sandbox %s has no network", id)
+	}
+	// The resolver listened on the old host address; it starts again.
+	if old != nil {
+		old.close()
 	}
 	if err := deleteLink(hostLink(info.Slot)); err != nil {
 		return fmt.Errorf("remove old veth: %w", err)
@@ -188,16 +197,13 @@ func (m *Manager) Rewire(id string) error {
 	if err := wire(id, info.Slot, info.Gateway, info.Address); err != nil {
 		return err
 	}
-	// The resolver listened on the old host address; start it again.
-	if res := m.resolvers[id]; res != nil {
-		res.close()
-		delete(m.resolvers, id)
-	}
 	res, err := m.startResolver(id, info)
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
 	m.resolvers[id] = res
+	m.mu.Unlock()
 	return nil
 }
 
@@ -214,13 +220,12 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 	if info == nil {
 		return nil, fmt.Errorf("sandbox %s has no network", id)
 	}
-	old := info.Policy
-	info.Policy = *pol
-	m.fw[id] = &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
-	if err := m.programLocked(); err != nil {
-		info.Policy = old
+	fw := &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	if err := installSandbox(id, fw); err != nil {
 		return nil, err
 	}
+	info.Policy = *pol
+	m.fw[id] = fw
 	if err := m.save(id, info); err != nil {
 		return nil, err
 	}
@@ -237,25 +242,22 @@ func (m *Manager) save(id string, info *Info) error {
 }
 
 // Teardown removes a sandbox's network: resolver, rules, veth, namespace
-// and state file. It is idempotent.
+// and state file. It is idempotent; until it succeeds the sandbox keeps its
+// address, so a later sweep finishes what it could not.
 func (m *Manager) Teardown(id string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.teardownLocked(id)
-}
-
-func (m *Manager) teardownLocked(id string) error {
-	var errs []error
-	if res := m.resolvers[id]; res != nil {
+	res := m.resolvers[id]
+	delete(m.resolvers, id)
+	info := m.nets[id]
+	delete(m.fw, id)
+	m.mu.Unlock()
+	if res != nil {
 		res.close()
-		delete(m.resolvers, id)
 	}
-	if info := m.nets[id]; info != nil {
-		if _, ok := m.fw[id]; ok {
-			delete(m.fw, id)
-			if err := m.programLocked(); err != nil {
-				errs = append(errs, err)
-			}
+	var errs []error
+	if info != nil {
+		if err := uninstallSandbox(id, info.Slot); err != nil {
+			errs = append(errs, err)
 		}
 		if err := deleteLink(hostLink(info.Slot)); err != nil {
 			errs = append(errs, fmt.Errorf("delete veth: %w", err))
@@ -267,7 +269,11 @@ func (m *Manager) teardownLocked(id string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	delete(m.nets, id)
+	m.mu.Lock()
+	if m.nets[id] == info {
+		delete(m.nets, id)
+	}
+	m.mu.Unlock()
 	if err := os.Remove(m.statePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -278,11 +284,15 @@ func (m *Manager) teardownLocked(id string) error {
 // keep accepts.
 func (m *Manager) Sweep(keep func(id string) bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	ids := make([]string, 0, len(m.nets))
 	for id := range m.nets {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
 		if !keep(id) {
 			m.log.Warn("sweep: removing orphan network", "sandbox.id", id)
-			_ = m.teardownLocked(id)
+			_ = m.Teardown(id)
 		}
 	}
 	namespaces, links := leftovers()
@@ -292,10 +302,12 @@ func (m *Manager) Sweep(keep func(id string) bool) {
 			_ = deleteNamespace(id)
 		}
 	}
+	m.mu.Lock()
 	owned := map[string]bool{}
 	for _, n := range m.nets {
 		owned[hostLink(n.Slot)] = true
 	}
+	m.mu.Unlock()
 	for _, l := range links {
 		if !owned[l] {
 			m.log.Warn("sweep: removing orphan veth", "link", l)
