@@ -48,7 +48,17 @@ type (
 	ReadyCheck     = guest.ReadyCheck
 	Command        = guest.Command
 	CommandRequest = guest.CommandRequest
+	PoolStatus     = sandbox.PoolStatus
 )
+
+// Info is what a server says about itself.
+type Info struct {
+	Version        string       `json:"version"`
+	Runtimes       []string     `json:"runtimes"`
+	DefaultRuntime string       `json:"default_runtime"`
+	Pools          []PoolStatus `json:"pools"`
+	Org            string       `json:"org"`
+}
 
 // Client calls one warren server.
 type Client struct {
@@ -413,6 +423,12 @@ func (c *Client) Mkdir(ctx context.Context, id, path string) (*FileInfo, error) 
 // RemoveFile removes a path.
 func (c *Client) RemoveFile(ctx context.Context, id, path string, recursive bool) error {
 	return c.call(ctx, http.MethodDelete, sandboxPath(id, "/files"), url.Values{"path": {path}, "recursive": {strconv.FormatBool(recursive)}}, nil, nil)
+}
+
+// Info describes the server: version, runtimes and warm pools.
+func (c *Client) Info(ctx context.Context) (*Info, error) {
+	var out Info
+	return &out, c.call(ctx, http.MethodGet, "/v1/info", nil, nil, &out)
 }
 
 // Images lists images and their state.

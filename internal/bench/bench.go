@@ -85,6 +85,10 @@ type Memory struct {
 	PerSandboxMB    float64 `json:"per_sandbox_mb"`
 	FitIn24GiB      int     `json:"fit_in_24gib"`
 	HostAvailableMB float64 `json:"host_available_mb_before"`
+	// HostPerSandboxMB is the drop in the host's available memory per
+	// sandbox: it also counts what the cgroups do not (page tables, the
+	// runtime's helper processes, warren's own share).
+	HostPerSandboxMB float64 `json:"host_per_sandbox_mb"`
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -122,6 +126,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		row = Row{Metric: rt + " exec round trip", Warren: summarize(execs)}
+		o.logf("%s: process spawn inside a sandbox (the floor under exec)", rt)
+		spawn, err := o.spawnInside(ctx, rt)
+		if err != nil {
+			return nil, fmt.Errorf("spawn inside: %w", err)
+		}
+		row.addPeer("spawn inside", summarize(spawn))
 		if peerBin != "" {
 			raw, err := o.rawExec(ctx, rt, peerBin)
 			if err != nil {
@@ -132,11 +142,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Rows = append(rep.Rows, row)
 
 		o.logf("%s: %d concurrent creates", rt, o.Concurrent)
-		total, err := o.concurrentCreates(ctx, rt)
+		total, byPath, err := o.concurrentCreates(ctx, rt)
 		if err != nil {
 			return nil, err
 		}
-		rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: summarize([]time.Duration{total})})
+		rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: summarize([]time.Duration{total}), Note: describe(byPath)})
 
 		if rt == "gvisor" {
 			o.logf("%s: pause and resume", rt)
@@ -144,7 +154,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if err != nil {
 				return nil, err
 			}
-			rep.Rows = append(rep.Rows, Row{Metric: rt + " pause", Warren: summarize(pauses)}, Row{Metric: rt + " resume", Warren: summarize(resumes)})
+			pr, rr := Row{Metric: rt + " pause", Warren: summarize(pauses)}, Row{Metric: rt + " resume", Warren: summarize(resumes)}
+			if peerBin != "" {
+				o.logf("%s: checkpoint and restore (%s)", rt, peerName)
+				ck, rs, err := o.rawCheckpoint(ctx, peerBin)
+				if err != nil {
+					return nil, fmt.Errorf("%s checkpoint: %w", peerName, err)
+				}
+				pr.addPeer(peerName+" checkpoint", summarize(ck))
+				rr.addPeer(peerName+" restore", summarize(rs))
+			}
+			rep.Rows = append(rep.Rows, pr, rr)
 		}
 		if rt == "runc" && o.dockerReady(ctx) {
 			o.logf("docker: run and exec")
@@ -204,6 +224,7 @@ func (o *Options) remove(ids ...string) {
 
 // createToOutput times a create followed by the first command's output.
 func (o *Options) createToOutput(ctx context.Context, rt string) ([]time.Duration, map[string]int, error) {
+	o.waitForPool(ctx, rt)
 	var out []time.Duration
 	byPath := map[string]int{}
 	for i := 0; i < o.Runs; i++ {
@@ -241,9 +262,14 @@ func (o *Options) execRoundTrip(ctx context.Context, rt string) ([]time.Duration
 	return out, nil
 }
 
-func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Duration, error) {
+// concurrentCreates starts Concurrent creates at once and times them all.
+// When the server keeps a warm pool of the image, it first waits (a
+// while) for the pool to be full, so the figure is what a full pool gives.
+func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Duration, map[string]int, error) {
+	o.waitForPool(ctx, rt)
 	var wg sync.WaitGroup
 	ids := make([]string, o.Concurrent)
+	paths := make([]string, o.Concurrent)
 	errs := make([]error, o.Concurrent)
 	start := time.Now()
 	for i := range ids {
@@ -252,7 +278,7 @@ func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Durati
 			defer wg.Done()
 			sb, err := o.create(ctx, rt)
 			if err == nil {
-				ids[i] = sb.ID
+				ids[i], paths[i] = sb.ID, sb.BootPath
 			}
 			errs[i] = err
 		}(i)
@@ -260,15 +286,85 @@ func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Durati
 	wg.Wait()
 	total := time.Since(start)
 	o.remove(ids...)
-	for _, err := range errs {
+	byPath := map[string]int{}
+	for i, err := range errs {
+		if err != nil {
+			return 0, nil, err
+		}
+		byPath[paths[i]]++
+	}
+	return total, byPath, nil
+}
+
+// waitForPool waits up to two minutes for the server's pool of this image
+// and runtime, if it has one, to be full: figures are for a full pool, not
+// for one refilling in the background.
+func (o *Options) waitForPool(ctx context.Context, rt string) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		info, err := o.Client.Info(ctx)
+		if err != nil {
+			return
+		}
+		full := true
+		for _, p := range info.Pools {
+			if p.Image == o.Image && p.Runtime == rt && p.Ready < p.Size {
+				full = false
+				o.logf("%s: waiting for the %s pool (%d of %d ready)", rt, p.Image, p.Ready, p.Size)
+			}
+		}
+		if full {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// spawnInside measures what starting one process costs inside a sandbox,
+// with no warren in the loop: one exec runs a shell loop of spawns, and
+// the per-spawn time is the difference to an empty loop. It is the floor
+// under any exec round trip on that runtime.
+func (o *Options) spawnInside(ctx context.Context, rt string) ([]time.Duration, error) {
+	sb, err := o.create(ctx, rt)
+	if err != nil {
+		return nil, err
+	}
+	defer o.remove(sb.ID)
+	const spawns = 100
+	// The agent times each command it runs (duration_ms).
+	loop := func(body string) (time.Duration, error) {
+		script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done", spawns, body)
+		res, err := o.Client.Exec(ctx, sb.ID, &client.ExecRequest{Argv: []string{"/bin/sh", "-c", script}})
 		if err != nil {
 			return 0, err
 		}
+		if res.ExitCode != 0 {
+			return 0, fmt.Errorf("spawn loop: exit %d: %s", res.ExitCode, res.Stderr)
+		}
+		return time.Duration(res.DurationMs) * time.Millisecond, nil
 	}
-	return total, nil
+	var out []time.Duration
+	for i := 0; i < max(o.Runs/4, 3); i++ {
+		empty, err := loop(":")
+		if err != nil {
+			return nil, err
+		}
+		full, err := loop("/bin/true")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, max(full-empty, 0)/spawns)
+	}
+	return out, nil
 }
 
 func (o *Options) pauseResume(ctx context.Context, rt string) (pauses, resumes []time.Duration, err error) {
+	// Pool refills compete for the CPU; measure once they are done.
+	o.waitForPool(ctx, rt)
 	sb, err := o.create(ctx, rt)
 	if err != nil {
 		return nil, nil, err
@@ -307,8 +403,16 @@ func (o *Options) idleMemory(ctx context.Context, rt string) (*Memory, error) {
 	for _, id := range ids {
 		total += cgroupMemoryMB(id)
 	}
+	// Every sandbox must still answer: idle is not the same as dead.
+	for _, id := range ids {
+		if res, err := o.Client.Exec(ctx, id, &client.ExecRequest{Argv: []string{"true"}}); err != nil || res.ExitCode != 0 {
+			return nil, fmt.Errorf("idle sandbox %s does not answer: %v", id, err)
+		}
+	}
+	after := memAvailableMB()
 	per := total / float64(o.Idle)
-	m := &Memory{Runtime: rt, Sandboxes: o.Idle, PerSandboxMB: per, HostAvailableMB: before}
+	m := &Memory{Runtime: rt, Sandboxes: o.Idle, PerSandboxMB: per, HostAvailableMB: before,
+		HostPerSandboxMB: (before - after) / float64(o.Idle)}
 	if per > 0 {
 		m.FitIn24GiB = int(24 * 1024 / per)
 	}
@@ -436,10 +540,98 @@ func (o *Options) rawExec(ctx context.Context, rt, bin string) ([]time.Duration,
 	return out, nil
 }
 
+// rawCheckpoint times `runsc checkpoint` (with the delete that frees the
+// stopped container, as warren does) and `runsc restore` of a container
+// running sleep, with warren's default limits (1 CPU, 1 GiB) and no network.
+func (o *Options) rawCheckpoint(ctx context.Context, bin string) (checkpoints, restores []time.Duration, err error) {
+	dir, err := os.MkdirTemp("", "warren-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cleanupPeer("gvisor", bin, dir)
+	if err := o.rawBundle(dir, []string{"sleep", "3600"}); err != nil {
+		return nil, nil, err
+	}
+	if err := limitBundle(dir); err != nil {
+		return nil, nil, err
+	}
+	flags := peerFlags("gvisor", filepath.Join(dir, "state"))
+	id := "bench-ckpt-000001"
+	logPath := filepath.Join(dir, "runsc.log")
+	runsc := func(args ...string) error {
+		// A detached container keeps the stdio it was started with: give
+		// it a file, not a pipe that would never close.
+		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, bin, append(flags, args...)...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		err = cmd.Run()
+		logf.Close()
+		if err != nil {
+			b, _ := os.ReadFile(logPath)
+			return fmt.Errorf("runsc %s: %v: %s", args[0], err, b)
+		}
+		return nil
+	}
+	if err := runsc("run", "--detach", "--bundle", dir, id); err != nil {
+		return nil, nil, err
+	}
+	defer exec.Command(bin, append(flags, "delete", "--force", id)...).Run()
+	img := filepath.Join(dir, "checkpoint")
+	for i := 0; i < o.Runs; i++ {
+		_ = os.RemoveAll(img)
+		start := time.Now()
+		if err := runsc("checkpoint", "--image-path", img, id); err != nil {
+			return nil, nil, err
+		}
+		if err := runsc("delete", "--force", id); err != nil {
+			return nil, nil, err
+		}
+		checkpoints = append(checkpoints, time.Since(start))
+		start = time.Now()
+		if err := runsc("restore", "--detach", "--image-path", img, "--bundle", dir, id); err != nil {
+			return nil, nil, err
+		}
+		restores = append(restores, time.Since(start))
+	}
+	return checkpoints, restores, nil
+}
+
+// limitBundle gives a raw bundle warren's default CPU and memory limits.
+func limitBundle(dir string) error {
+	p := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return err
+	}
+	linux := spec["linux"].(map[string]any)
+	linux["cgroupsPath"] = "/warren-bench/" + filepath.Base(dir)
+	linux["resources"] = map[string]any{
+		"memory": map[string]any{"limit": 1 << 30},
+		"cpu":    map[string]any{"quota": 100000, "period": 100000},
+	}
+	b, _ = json.Marshal(spec)
+	return os.WriteFile(p, b, 0o600)
+}
+
 // cleanupPeer removes a peer's scratch dir, unmounting what runsc left.
 func cleanupPeer(rt, bin, dir string) {
 	_ = exec.Command("umount", "-l", filepath.Join(dir, "state", "null-netns")).Run()
 	_ = os.RemoveAll(dir)
+	// The runtime removes a container's cgroup, not the parent limitBundle
+	// named; it goes once empty.
+	_ = os.Remove("/sys/fs/cgroup/warren-bench")
+	if ctrls, err := filepath.Glob("/sys/fs/cgroup/*/warren-bench"); err == nil {
+		for _, d := range ctrls {
+			_ = os.Remove(d)
+		}
+	}
 }
 
 // Table renders a report for people.
@@ -459,7 +651,7 @@ func Table(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "%-40s %10.1f %10.1f %10.1f   %s\n", r.Metric, r.Warren.P50, r.Warren.P95, r.Warren.P99, line)
 	}
 	for _, m := range rep.Memory {
-		fmt.Fprintf(w, "\n%s idle memory: %.1f MB per sandbox over %d sandboxes; about %d fit in 24 GiB\n", m.Runtime, m.PerSandboxMB, m.Sandboxes, m.FitIn24GiB)
+		fmt.Fprintf(w, "\n%s idle memory: %.1f MB per sandbox charged to its cgroup (%.1f MB of host memory) over %d sandboxes; about %d fit in 24 GiB\n", m.Runtime, m.PerSandboxMB, m.HostPerSandboxMB, m.Sandboxes, m.FitIn24GiB)
 	}
 }
 
