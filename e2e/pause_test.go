@@ -52,8 +52,12 @@ func TestPauseResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resumed.State != "running" || resumed.Timings["resume_ms"] == 0 {
+	if resumed.State != "running" || resumed.Timings["resume_ms"] == 0 || resumed.Timings["runtime_restore_ms"] == 0 {
 		t.Fatalf("after resume: %+v", resumed)
+	}
+	// The parts add up to no more than the whole.
+	if tm := resumed.Timings; tm["network_ms"]+tm["runtime_restore_ms"]+tm["agent_ms"] > tm["resume_ms"] {
+		t.Fatalf("resume timings: %v", tm)
 	}
 	after := counter(t, s, sb.ID)
 	// The loop went on from where it was, not from zero, and the half

@@ -73,7 +73,7 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 		out = append(out, sb)
 	}
 	// Bring the source back whatever happened to the copies.
-	if err := m.bringBack(ctx, row, rt, cp, "restore after fork"); err != nil {
+	if err := m.bringBack(ctx, row, rt, cp, "restore after fork", nil); err != nil {
 		return out, err
 	}
 	if firstErr != nil {
@@ -150,5 +150,5 @@ func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, s
 	if err != nil {
 		return nil, err
 	}
-	return m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(src.ID))
+	return m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(src.ID), nil)
 }

@@ -113,7 +113,8 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	if err != nil {
 		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot resume %s: %v", id, err), Err: err}
 	}
-	if err := m.bringBack(ctx, row, rt, cp, "resume"); err != nil {
+	phases := timings{}
+	if err := m.bringBack(ctx, row, rt, cp, "resume", phases); err != nil {
 		return nil, err
 	}
 	out, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateRunning, store.Change{})
@@ -122,16 +123,28 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	}
 	m.log.Info("sandbox resumed", "sandbox.id", id, "resume_ms", time.Since(start).Milliseconds())
 	v := m.view(out)
-	v.Timings = map[string]int64{"resume_ms": time.Since(start).Milliseconds()}
+	phases.since("resume_ms", start)
+	v.Timings = phases
 	return v, nil
+}
+
+// timings collects how long each step of an operation took, in ms, for
+// the API's timings field.
+type timings map[string]int64
+
+// since records the time from start to now under name.
+func (t timings) since(name string, start time.Time) {
+	if t != nil {
+		t[name] = time.Since(start).Milliseconds()
+	}
 }
 
 // bringBack restores a checkpointed sandbox and takes it live again; if it
 // cannot, the sandbox is failed with the reason.
-func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string) error {
+func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string, phases timings) error {
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
-	l, err := m.restore(ctx, row.ID, rt, cp, &sp)
+	l, err := m.restore(ctx, row.ID, rt, cp, &sp, phases)
 	if err != nil {
 		m.failRow(ctx, row, rt, during+" failed: "+err.Error())
 		return fmt.Errorf("%s sandbox %s: %w", during, row.ID, err)
@@ -141,15 +154,17 @@ func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.
 	return nil
 }
 
-func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec) (*live, error) {
+func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, phases timings) (*live, error) {
 	var netns string
 	if sp.Network != nil {
+		start := time.Now()
 		if err := m.cfg.Network.Rewire(id); err != nil {
 			return nil, fmt.Errorf("rewire network: %w", err)
 		}
+		phases.since("network_ms", start)
 		netns = network.NSPath(id)
 	}
-	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, m.layout(id), netns, sp), m.checkpointDir(id))
+	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, m.layout(id), netns, sp), m.checkpointDir(id), phases)
 	if err != nil {
 		return nil, err
 	}
@@ -159,15 +174,19 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 
 // restoreInto restores a checkpoint from dir as sandbox id and waits for
 // its agent to dial in.
-func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string) (*live, error) {
+func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string, phases timings) (*live, error) {
 	agent, err := m.listenAgent(id)
 	if err != nil {
 		return nil, err
 	}
-	l := newLive(id, rt, agent, sp, time.Now())
+	start := time.Now()
+	l := newLive(id, rt, agent, sp, start)
 	err = cp.Restore(ctx, rs, dir)
 	if err == nil {
+		phases.since("runtime_restore_ms", start)
+		start = time.Now()
 		err = m.waitAgent(ctx, l)
+		phases.since("agent_ms", start)
 	}
 	if err != nil {
 		agent.Close()

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/store"
 )
@@ -138,6 +139,12 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 		reason := "pool boot failed: " + err.Error()
 		_, _ = m.cfg.Store.Transition(context.WithoutCancel(ctx), row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
 		return "", err
+	}
+	// Start one shell before anyone waits on it: the runtime's first
+	// process start in a sandbox pays for cold caches (the binary, its
+	// directory entries), and that belongs to the refill, not the claim.
+	if _, err := l.agent.Exec(ctx, &guest.ExecRequest{Argv: []string{"/bin/sh", "-c", ":"}, TimeoutSeconds: 10}); err != nil {
+		m.log.Warn("warm pool sandbox", "sandbox.id", row.ID, "err", err)
 	}
 	boot := BootHotPool
 	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StatePooled, store.Change{BootPath: &boot, Timings: timings}); err != nil {
