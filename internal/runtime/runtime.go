@@ -29,6 +29,15 @@ type Spec struct {
 	// Hostname inside the sandbox.
 	Hostname  string
 	Resources Resources
+	// Mounts are host directories bound into the sandbox.
+	Mounts []Mount
+}
+
+// Mount binds a host directory into a sandbox.
+type Mount struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
 // Resources are hard limits. Zero means the backend's default.

@@ -430,7 +430,7 @@ func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec) (string,
 func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *spec) runtime.Spec {
 	return runtime.Spec{
 		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(),
+		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
 	}
 }
 

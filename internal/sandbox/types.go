@@ -41,6 +41,10 @@ type CreateRequest struct {
 	Network    *network.Policy `json:"network,omitempty"`
 	Files      []File          `json:"files,omitempty"`
 	Startup    *Startup        `json:"startup,omitempty"`
+	// HostMounts bind host directories into the sandbox. Only warren's own
+	// components set them (the agent host mounts a workspace); the API
+	// never reads them from a request.
+	HostMounts []runtime.Mount `json:"-"`
 }
 
 // File is written into a sandbox before its startup commands run.
@@ -103,6 +107,7 @@ type spec struct {
 	IdleAction         string            `json:"idle_action,omitempty"`
 	Network            *network.Policy   `json:"network,omitempty"`
 	Ports              []int             `json:"ports,omitempty"`
+	Mounts             []runtime.Mount   `json:"mounts,omitempty"`
 }
 
 // Sandbox is the view of a sandbox the API returns.

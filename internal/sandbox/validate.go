@@ -3,6 +3,8 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 
@@ -79,7 +81,15 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 			return nil, "", "", badRequest("metadata."+k, "metadata value longer than %d characters", maxMetadataVal)
 		}
 	}
-	sp := &spec{Resources: res, Env: req.Env}
+	sp := &spec{Resources: res, Env: req.Env, Mounts: req.HostMounts}
+	for i, hm := range req.HostMounts {
+		if !filepath.IsAbs(hm.Source) || !filepath.IsAbs(hm.Target) || hm.Target == "/" {
+			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d]", i), "mounts need absolute source and target paths other than /")
+		}
+		if st, err := os.Stat(hm.Source); err != nil || !st.IsDir() {
+			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d].source", i), "%s is not a directory", hm.Source)
+		}
+	}
 	if rt != "process" {
 		pol, err := network.Normalize(req.Network)
 		var fe *network.FieldError
