@@ -72,6 +72,7 @@ func newRoot() *cobra.Command {
 		newFilesCmd(g),
 		newImageCmd(g),
 		newBenchCmd(g),
+		newStartCmd(g),
 		newVersionCmd(g),
 	)
 	return root

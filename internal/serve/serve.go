@@ -55,6 +55,9 @@ type Options struct {
 	Log   *slog.Logger
 	// Ready, if set, is called once the API is listening.
 	Ready func(url, adminKey string, keyIsNew bool)
+	// Alongside, if set, runs with the node once it is up (the agent
+	// host); when it returns, the node stops and Run returns its error.
+	Alongside func(ctx context.Context, mgr *sandbox.Manager) error
 }
 
 // DefaultOrg owns everything until organizations arrive.
@@ -91,12 +94,17 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	// An empty Listen serves no API: the agent host drives the node
+	// in-process.
+	var ln net.Listener
+	url := ""
+	if o.Listen != "" {
+		if ln, err = net.Listen("tcp", o.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", o.Listen, err)
+		}
+		defer ln.Close()
+		url = "http://" + ln.Addr().String()
 	}
-	defer ln.Close()
-	url := "http://" + ln.Addr().String()
 	if o.PublicURL == "" {
 		o.PublicURL = url
 	}
@@ -139,16 +147,38 @@ func Run(ctx context.Context, o Options) error {
 	proxy.Targets, proxy.Org = mgr, handler.OrgOf
 	handler.Preview = proxy
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("warren serving", "url", url, "data_dir", o.DataDir, "runtimes", mgr.Runtimes(), "default_runtime", def)
-	if o.Ready != nil {
-		o.Ready(url, key, isNew)
-	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if ln != nil {
+		log.Info("warren serving", "url", url, "data_dir", o.DataDir, "runtimes", mgr.Runtimes(), "default_runtime", def)
+		if o.Ready != nil {
+			o.Ready(url, key, isNew)
+		}
+		go func() { errc <- fmt.Errorf("serve API: %w", srv.Serve(ln)) }()
+	}
+	alongside := make(chan error, 1)
+	if o.Alongside != nil {
+		go func() { alongside <- o.Alongside(runCtx, mgr) }()
+	}
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve API: %w", err)
+		return err
+	case err := <-alongside:
+		if ln == nil {
+			return err
+		}
+		shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		_ = srv.Shutdown(shutdownCtx)
+		return err
 	case <-ctx.Done():
+	}
+	if o.Alongside != nil {
+		// It saw ctx end too; let it finish stopping what it runs.
+		cancel()
+		<-alongside
+	}
+	if ln == nil {
+		return nil
 	}
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()

@@ -1,0 +1,364 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sidecarDir is where the tests keep the OpenCode that warren downloads
+// and verifies, so each machine fetches it once.
+func sidecarDir() string {
+	if d := os.Getenv("WARREN_SIDECAR_DIR"); d != "" {
+		return d
+	}
+	root, _ := filepath.Abs("..")
+	return filepath.Join(root, ".cache/sidecars")
+}
+
+// agentHost is one `warren start` process.
+type agentHost struct {
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	pairing struct {
+		URL         string `json:"url"`
+		ClientToken string `json:"client_token"`
+		HostToken   string `json:"host_token"`
+		RunID       string `json:"run_id"`
+		Workspaces  []struct {
+			ID        string `json:"id"`
+			Path      string `json:"path"`
+			Sandbox   string `json:"sandbox"`
+			SandboxID string `json:"sandbox_id"`
+			ProxyURL  string `json:"proxy_url"`
+		} `json:"workspaces"`
+	}
+}
+
+func startArgs(ws, data string, extra ...string) []string {
+	return append([]string{"start", "--workspace", ws, "--sandbox", "gvisor", "--port", "0", "--data-dir", data,
+		"--sidecar-dir", sidecarDir(), "--runsc", runscBin}, extra...)
+}
+
+func startEnv() []string { return append(os.Environ(), "WARREN_IMAGE_DIR="+imageDir) }
+
+// startAgentHost runs `warren start --json` and waits for its pairing.
+func startAgentHost(t *testing.T, ws, data string, extra ...string) *agentHost {
+	t.Helper()
+	h := &agentHost{logs: &syncBuffer{}}
+	h.cmd = exec.Command(warrenBin, append(startArgs(ws, data, extra...), "--json")...)
+	h.cmd.Env = startEnv()
+	h.cmd.Stderr = h.logs
+	out, err := h.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		err := json.NewDecoder(bufio.NewReader(out)).Decode(&h.pairing)
+		ready <- err
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil || len(h.pairing.Workspaces) != 1 {
+			t.Fatalf("warren start did not pair: %v %+v\n%s", err, h.pairing, h.logs.String())
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("warren start did not pair in 5 minutes\n%s", h.logs.String())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("warren start log:\n%s", h.logs.String())
+		}
+	})
+	t.Cleanup(h.stop)
+	return h
+}
+
+// stop interrupts warren start and waits for it to finish stopping.
+func (h *agentHost) stop() {
+	if h.cmd.ProcessState != nil {
+		return
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = h.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = h.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// call makes a request to the workspace server and decodes a JSON answer.
+func (h *agentHost) call(t *testing.T, method, path string, headers map[string]string, body any, out any) int {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, h.pairing.URL+path, r)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+
+func TestAgentHost(t *testing.T) {
+	ws := t.TempDir()
+	data := t.TempDir()
+	t.Cleanup(func() { cleanDataDir(t, data) })
+	os.WriteFile(filepath.Join(ws, "README.md"), []byte("# a workspace\n"), 0o644)
+
+	t.Run("check", func(t *testing.T) {
+		cmd := exec.Command(warrenBin, startArgs(ws, data, "--check", "--check-events", "--log-format", "json", "--run-id", "run_checktest")...)
+		cmd.Env = startEnv()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("start --check --check-events: %v\n%s", err, stderr.String())
+		}
+		// JSON logs: every record parses and carries the run id.
+		checks := map[string]bool{}
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if !strings.HasPrefix(line, "{") {
+				continue
+			}
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("log line is not JSON: %q", line)
+			}
+			if rec["run.id"] != "run_checktest" {
+				t.Fatalf("log record without the run id: %q", line)
+			}
+			if c, ok := rec["check"].(string); ok && rec["msg"] == "check passed" {
+				checks[c] = true
+			}
+		}
+		for _, want := range []string{"health", "workspaces without a token", "workspaces with the client token", "session create through the proxy", "session messages through the proxy", "events"} {
+			if !checks[want] {
+				t.Fatalf("check %q did not pass (passed: %v)", want, checks)
+			}
+		}
+	})
+
+	var sessionID string
+	t.Run("serve", func(t *testing.T) {
+		h := startAgentHost(t, ws, data)
+		p := &h.pairing
+		w := p.Workspaces[0]
+		if w.Sandbox != "gvisor" || w.SandboxID == "" || w.Path == "" {
+			t.Fatalf("pairing: %+v", p)
+		}
+		var health map[string]any
+		if code := h.call(t, "GET", "/health", nil, nil, &health); code != 200 || health["ok"] != true {
+			t.Fatalf("/health: %d %v", code, health)
+		}
+		if code := h.call(t, "GET", "/workspaces", nil, nil, nil); code != 401 {
+			t.Fatalf("/workspaces without a token: %d", code)
+		}
+		if code := h.call(t, "GET", "/workspaces", bearer("wct_wrong"), nil, nil); code != 401 {
+			t.Fatalf("/workspaces with a wrong token: %d", code)
+		}
+		var list struct {
+			Items []struct {
+				ID, Path, BaseURL string
+			} `json:"items"`
+			ActiveID string `json:"activeId"`
+		}
+		if code := h.call(t, "GET", "/workspaces", bearer(p.ClientToken), nil, &list); code != 200 || len(list.Items) != 1 || list.ActiveID != w.ID {
+			t.Fatalf("/workspaces: %d %+v", code, list)
+		}
+
+		proxy := "/w/" + w.ID + "/opencode"
+		var session struct{ ID string }
+		if code := h.call(t, "POST", proxy+"/session", bearer(p.ClientToken), map[string]any{"title": "e2e"}, &session); code != 200 || session.ID == "" {
+			t.Fatalf("create session: %d %+v", code, session)
+		}
+		sessionID = session.ID
+		var got struct{ ID, Directory string }
+		if code := h.call(t, "GET", proxy+"/session/"+session.ID, bearer(p.ClientToken), nil, &got); code != 200 || got.ID != session.ID || got.Directory != "/workspace" {
+			t.Fatalf("get session: %d %+v", code, got)
+		}
+		// A shell command through the proxy runs in the gVisor sandbox and
+		// writes into the host's workspace.
+		cmd := "echo made-in-sandbox > /workspace/agent.txt; dmesg | head -1 > /workspace/kernel.txt"
+		if code := h.call(t, "POST", proxy+"/session/"+session.ID+"/shell", bearer(p.ClientToken), map[string]any{"agent": "build", "command": cmd}, nil); code != 200 {
+			t.Fatalf("shell through the proxy: %d", code)
+		}
+		if b, err := os.ReadFile(filepath.Join(ws, "agent.txt")); err != nil || string(b) != "made-in-sandbox\n" {
+			t.Fatalf("agent.txt in the host workspace: %q %v", b, err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(ws, "kernel.txt")); !strings.Contains(string(b), "gVisor") {
+			t.Fatalf("the shell did not run under gVisor: dmesg says %q", b)
+		}
+		var messages []json.RawMessage
+		if code := h.call(t, "GET", proxy+"/session/"+session.ID+"/message", bearer(p.ClientToken), nil, &messages); code != 200 || len(messages) == 0 {
+			t.Fatalf("messages: %d, %d messages", code, len(messages))
+		}
+		// The active workspace is also at /opencode.
+		if code := h.call(t, "GET", "/opencode/session/"+session.ID, bearer(p.ClientToken), nil, nil); code != 200 {
+			t.Fatalf("/opencode/session: %d", code)
+		}
+
+		// Scoped tokens: only the host mints them; a viewer reads, never writes.
+		host := map[string]string{"X-OpenWork-Host-Token": p.HostToken}
+		if code := h.call(t, "POST", "/tokens", bearer(p.ClientToken), map[string]string{"scope": "viewer"}, nil); code != 401 && code != 403 {
+			t.Fatalf("client token minting a token: %d", code)
+		}
+		if code := h.call(t, "POST", "/tokens", host, map[string]string{"scope": "admin"}, nil); code != 400 {
+			t.Fatalf("minting an unknown scope: %d", code)
+		}
+		var minted struct{ Token, ID, Scope string }
+		if code := h.call(t, "POST", "/tokens", host, map[string]string{"scope": "viewer", "label": "e2e"}, &minted); code != 201 || minted.Token == "" {
+			t.Fatalf("mint viewer: %d %+v", code, minted)
+		}
+		if code := h.call(t, "GET", proxy+"/session/"+session.ID, bearer(minted.Token), nil, nil); code != 200 {
+			t.Fatalf("viewer GET: %d", code)
+		}
+		if code := h.call(t, "POST", proxy+"/session", bearer(minted.Token), map[string]any{}, nil); code != 403 {
+			t.Fatalf("viewer POST: %d, want 403", code)
+		}
+		var tokens struct {
+			Items []map[string]any `json:"items"`
+		}
+		if code := h.call(t, "GET", "/tokens", host, nil, &tokens); code != 200 || len(tokens.Items) != 1 {
+			t.Fatalf("list tokens: %d %+v", code, tokens)
+		}
+		if _, ok := tokens.Items[0]["token"]; ok || strings.Contains(h.logs.String(), minted.Token) {
+			t.Fatal("a minted token is listed or logged in the clear")
+		}
+		if code := h.call(t, "DELETE", "/tokens/"+minted.ID, host, nil, nil); code != 200 {
+			t.Fatalf("revoke: %d", code)
+		}
+		if code := h.call(t, "GET", proxy+"/session/"+session.ID, bearer(minted.Token), nil, nil); code != 401 {
+			t.Fatalf("revoked token: %d, want 401", code)
+		}
+
+		// Events stream through the proxy unbuffered.
+		req, _ := http.NewRequest("GET", h.pairing.URL+proxy+"/event", nil)
+		req.Header.Set("Authorization", "Bearer "+p.ClientToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := make(chan string, 1)
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "data:") {
+					line <- sc.Text()
+					return
+				}
+			}
+		}()
+		select {
+		case l := <-line:
+			if !strings.Contains(l, `"type"`) {
+				t.Fatalf("event: %q", l)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no event through the proxy in 20s")
+		}
+		resp.Body.Close()
+
+		// Every request is logged with method, path, status and duration.
+		if !strings.Contains(h.logs.String(), "http.path=/w/"+w.ID+"/opencode/session") || !strings.Contains(h.logs.String(), "http.status=403") {
+			t.Fatalf("requests not logged:\n%s", h.logs.String())
+		}
+
+		h.stop()
+		if h.cmd.ProcessState.ExitCode() != 0 {
+			t.Fatalf("warren start exited %d after SIGTERM", h.cmd.ProcessState.ExitCode())
+		}
+		if left := traces(t, &server{dataDir: data}, w.SandboxID); len(left) > 0 {
+			t.Fatalf("the workspace sandbox left traces: %v", left)
+		}
+		if b, err := os.ReadFile(filepath.Join(ws, "agent.txt")); err != nil || len(b) == 0 {
+			t.Fatal("workspace files did not survive the stop")
+		}
+	})
+
+	t.Run("restart keeps the workspace and its sessions", func(t *testing.T) {
+		if sessionID == "" {
+			t.Fatal("the serve subtest made no session to look for")
+		}
+		h := startAgentHost(t, ws, data)
+		var sessions []struct{ ID string }
+		if code := h.call(t, "GET", "/w/"+h.pairing.Workspaces[0].ID+"/opencode/session", bearer(h.pairing.ClientToken), nil, &sessions); code != 200 {
+			t.Fatalf("list sessions: %d", code)
+		}
+		found := false
+		for _, s := range sessions {
+			found = found || s.ID == sessionID
+		}
+		if !found {
+			t.Fatalf("session %s from before the restart is gone: %+v", sessionID, sessions)
+		}
+	})
+}
+
+// TestSidecarMismatch: a cached OpenCode whose hash is not the manifest's
+// is refused and deleted, and nothing starts.
+func TestSidecarMismatch(t *testing.T) {
+	root, _ := filepath.Abs("..")
+	b, err := os.ReadFile(filepath.Join(root, "internal/sidecar/manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	sc := m["sidecars"].([]any)[0].(map[string]any)
+	version := sc["version"].(string)
+	asset := sc["platforms"].(map[string]any)["linux-amd64"].(map[string]any)
+	asset["binary_sha256"] = strings.Repeat("0", 64)
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "manifest.json")
+	b, _ = json.Marshal(m)
+	os.WriteFile(manifest, b, 0o644)
+	bin := filepath.Join(dir, "sidecars", "opencode", version, "opencode")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	os.WriteFile(bin, []byte("#!/bin/sh\necho not opencode\n"), 0o755)
+
+	ws := t.TempDir()
+	cmd := exec.Command(warrenBin, "start", "--workspace", ws, "--sandbox", "none", "--opencode-source", "downloaded",
+		"--port", "0", "--data-dir", filepath.Join(dir, "data"), "--sidecar-dir", filepath.Join(dir, "sidecars"), "--sidecar-manifest", manifest)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "does not match the sidecar manifest") {
+		t.Fatalf("want a refusal naming the manifest, got %v:\n%s", err, out)
+	}
+	if _, err := os.Stat(bin); !os.IsNotExist(err) {
+		t.Fatal("the mismatching binary was not deleted")
+	}
+}

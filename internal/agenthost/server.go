@@ -1,0 +1,225 @@
+package agenthost
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// HostTokenHeader carries the host token, as OpenWork's server expects.
+const HostTokenHeader = "X-OpenWork-Host-Token"
+
+// roleHost is the caller holding the host token: above every scope.
+const roleHost = "host"
+
+type roleKey struct{}
+
+func roleOf(r *http.Request) string { s, _ := r.Context().Value(roleKey{}).(string); return s }
+
+func (h *Host) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", h.handleHealth)
+	mux.HandleFunc("GET /status", h.auth(ScopeViewer, h.handleStatus))
+	mux.HandleFunc("GET /workspaces", h.auth(ScopeViewer, h.handleWorkspaces))
+	mux.HandleFunc("GET /tokens", h.auth(roleHost, h.handleTokens))
+	mux.HandleFunc("POST /tokens", h.auth(roleHost, h.handleMint))
+	mux.HandleFunc("DELETE /tokens/{id}", h.auth(roleHost, h.handleRevoke))
+	mux.HandleFunc("/w/{id}/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
+	mux.HandleFunc("/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
+	return h.logRequests(mux)
+}
+
+// rank orders roles: a caller may do what its rank or a lower one allows.
+var rank = map[string]int{ScopeViewer: 1, ScopeCollaborator: 2, ScopeOwner: 3, roleHost: 4}
+
+// auth admits callers whose token carries at least the scope need.
+func (h *Host) auth(need string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		role := ""
+		if t := r.Header.Get(HostTokenHeader); t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(h.st.f.HostToken)) == 1 {
+			role = roleHost
+		} else if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			role = h.st.scopeOf(strings.TrimSpace(t))
+		}
+		if role == "" {
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token> (or the host token in "+HostTokenHeader+")")
+			return
+		}
+		if rank[role] < rank[need] {
+			writeJSONError(w, http.StatusForbidden, "forbidden", "a "+role+" token cannot do this")
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), roleKey{}, role)))
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, code int, kind, msg string) {
+	writeJSON(w, code, map[string]any{"ok": false, "error": map[string]string{"code": kind, "message": msg}})
+}
+
+func (h *Host) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "version": h.cfg.Version, "uptimeMs": time.Since(h.started).Milliseconds()})
+}
+
+func (h *Host) handleStatus(w http.ResponseWriter, r *http.Request) {
+	var services []map[string]any
+	for _, ws := range h.Workspaces() {
+		services = append(services, map[string]any{
+			"name": "opencode", "workspaceId": ws.ID, "healthy": ws.Healthy(), "url": ws.OpenCodeURL,
+			"sandbox": ws.Runtime, "sandboxId": ws.SandboxID, "uptimeMs": time.Since(ws.StartedAt).Milliseconds(),
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"ok": true, "version": h.cfg.Version, "uptimeMs": time.Since(h.started).Milliseconds(), "runId": h.cfg.RunID,
+		"approval":   map[string]any{"mode": h.cfg.Approval, "timeoutMs": h.cfg.ApprovalTimeout.Milliseconds()},
+		"workspaces": len(services), "services": services,
+	})
+}
+
+// workspaceView is a workspace as /workspaces lists it, in the shape of
+// OpenWork's server (path, name, workspaceType, baseUrl, directory).
+type workspaceView struct {
+	ID            string       `json:"id"`
+	Name          string       `json:"name"`
+	Path          string       `json:"path"`
+	WorkspaceType string       `json:"workspaceType"`
+	BaseURL       string       `json:"baseUrl"`
+	Directory     string       `json:"directory"`
+	OpenCode      openCodeView `json:"opencode"`
+	Sandbox       string       `json:"sandbox"`
+}
+
+type openCodeView struct {
+	BaseURL   string `json:"baseUrl"`
+	Directory string `json:"directory"`
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
+}
+
+func (h *Host) handleWorkspaces(w http.ResponseWriter, r *http.Request) {
+	items := []workspaceView{}
+	base := h.ConnectURL()
+	activeID := ""
+	for i, ws := range h.Workspaces() {
+		if i == 0 {
+			activeID = ws.ID
+		}
+		oc := openCodeView{BaseURL: base + "/w/" + ws.ID + "/opencode", Directory: ws.Directory()}
+		if rank[roleOf(r)] >= rank[ScopeOwner] {
+			// Owners may also reach OpenCode directly.
+			oc.Username, oc.Password = ws.Username, ws.Password
+		}
+		items = append(items, workspaceView{ID: ws.ID, Name: ws.Name, Path: ws.Path, WorkspaceType: "local",
+			BaseURL: oc.BaseURL, Directory: oc.Directory, OpenCode: oc, Sandbox: ws.Runtime})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items, "activeId": activeID})
+}
+
+func (h *Host) handleTokens(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"items": h.st.tokens()})
+}
+
+func (h *Host) handleMint(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Scope string `json:"scope"`
+		Label string `json:"label"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "decode body: "+err.Error())
+		return
+	}
+	rec, tok, err := h.st.mint(req.Scope, req.Label)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "scope: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "id": rec.ID, "scope": rec.Scope, "label": rec.Label, "createdAt": rec.CreatedAt})
+}
+
+func (h *Host) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	ok, err := h.st.revoke(r.PathValue("id"))
+	switch {
+	case err != nil:
+		writeJSONError(w, http.StatusInternalServerError, "internal", err.Error())
+	case !ok:
+		writeJSONError(w, http.StatusNotFound, "not_found", "no token "+r.PathValue("id"))
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	}
+}
+
+// handleProxy passes a request to the workspace's OpenCode with its basic
+// auth, streaming both ways (SSE included).
+func (h *Host) handleProxy(w http.ResponseWriter, r *http.Request) {
+	ws := h.workspace(r.PathValue("id"))
+	if ws == nil {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no workspace "+r.PathValue("id"))
+		return
+	}
+	if roleOf(r) == ScopeViewer && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeJSONError(w, http.StatusForbidden, "forbidden", "a viewer token is read-only")
+		return
+	}
+	target, err := url.Parse(ws.OpenCodeURL)
+	if err != nil {
+		writeJSONError(w, http.StatusBadGateway, "bad_gateway", err.Error())
+		return
+	}
+	rest := "/" + r.PathValue("rest")
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.URL.Path = rest
+			pr.Out.URL.RawPath = ""
+			pr.Out.Header.Del(HostTokenHeader)
+			pr.Out.SetBasicAuth(ws.Username, ws.Password)
+		},
+		// Flush at once: event streams must not wait in a buffer.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeJSONError(w, http.StatusBadGateway, "bad_gateway", "opencode: "+err.Error())
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// logRequests logs every request with method, path, status and duration.
+func (h *Host) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		h.log.Info("request", "service.name", "workspace-server", "http.method", r.Method, "http.path", r.URL.Path,
+			"http.status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}

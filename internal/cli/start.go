@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warrenhq/warren/internal/agenthost"
+	"github.com/warrenhq/warren/internal/api"
+	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/serve"
+	"github.com/warrenhq/warren/internal/sidecar"
+)
+
+// startOptions are the flags of `warren start`.
+type startOptions struct {
+	workspace, name       string
+	approval              string
+	approvalTimeout       time.Duration
+	sandbox               string
+	port                  int
+	connectHost, runID    string
+	check, checkEvents    bool
+	openCodeSource, ocBin string
+	manifest, sidecarDir  string
+	verbose               bool
+	dataDir, imageDir     string
+	runsc, runc           string
+	logFormat, logLevel   string
+}
+
+func newStartCmd(g *globals) *cobra.Command {
+	var o startOptions
+	cmd := &cobra.Command{
+		Use:   "start --workspace DIR",
+		Short: "Run OpenCode for a workspace in a sandbox, with a workspace server to pair with",
+		Long: "Starts, for one workspace: a sandbox with DIR at /workspace and a persistent\n" +
+			"/persist (OpenCode's HOME), OpenCode serving inside it, and the workspace\n" +
+			"server on this host (port 8787). Prints the pairing details and serves until\n" +
+			"interrupted; the sandbox is removed on the way out, the files stay.\n" +
+			"--check starts everything, verifies it end to end and exits 0 or 1.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runStart(cmd, g, &o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.workspace, "workspace", "", "the workspace directory (required)")
+	f.StringVar(&o.name, "name", "", "the workspace's name (default: the directory's)")
+	f.StringVar(&o.approval, "approval", envOr("WARREN_APPROVAL", "auto"), "approval mode: auto or manual")
+	f.DurationVar(&o.approvalTimeout, "approval-timeout", 30*time.Second, "how long an approval waits before it is denied")
+	f.StringVar(&o.sandbox, "sandbox", envOr("WARREN_SANDBOX", "auto"), "where OpenCode runs: auto, gvisor, runc, or none (on this host)")
+	f.IntVar(&o.port, "port", 8787, "workspace server port (0 picks one)")
+	f.StringVar(&o.connectHost, "connect-host", "", "host name remote clients should use (default: the listen address)")
+	f.StringVar(&o.runID, "run-id", os.Getenv("WARREN_RUN_ID"), "id carried by every log record (default: random)")
+	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
+	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
+	f.StringVar(&o.openCodeSource, "opencode-source", envOr("WARREN_OPENCODE_SOURCE", "auto"), "where OpenCode comes from: auto, external (PATH) or downloaded")
+	f.StringVar(&o.ocBin, "opencode-bin", os.Getenv("WARREN_OPENCODE_BIN"), "the OpenCode binary to run")
+	f.StringVar(&o.manifest, "sidecar-manifest", os.Getenv("WARREN_SIDECAR_MANIFEST"), "sidecar manifest to verify downloads against (default: the built-in one)")
+	f.StringVar(&o.sidecarDir, "sidecar-dir", os.Getenv("WARREN_SIDECAR_DIR"), "where downloaded sidecars are kept (WARREN_SIDECAR_DIR; default DATA_DIR/sidecars)")
+	f.BoolVar(&o.verbose, "verbose", false, "say which OpenCode binary runs, from where, and its version")
+	f.StringVar(&o.dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
+	f.StringVar(&o.imageDir, "image-dir", os.Getenv("WARREN_IMAGE_DIR"), "image cache directory (WARREN_IMAGE_DIR)")
+	f.StringVar(&o.runsc, "runsc", os.Getenv("WARREN_RUNSC"), "path of runsc (WARREN_RUNSC)")
+	f.StringVar(&o.runc, "runc", os.Getenv("WARREN_RUNC"), "path of runc (WARREN_RUNC)")
+	f.StringVar(&o.logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level")
+	return cmd
+}
+
+func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
+	if o.workspace == "" {
+		return fmt.Errorf("--workspace is required")
+	}
+	switch o.sandbox {
+	case "auto", "gvisor", "runc", "none":
+	default:
+		return fmt.Errorf("--sandbox %q: want auto, gvisor, runc or none", o.sandbox)
+	}
+	if o.checkEvents && !o.check {
+		return fmt.Errorf("--check-events goes with --check")
+	}
+	if o.runID == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		o.runID = "run_" + hex.EncodeToString(b)
+	}
+	log, err := newLogger(o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("run.id", o.runID)
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	manifest, err := sidecar.Builtin()
+	if o.manifest != "" {
+		manifest, err = sidecar.LoadManifest(o.manifest)
+	}
+	if err != nil {
+		return err
+	}
+	if o.sidecarDir == "" {
+		o.sidecarDir = filepath.Join(o.dataDir, "sidecars")
+	}
+	errOut := cmd.ErrOrStderr()
+	bin, err := sidecar.Resolve(ctx, sidecar.Options{
+		Name: "opencode", Source: o.openCodeSource, Bin: o.ocBin, Dir: o.sidecarDir, Manifest: manifest,
+		// On the host, an installed OpenCode will do; a sandbox needs the
+		// Linux build warren verifies.
+		PreferPath: o.sandbox == "none",
+		Progress:   func(msg string) { fmt.Fprintln(errOut, msg) },
+	})
+	if err != nil {
+		return err
+	}
+	if o.verbose {
+		fmt.Fprintf(errOut, "opencode: %s (%s, version %s)\n", bin.Path, bin.Source, bin.Version)
+	}
+	cfg := agenthost.Config{
+		DataDir: filepath.Join(o.dataDir, "agenthost"), Org: serve.DefaultOrg, Sandbox: o.sandbox, OpenCode: bin,
+		Approval: o.approval, ApprovalTimeout: o.approvalTimeout, Listen: fmt.Sprintf("127.0.0.1:%d", o.port),
+		ConnectHost: o.connectHost, RunID: o.runID, Version: Version, Log: log,
+	}
+	run := func(ctx context.Context, mgr *sandbox.Manager) error {
+		cfg.Manager = mgr
+		return hostWorkspace(ctx, cmd.OutOrStdout(), g, o, cfg)
+	}
+	if o.sandbox == "none" {
+		return run(ctx, nil)
+	}
+	api.Version = Version
+	runtime := o.sandbox
+	return serve.Run(ctx, serve.Options{
+		DataDir: o.dataDir, ImageDir: o.imageDir, Runtime: runtime, Runsc: o.runsc, Runc: o.runc,
+		AdminKey: os.Getenv("WARREN_ADMIN_KEY"), Log: log, Alongside: run,
+	})
+}
+
+// hostWorkspace starts the workspace, prints the pairing details, and
+// serves (or checks) until ctx ends.
+func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptions, cfg agenthost.Config) error {
+	h, err := agenthost.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := h.Listen(); err != nil {
+		return err
+	}
+	// Whatever happens next, the workspace's sandbox goes with this run.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := h.Close(cctx); err != nil {
+			cfg.Log.Error("stop workspaces", "err", err)
+		}
+	}()
+	serveCtx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	served := make(chan error, 1)
+	go func() { served <- h.Serve(serveCtx) }()
+	if _, err := h.Add(ctx, o.workspace, o.name); err != nil {
+		return err
+	}
+	p := h.Pairing()
+	g.print(out, p, func() { printPairing(out, p) })
+	if o.check {
+		err := h.Check(ctx, o.checkEvents)
+		if err == nil {
+			fmt.Fprintln(os.Stderr, "check passed")
+		}
+		return err
+	}
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func printPairing(w io.Writer, p *agenthost.Pairing) {
+	fmt.Fprintf(w, "\nworkspace server  %s\n", p.URL)
+	if p.ConnectURL != p.URL {
+		fmt.Fprintf(w, "connect URL       %s\n", p.ConnectURL)
+	}
+	fmt.Fprintf(w, "client token      %s\nhost token        %s\nrun id            %s\napproval          %s\n", p.ClientToken, p.HostToken, p.RunID, p.Approval)
+	for _, ws := range p.Workspaces {
+		fmt.Fprintf(w, "\nworkspace %s (%s) in %s %s\n  proxy     %s\n  opencode  %s (user %s, password %s)\n  attach    %s\n",
+			ws.ID, ws.Path, ws.Sandbox, ws.SandboxID, ws.ProxyURL, ws.OpenCodeURL, ws.OpenCodeUsername, ws.OpenCodePassword, ws.Attach)
+	}
+	fmt.Fprintln(w)
+}
