@@ -329,6 +329,67 @@ func TestAgentHost(t *testing.T) {
 	})
 }
 
+// TestAgentHostDetach: --detach leaves everything running and returns;
+// warren stop ends it and leaves nothing behind.
+func TestAgentHostDetach(t *testing.T) {
+	ws := t.TempDir()
+	data := t.TempDir()
+	t.Cleanup(func() { cleanDataDir(t, data) })
+	cmd := exec.Command(warrenBin, append(startArgs(ws, data), "--detach", "--json")...)
+	cmd.Env = startEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("start --detach: %v\n%s", err, stderr.String())
+	}
+	var run struct {
+		RunID   string `json:"run_id"`
+		PID     int    `json:"pid"`
+		LogPath string `json:"log_path"`
+		Pairing struct {
+			URL        string `json:"url"`
+			Workspaces []struct {
+				SandboxID string `json:"sandbox_id"`
+			} `json:"workspaces"`
+		} `json:"pairing"`
+	}
+	if err := json.Unmarshal(out, &run); err != nil || run.PID == 0 || len(run.Pairing.Workspaces) != 1 {
+		t.Fatalf("detach answer %q: %v", out, err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			syscall.Kill(run.PID, syscall.SIGTERM)
+		}
+	})
+	if syscall.Kill(run.PID, 0) != nil {
+		t.Fatalf("the background warren (pid %d) is not running", run.PID)
+	}
+	resp, err := http.Get(run.Pairing.URL + "/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("health of the detached server: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	stop := exec.Command(warrenBin, "stop", "--workspace", ws, "--data-dir", data, "--json")
+	b, err := stop.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), run.RunID) {
+		log, _ := os.ReadFile(run.LogPath)
+		t.Fatalf("warren stop: %v %s\nlog:\n%s", err, b, log)
+	}
+	stopped = true
+	if syscall.Kill(run.PID, 0) == nil {
+		t.Fatalf("pid %d still runs after warren stop", run.PID)
+	}
+	if left := traces(t, &server{dataDir: data}, run.Pairing.Workspaces[0].SandboxID); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	if b, err := exec.Command(warrenBin, "stop", "--workspace", ws, "--data-dir", data).CombinedOutput(); err == nil {
+		t.Fatalf("a second stop should say nothing runs: %s", b)
+	}
+}
+
 // TestSidecarMismatch: a cached OpenCode whose hash is not the manifest's
 // is refused and deleted, and nothing starts.
 func TestSidecarMismatch(t *testing.T) {

@@ -73,6 +73,7 @@ func newRoot() *cobra.Command {
 		newImageCmd(g),
 		newBenchCmd(g),
 		newStartCmd(g),
+		newStopCmd(g),
 		newVersionCmd(g),
 	)
 	return root

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +32,7 @@ type startOptions struct {
 	port                  int
 	connectHost, runID    string
 	check, checkEvents    bool
+	detach                bool
 	openCodeSource, ocBin string
 	manifest, sidecarDir  string
 	verbose               bool
@@ -60,6 +63,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.port, "port", 8787, "workspace server port (0 picks one)")
 	f.StringVar(&o.connectHost, "connect-host", "", "host name remote clients should use (default: the listen address)")
 	f.StringVar(&o.runID, "run-id", os.Getenv("WARREN_RUN_ID"), "id carried by every log record (default: random)")
+	f.BoolVar(&o.detach, "detach", false, "leave everything running in the background, print how to reach and stop it, and exit")
 	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
 	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
 	f.StringVar(&o.openCodeSource, "opencode-source", envOr("WARREN_OPENCODE_SOURCE", "auto"), "where OpenCode comes from: auto, external (PATH) or downloaded")
@@ -88,10 +92,16 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	if o.checkEvents && !o.check {
 		return fmt.Errorf("--check-events goes with --check")
 	}
+	if o.detach && o.check {
+		return fmt.Errorf("--detach and --check do not go together")
+	}
 	if o.runID == "" {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		o.runID = "run_" + hex.EncodeToString(b)
+	}
+	if o.detach {
+		return detachStart(cmd, g, o)
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
@@ -171,6 +181,13 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 		return err
 	}
 	p := h.Pairing()
+	// The run record lets `warren stop` (and a detaching parent) find us.
+	run := &agenthost.Run{RunID: cfg.RunID, PID: os.Getpid(), Workspace: p.Workspaces[0].Path,
+		LogPath: os.Getenv(runLogEnv), StartedAt: time.Now().UTC(), Pairing: p}
+	if err := agenthost.WriteRun(cfg.DataDir, run); err != nil {
+		return err
+	}
+	defer agenthost.RemoveRun(cfg.DataDir, cfg.RunID)
 	g.print(out, p, func() { printPairing(out, p) })
 	if o.check {
 		err := h.Check(ctx, o.checkEvents)
@@ -198,4 +215,135 @@ func printPairing(w io.Writer, p *agenthost.Pairing) {
 			ws.ID, ws.Path, ws.Sandbox, ws.SandboxID, ws.ProxyURL, ws.OpenCodeURL, ws.OpenCodeUsername, ws.OpenCodePassword, ws.Attach)
 	}
 	fmt.Fprintln(w)
+}
+
+// runLogEnv tells a detached child where its output goes, for its record.
+const runLogEnv = "WARREN_RUN_LOG"
+
+// detachStart runs the same start in a new session with its output in a
+// log file, waits until it has recorded its pairing, prints how to reach
+// and stop it, and returns.
+func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var args []string
+	for _, a := range os.Args[1:] {
+		if a != "--detach" && a != "--detach=true" {
+			args = append(args, a)
+		}
+	}
+	args = append(args, "--run-id", o.runID)
+	hostDir := filepath.Join(o.dataDir, "agenthost")
+	if err := os.MkdirAll(filepath.Join(hostDir, "runs"), 0o700); err != nil {
+		return err
+	}
+	logPath := filepath.Join(hostDir, "runs", o.runID+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	child := exec.Command(exe, args...)
+	child.Stdout, child.Stderr = logf, logf
+	child.Env = append(os.Environ(), runLogEnv+"="+logPath)
+	// Its own session: no terminal's hangup or Ctrl-C reaches it.
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		return fmt.Errorf("start in the background: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
+	fmt.Fprintf(cmd.ErrOrStderr(), "starting in the background (log: %s)\n", logPath)
+	deadline := time.After(10 * time.Minute)
+	for {
+		if r, err := agenthost.ReadRun(hostDir, o.runID); err == nil && r != nil {
+			out := cmd.OutOrStdout()
+			g.print(out, r, func() {
+				printPairing(out, r.Pairing)
+				fmt.Fprintf(out, "running in the background as pid %d; log %s\nstop it with: warren stop --run-id %s --data-dir %s\n", r.PID, r.LogPath, r.RunID, o.dataDir)
+			})
+			return nil
+		}
+		select {
+		case err := <-exited:
+			tail, _ := os.ReadFile(logPath)
+			return fmt.Errorf("the background start exited (%v) before it was ready:\n%s", err, lastLines(string(tail), 15))
+		case <-deadline:
+			_ = child.Process.Signal(syscall.SIGTERM)
+			return fmt.Errorf("the background start was not ready in 10 minutes; see %s", logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func newStopCmd(g *globals) *cobra.Command {
+	var workspace, runID, dataDir string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop (--workspace DIR | --run-id ID)",
+		Short: "Stop a running warren start and its sandbox",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (workspace == "") == (runID == "") {
+				return fmt.Errorf("give --workspace or --run-id")
+			}
+			if workspace != "" {
+				abs, err := filepath.Abs(workspace)
+				if err == nil {
+					abs, err = filepath.EvalSymlinks(abs)
+				}
+				if err != nil {
+					return fmt.Errorf("--workspace %s: %w", workspace, err)
+				}
+				workspace = abs
+			}
+			hostDir := filepath.Join(dataDir, "agenthost")
+			runs, err := agenthost.Runs(hostDir)
+			if err != nil {
+				return err
+			}
+			var stopped []string
+			for _, r := range runs {
+				if (runID != "" && r.RunID != runID) || (workspace != "" && r.Workspace != workspace) {
+					continue
+				}
+				if err := syscall.Kill(r.PID, syscall.SIGTERM); err != nil {
+					return fmt.Errorf("stop run %s (pid %d): %w", r.RunID, r.PID, err)
+				}
+				gone := time.After(wait)
+				for agenthost.Alive(r.PID) {
+					select {
+					case <-gone:
+						return fmt.Errorf("run %s (pid %d) is still stopping after %s", r.RunID, r.PID, wait)
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+				_ = agenthost.RemoveRun(hostDir, r.RunID)
+				stopped = append(stopped, r.RunID)
+			}
+			if len(stopped) == 0 {
+				return fmt.Errorf("nothing is running for %s%s in %s", workspace, runID, dataDir)
+			}
+			g.print(cmd.OutOrStdout(), map[string]any{"stopped": stopped}, func() {
+				fmt.Fprintf(cmd.OutOrStdout(), "stopped %s\n", strings.Join(stopped, ", "))
+			})
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&workspace, "workspace", "", "the workspace a warren start serves")
+	f.StringVar(&runID, "run-id", "", "the run to stop")
+	f.StringVar(&dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
+	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for it to finish stopping")
+	return cmd
 }
