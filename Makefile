@@ -12,7 +12,8 @@ LDFLAGS := -X github.com/warrenhq/warren/internal/cli.Version=$(VERSION)
 
 WARREN_DATA_DIR ?= $(CURDIR)/.data
 WARREN_LISTEN ?= 127.0.0.1:7070
-# Images are cached outside the data dir so a fresh data dir boots fast.
+# Images (and the OpenCode warren downloads and verifies for the agent host
+# tests, in $(CACHE)/sidecars) are cached outside the data dir.
 WARREN_IMAGE_DIR ?= $(CACHE)/images
 export WARREN_DATA_DIR WARREN_LISTEN WARREN_IMAGE_DIR
 
@@ -33,6 +34,7 @@ run: deps build
 test: deps build
 	go vet ./...
 	CGO_ENABLED=0 WARREN_BIN=$(BIN) WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) WARREN_TEST_IMAGE_DIR=$(WARREN_IMAGE_DIR) \
+		WARREN_SIDECAR_DIR=$(CACHE)/sidecars \
 		go test -count=1 -timeout 25m ./...
 
 vet:

@@ -335,7 +335,13 @@ func TestAgentHostDetach(t *testing.T) {
 	ws := t.TempDir()
 	data := t.TempDir()
 	t.Cleanup(func() { cleanDataDir(t, data) })
-	cmd := exec.Command(warrenBin, append(startArgs(ws, data), "--detach", "--json")...)
+	// An extra read-only mount, as the allowlist allows.
+	shared := t.TempDir()
+	os.WriteFile(filepath.Join(shared, "hello.txt"), []byte("from the host\n"), 0o644)
+	allow := filepath.Join(t.TempDir(), "mount-allowlist.json")
+	ab, _ := json.Marshal(map[string]any{"allowedRoots": []map[string]any{{"path": shared}}})
+	os.WriteFile(allow, ab, 0o600)
+	cmd := exec.Command(warrenBin, append(startArgs(ws, data), "--detach", "--json", "--mount", shared+":shared", "--mount-allowlist", allow)...)
 	cmd.Env = startEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -348,8 +354,10 @@ func TestAgentHostDetach(t *testing.T) {
 		PID     int    `json:"pid"`
 		LogPath string `json:"log_path"`
 		Pairing struct {
-			URL        string `json:"url"`
-			Workspaces []struct {
+			URL         string `json:"url"`
+			ClientToken string `json:"client_token"`
+			Workspaces  []struct {
+				ID        string `json:"id"`
 				SandboxID string `json:"sandbox_id"`
 			} `json:"workspaces"`
 		} `json:"pairing"`
@@ -372,6 +380,28 @@ func TestAgentHostDetach(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// The extra mount is there, read-only.
+	h := &agentHost{}
+	h.pairing.URL = run.Pairing.URL
+	proxy := "/w/" + run.Pairing.Workspaces[0].ID + "/opencode"
+	var session struct{ ID string }
+	if code := h.call(t, "POST", proxy+"/session", bearer(run.Pairing.ClientToken), map[string]any{}, &session); code != 200 {
+		t.Fatalf("create session: %d", code)
+	}
+	shell := "cat /workspace/extra/shared/hello.txt > /workspace/seen.txt; touch /workspace/extra/shared/new 2>/dev/null && echo writable > /workspace/ro.txt || echo read-only > /workspace/ro.txt"
+	if code := h.call(t, "POST", proxy+"/session/"+session.ID+"/shell", bearer(run.Pairing.ClientToken), map[string]any{"agent": "build", "command": shell}, nil); code != 200 {
+		t.Fatalf("shell: %d", code)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "seen.txt")); string(b) != "from the host\n" {
+		t.Fatalf("the extra mount's file read %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "ro.txt")); string(b) != "read-only\n" {
+		t.Fatalf("the read-only mount was %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(shared, "new")); err == nil {
+		t.Fatal("a write reached the read-only mount's host directory")
+	}
+
 	stop := exec.Command(warrenBin, "stop", "--workspace", ws, "--data-dir", data, "--json")
 	b, err := stop.CombinedOutput()
 	if err != nil || !strings.Contains(string(b), run.RunID) {
@@ -387,6 +417,36 @@ func TestAgentHostDetach(t *testing.T) {
 	}
 	if b, err := exec.Command(warrenBin, "stop", "--workspace", ws, "--data-dir", data).CombinedOutput(); err == nil {
 		t.Fatalf("a second stop should say nothing runs: %s", b)
+	}
+}
+
+// TestAgentHostMountRefused: a mount the allowlist does not allow stops
+// the start before anything is created.
+func TestAgentHostMountRefused(t *testing.T) {
+	base := t.TempDir()
+	secret := filepath.Join(base, "home", ".ssh")
+	outside := filepath.Join(base, "elsewhere")
+	os.MkdirAll(secret, 0o700)
+	os.MkdirAll(outside, 0o755)
+	os.Symlink(outside, filepath.Join(base, "home", "link"))
+	allow := filepath.Join(base, "mount-allowlist.json")
+	ab, _ := json.Marshal(map[string]any{"allowedRoots": []map[string]any{{"path": filepath.Join(base, "home"), "allowReadWrite": false}}})
+	os.WriteFile(allow, ab, 0o600)
+	for spec, want := range map[string]string{
+		secret + ":keys":                           `blocked pattern ".ssh"`,
+		filepath.Join(base, "home", "link") + ":l": "not under any allowed root",
+		filepath.Join(base, "home") + ":h:rw":      "read-only",
+	} {
+		data := filepath.Join(t.TempDir(), "data")
+		cmd := exec.Command(warrenBin, append(startArgs(t.TempDir(), data), "--mount", spec, "--mount-allowlist", allow)...)
+		cmd.Env = startEnv()
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Fatalf("--mount %s: want a refusal mentioning %q, got %v:\n%s", spec, want, err, out)
+		}
+		if _, err := os.Stat(data); !os.IsNotExist(err) {
+			t.Fatalf("--mount %s: the refused start created %s", spec, data)
+		}
 	}
 }
 

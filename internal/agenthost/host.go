@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/sidecar"
 )
@@ -28,6 +29,9 @@ type Config struct {
 	Image   string
 	// OpenCode is the binary to run, already resolved and verified.
 	OpenCode *sidecar.Binary
+	// Mounts are extra host paths for every workspace sandbox, already
+	// checked against the allowlist (see Allowlist.Resolve).
+	Mounts []runtime.Mount
 	// Approval is auto or manual; ApprovalTimeout denies what waits longer.
 	Approval        string
 	ApprovalTimeout time.Duration

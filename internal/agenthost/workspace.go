@@ -94,11 +94,11 @@ func (h *Host) startInSandbox(ctx context.Context, w *Workspace) error {
 		Runtime:   rt,
 		Resources: &sandbox.Resources{CPU: 2, MemoryMB: 4096},
 		Metadata:  map[string]string{"warren.workspace": w.ID, "warren.run": h.cfg.RunID},
-		HostMounts: []runtime.Mount{
+		HostMounts: append([]runtime.Mount{
 			{Source: w.Path, Target: workspaceMount},
 			{Source: w.Persist, Target: persistMount},
 			{Source: filepath.Dir(h.cfg.OpenCode.Path), Target: sidecarMount, ReadOnly: true},
-		},
+		}, h.cfg.Mounts...),
 	})
 	if err != nil {
 		return fmt.Errorf("create sandbox for workspace %s: %w", w.Path, err)

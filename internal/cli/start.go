@@ -18,6 +18,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/agenthost"
 	"github.com/warrenhq/warren/internal/api"
+	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/serve"
 	"github.com/warrenhq/warren/internal/sidecar"
@@ -33,6 +34,8 @@ type startOptions struct {
 	connectHost, runID    string
 	check, checkEvents    bool
 	detach                bool
+	mounts                []string
+	allowlist             string
 	openCodeSource, ocBin string
 	manifest, sidecarDir  string
 	verbose               bool
@@ -64,6 +67,8 @@ func newStartCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.connectHost, "connect-host", "", "host name remote clients should use (default: the listen address)")
 	f.StringVar(&o.runID, "run-id", os.Getenv("WARREN_RUN_ID"), "id carried by every log record (default: random)")
 	f.BoolVar(&o.detach, "detach", false, "leave everything running in the background, print how to reach and stop it, and exit")
+	f.StringArrayVar(&o.mounts, "mount", nil, "extra host path at /workspace/extra/NAME: HOSTPATH:NAME[:ro|rw], as the mount allowlist allows")
+	f.StringVar(&o.allowlist, "mount-allowlist", envOr("WARREN_MOUNT_ALLOWLIST", defaultAllowlist()), "the mount allowlist (WARREN_MOUNT_ALLOWLIST)")
 	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
 	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
 	f.StringVar(&o.openCodeSource, "opencode-source", envOr("WARREN_OPENCODE_SOURCE", "auto"), "where OpenCode comes from: auto, external (PATH) or downloaded")
@@ -99,6 +104,24 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		o.runID = "run_" + hex.EncodeToString(b)
+	}
+	// Bad mounts are refused before anything starts.
+	var mounts []runtime.Mount
+	if len(o.mounts) > 0 {
+		if o.sandbox == "none" {
+			return fmt.Errorf("--mount needs a sandbox; --sandbox none runs OpenCode on this host, where it sees the host's files anyway")
+		}
+		list, err := agenthost.LoadAllowlist(o.allowlist)
+		if err != nil {
+			return err
+		}
+		for _, spec := range o.mounts {
+			m, err := list.Resolve(spec)
+			if err != nil {
+				return err
+			}
+			mounts = append(mounts, m)
+		}
 	}
 	if o.detach {
 		return detachStart(cmd, g, o)
@@ -136,7 +159,7 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		fmt.Fprintf(errOut, "opencode: %s (%s, version %s)\n", bin.Path, bin.Source, bin.Version)
 	}
 	cfg := agenthost.Config{
-		DataDir: filepath.Join(o.dataDir, "agenthost"), Org: serve.DefaultOrg, Sandbox: o.sandbox, OpenCode: bin,
+		DataDir: filepath.Join(o.dataDir, "agenthost"), Org: serve.DefaultOrg, Sandbox: o.sandbox, OpenCode: bin, Mounts: mounts,
 		Approval: o.approval, ApprovalTimeout: o.approvalTimeout, Listen: fmt.Sprintf("127.0.0.1:%d", o.port),
 		ConnectHost: o.connectHost, RunID: o.runID, Version: Version, Log: log,
 	}
@@ -148,9 +171,8 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		return run(ctx, nil)
 	}
 	api.Version = Version
-	runtime := o.sandbox
 	return serve.Run(ctx, serve.Options{
-		DataDir: o.dataDir, ImageDir: o.imageDir, Runtime: runtime, Runsc: o.runsc, Runc: o.runc,
+		DataDir: o.dataDir, ImageDir: o.imageDir, Runtime: o.sandbox, Runsc: o.runsc, Runc: o.runc,
 		AdminKey: os.Getenv("WARREN_ADMIN_KEY"), Log: log, Alongside: run,
 	})
 }
@@ -346,4 +368,12 @@ func newStopCmd(g *globals) *cobra.Command {
 	f.StringVar(&dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for it to finish stopping")
 	return cmd
+}
+
+// defaultAllowlist is ~/.config/warren/mount-allowlist.json.
+func defaultAllowlist() string {
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "warren", "mount-allowlist.json")
+	}
+	return "mount-allowlist.json"
 }
