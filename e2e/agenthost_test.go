@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -417,6 +418,106 @@ func TestAgentHostDetach(t *testing.T) {
 	}
 	if b, err := exec.Command(warrenBin, "stop", "--workspace", ws, "--data-dir", data).CombinedOutput(); err == nil {
 		t.Fatalf("a second stop should say nothing runs: %s", b)
+	}
+}
+
+// TestAgentHostDaemon: one background host, many workspaces, each in its
+// own sandbox; workspaces survive a daemon restart.
+func TestAgentHostDaemon(t *testing.T) {
+	data := t.TempDir()
+	t.Cleanup(func() { cleanDataDir(t, data) })
+	ws1, ws2 := t.TempDir(), t.TempDir()
+	warren := func(args ...string) (string, error) {
+		cmd := exec.Command(warrenBin, args...)
+		cmd.Env = startEnv()
+		out, err := cmd.Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(out), fmt.Errorf("%v: %s", err, ee.Stderr)
+		}
+		return string(out), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := warren(args...)
+		if err != nil {
+			t.Fatalf("warren %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	startDaemon := func() {
+		t.Helper()
+		must("daemon", "start", "--sandbox", "gvisor", "--port", "0", "--data-dir", data, "--sidecar-dir", sidecarDir(), "--runsc", runscBin, "--json")
+	}
+	t.Cleanup(func() { warren("daemon", "stop", "--data-dir", data) })
+	list := func() map[string]string {
+		t.Helper()
+		var out struct {
+			Items []struct{ ID, Path, Sandbox string } `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(must("workspace", "list", "--json", "--data-dir", data)), &out); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, w := range out.Items {
+			m[w.ID] = w.Path
+		}
+		return m
+	}
+	startDaemon()
+	if _, err := warren("daemon", "start", "--data-dir", data, "--port", "0"); err == nil || !strings.Contains(err.Error(), "already runs") {
+		t.Fatalf("a second daemon start: %v", err)
+	}
+	var w1, w2 struct{ ID, Path string }
+	json.Unmarshal([]byte(must("workspace", "add", ws1, "--json", "--data-dir", data)), &w1)
+	json.Unmarshal([]byte(must("workspace", "add", ws2, "--name", "second", "--json", "--data-dir", data)), &w2)
+	if got := list(); len(got) != 2 || w1.ID == "" || w2.ID == "" || w1.ID == w2.ID {
+		t.Fatalf("workspaces: %v (%+v %+v)", got, w1, w2)
+	}
+	if p := strings.TrimSpace(must("workspace", "path", w2.ID, "--data-dir", data)); p != w2.Path {
+		t.Fatalf("workspace path: %q, want %q", p, w2.Path)
+	}
+	var status struct {
+		Services []struct {
+			WorkspaceID string `json:"workspaceId"`
+			SandboxID   string `json:"sandboxId"`
+		} `json:"services"`
+	}
+	json.Unmarshal([]byte(must("daemon", "status", "--json", "--data-dir", data)), &status)
+	if len(status.Services) != 2 || status.Services[0].SandboxID == status.Services[1].SandboxID {
+		t.Fatalf("each workspace needs its own sandbox: %+v", status)
+	}
+	var first string
+	for _, svc := range status.Services {
+		if svc.WorkspaceID == w1.ID {
+			first = svc.SandboxID
+		}
+	}
+	// Dispose stops one instance; the other keeps running.
+	must("instance", "dispose", w1.ID, "--data-dir", data)
+	if got := list(); len(got) != 1 || got[w2.ID] == "" {
+		t.Fatalf("after dispose: %v", got)
+	}
+	if left := traces(t, &server{dataDir: data}, first); first == "" || len(left) > 0 {
+		t.Fatalf("the disposed sandbox left: %v", left)
+	}
+	// A restart brings back every recorded workspace.
+	must("daemon", "stop", "--data-dir", data)
+	startDaemon()
+	if got := list(); len(got) != 2 {
+		t.Fatalf("after a daemon restart: %v", got)
+	}
+	must("workspace", "rm", w1.ID, "--data-dir", data)
+	if _, err := warren("workspace", "rm", "ws_nosuchthing", "--data-dir", data); err == nil || !strings.Contains(err.Error(), "no such workspace") {
+		t.Fatalf("removing an unknown workspace: %v", err)
+	}
+	must("daemon", "stop", "--data-dir", data)
+	startDaemon()
+	if got := list(); len(got) != 1 || got[w2.ID] == "" {
+		t.Fatalf("a removed workspace came back: %v", got)
+	}
+	must("daemon", "stop", "--data-dir", data)
+	if _, err := warren("daemon", "status", "--data-dir", data); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("status of a stopped daemon: %v", err)
 	}
 }
 

@@ -116,6 +116,58 @@ func (h *Host) Add(ctx context.Context, path, name string) (*Workspace, error) {
 	return w, nil
 }
 
+// Resume starts every recorded workspace again (a daemon's restart). A
+// workspace whose directory is gone is skipped with a warning.
+func (h *Host) Resume(ctx context.Context) error {
+	for _, rec := range h.st.records() {
+		if _, err := h.Add(ctx, rec.Path, rec.Name); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			h.log.Warn("workspace not started", "workspace.id", rec.ID, "path", rec.Path, "err", err)
+		}
+	}
+	return nil
+}
+
+// ErrNoWorkspace is an unknown workspace id.
+var ErrNoWorkspace = errors.New("no such workspace")
+
+// Dispose stops a workspace's OpenCode and removes its sandbox; the
+// workspace stays recorded, and adding it again starts it afresh.
+func (h *Host) Dispose(ctx context.Context, id string) error {
+	h.mu.Lock()
+	w := h.workspaces[id]
+	delete(h.workspaces, id)
+	for i, o := range h.order {
+		if o == id {
+			h.order = append(h.order[:i], h.order[i+1:]...)
+			break
+		}
+	}
+	h.mu.Unlock()
+	if w == nil {
+		for _, rec := range h.st.records() {
+			if rec.ID == id {
+				return nil // recorded, not running: nothing to stop
+			}
+		}
+		return fmt.Errorf("%w: %s", ErrNoWorkspace, id)
+	}
+	h.log.Info("disposing workspace", "workspace.id", id)
+	return w.stop(ctx)
+}
+
+// Remove disposes a workspace and forgets it. Its files and persist dir
+// stay on disk.
+func (h *Host) Remove(ctx context.Context, id string) error {
+	if err := h.Dispose(ctx, id); err != nil {
+		return err
+	}
+	_, err := h.st.forget(id)
+	return err
+}
+
 // Workspaces lists the running workspaces, the active one first.
 func (h *Host) Workspaces() []*Workspace {
 	h.mu.Lock()

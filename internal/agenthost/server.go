@@ -2,6 +2,7 @@ package agenthost
 
 import (
 	"context"
+	"errors"
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
@@ -26,6 +27,9 @@ func (h *Host) handler() http.Handler {
 	mux.HandleFunc("GET /health", h.handleHealth)
 	mux.HandleFunc("GET /status", h.auth(ScopeViewer, h.handleStatus))
 	mux.HandleFunc("GET /workspaces", h.auth(ScopeViewer, h.handleWorkspaces))
+	mux.HandleFunc("POST /workspaces", h.auth(roleHost, h.handleAddWorkspace))
+	mux.HandleFunc("DELETE /workspaces/{id}", h.auth(roleHost, h.handleRemoveWorkspace))
+	mux.HandleFunc("POST /workspaces/{id}/dispose", h.auth(roleHost, h.handleDispose))
 	mux.HandleFunc("GET /tokens", h.auth(roleHost, h.handleTokens))
 	mux.HandleFunc("POST /tokens", h.auth(roleHost, h.handleMint))
 	mux.HandleFunc("DELETE /tokens/{id}", h.auth(roleHost, h.handleRevoke))
@@ -109,21 +113,62 @@ type openCodeView struct {
 
 func (h *Host) handleWorkspaces(w http.ResponseWriter, r *http.Request) {
 	items := []workspaceView{}
-	base := h.ConnectURL()
 	activeID := ""
 	for i, ws := range h.Workspaces() {
 		if i == 0 {
 			activeID = ws.ID
 		}
-		oc := openCodeView{BaseURL: base + "/w/" + ws.ID + "/opencode", Directory: ws.Directory()}
-		if rank[roleOf(r)] >= rank[ScopeOwner] {
-			// Owners may also reach OpenCode directly.
-			oc.Username, oc.Password = ws.Username, ws.Password
-		}
-		items = append(items, workspaceView{ID: ws.ID, Name: ws.Name, Path: ws.Path, WorkspaceType: "local",
-			BaseURL: oc.BaseURL, Directory: oc.Directory, OpenCode: oc, Sandbox: ws.Runtime})
+		// Owners may also reach OpenCode directly.
+		items = append(items, h.viewOf(ws, rank[roleOf(r)] >= rank[ScopeOwner]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "activeId": activeID})
+}
+
+func (h *Host) viewOf(ws *Workspace, owner bool) workspaceView {
+	oc := openCodeView{BaseURL: h.ConnectURL() + "/w/" + ws.ID + "/opencode", Directory: ws.Directory()}
+	if owner {
+		oc.Username, oc.Password = ws.Username, ws.Password
+	}
+	return workspaceView{ID: ws.ID, Name: ws.Name, Path: ws.Path, WorkspaceType: "local",
+		BaseURL: oc.BaseURL, Directory: oc.Directory, OpenCode: oc, Sandbox: ws.Runtime}
+}
+
+func (h *Host) handleAddWorkspace(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Path string `json:"path"`
+		Name string `json:"name"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Path == "" {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "path: a workspace directory is required")
+		return
+	}
+	// A client that hangs up does not leave a half-made workspace.
+	ws, err := h.Add(context.WithoutCancel(r.Context()), req.Path, req.Name)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, h.viewOf(ws, true))
+}
+
+func (h *Host) handleRemoveWorkspace(w http.ResponseWriter, r *http.Request) {
+	h.workspaceOp(w, r, h.Remove)
+}
+
+func (h *Host) handleDispose(w http.ResponseWriter, r *http.Request) {
+	h.workspaceOp(w, r, h.Dispose)
+}
+
+func (h *Host) workspaceOp(w http.ResponseWriter, r *http.Request, op func(context.Context, string) error) {
+	err := op(context.WithoutCancel(r.Context()), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNoWorkspace):
+		writeJSONError(w, http.StatusNotFound, "not_found", err.Error())
+	case err != nil:
+		writeJSONError(w, http.StatusInternalServerError, "internal", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "id": r.PathValue("id")})
+	}
 }
 
 func (h *Host) handleTokens(w http.ResponseWriter, r *http.Request) {

@@ -196,3 +196,23 @@ func (s *state) tokens() []TokenRecord {
 	defer s.mu.Unlock()
 	return append([]TokenRecord(nil), s.f.Tokens...)
 }
+
+// records lists the recorded workspaces.
+func (s *state) records() []WorkspaceRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]WorkspaceRecord(nil), s.f.Workspaces...)
+}
+
+// forget removes a workspace's record; its files and persist dir stay.
+func (s *state) forget(id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, w := range s.f.Workspaces {
+		if w.ID == id {
+			s.f.Workspaces = append(s.f.Workspaces[:i], s.f.Workspaces[i+1:]...)
+			return true, s.saveLocked()
+		}
+	}
+	return false, nil
+}

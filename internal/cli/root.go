@@ -74,6 +74,9 @@ func newRoot() *cobra.Command {
 		newBenchCmd(g),
 		newStartCmd(g),
 		newStopCmd(g),
+		newDaemonCmd(g),
+		newWorkspaceCmd(g),
+		newInstanceCmd(g),
 		newVersionCmd(g),
 	)
 	return root

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/warrenhq/warren/internal/agenthost"
 	"github.com/warrenhq/warren/internal/api"
@@ -34,6 +35,7 @@ type startOptions struct {
 	connectHost, runID    string
 	check, checkEvents    bool
 	detach                bool
+	daemon                bool
 	mounts                []string
 	allowlist             string
 	openCodeSource, ocBin string
@@ -57,8 +59,20 @@ func newStartCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runStart(cmd, g, &o) },
 	}
+	addStartFlags(cmd, &o)
 	f := cmd.Flags()
 	f.StringVar(&o.workspace, "workspace", "", "the workspace directory (required)")
+	f.BoolVar(&o.detach, "detach", false, "leave everything running in the background, print how to reach and stop it, and exit")
+	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
+	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
+	f.BoolVar(&o.daemon, "daemon", false, "host every recorded workspace and take more over the API (what warren daemon start runs)")
+	_ = f.MarkHidden("daemon")
+	return cmd
+}
+
+// addStartFlags registers the flags start and daemon start share.
+func addStartFlags(cmd *cobra.Command, o *startOptions) {
+	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "the workspace's name (default: the directory's)")
 	f.StringVar(&o.approval, "approval", envOr("WARREN_APPROVAL", "auto"), "approval mode: auto or manual")
 	f.DurationVar(&o.approvalTimeout, "approval-timeout", 30*time.Second, "how long an approval waits before it is denied")
@@ -66,11 +80,8 @@ func newStartCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.port, "port", 8787, "workspace server port (0 picks one)")
 	f.StringVar(&o.connectHost, "connect-host", "", "host name remote clients should use (default: the listen address)")
 	f.StringVar(&o.runID, "run-id", os.Getenv("WARREN_RUN_ID"), "id carried by every log record (default: random)")
-	f.BoolVar(&o.detach, "detach", false, "leave everything running in the background, print how to reach and stop it, and exit")
 	f.StringArrayVar(&o.mounts, "mount", nil, "extra host path at /workspace/extra/NAME: HOSTPATH:NAME[:ro|rw], as the mount allowlist allows")
 	f.StringVar(&o.allowlist, "mount-allowlist", envOr("WARREN_MOUNT_ALLOWLIST", defaultAllowlist()), "the mount allowlist (WARREN_MOUNT_ALLOWLIST)")
-	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
-	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
 	f.StringVar(&o.openCodeSource, "opencode-source", envOr("WARREN_OPENCODE_SOURCE", "auto"), "where OpenCode comes from: auto, external (PATH) or downloaded")
 	f.StringVar(&o.ocBin, "opencode-bin", os.Getenv("WARREN_OPENCODE_BIN"), "the OpenCode binary to run")
 	f.StringVar(&o.manifest, "sidecar-manifest", os.Getenv("WARREN_SIDECAR_MANIFEST"), "sidecar manifest to verify downloads against (default: the built-in one)")
@@ -82,11 +93,10 @@ func newStartCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.runc, "runc", os.Getenv("WARREN_RUNC"), "path of runc (WARREN_RUNC)")
 	f.StringVar(&o.logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level")
-	return cmd
 }
 
 func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
-	if o.workspace == "" {
+	if o.workspace == "" && !o.daemon {
 		return fmt.Errorf("--workspace is required")
 	}
 	switch o.sandbox {
@@ -199,12 +209,22 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 	defer stopServe()
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(serveCtx) }()
-	if _, err := h.Add(ctx, o.workspace, o.name); err != nil {
-		return err
+	if o.daemon {
+		if err := h.Resume(ctx); err != nil {
+			return err
+		}
+	}
+	workspace := ""
+	if o.workspace != "" {
+		w, err := h.Add(ctx, o.workspace, o.name)
+		if err != nil {
+			return err
+		}
+		workspace = w.Path
 	}
 	p := h.Pairing()
 	// The run record lets `warren stop` (and a detaching parent) find us.
-	run := &agenthost.Run{RunID: cfg.RunID, PID: os.Getpid(), Workspace: p.Workspaces[0].Path,
+	run := &agenthost.Run{RunID: cfg.RunID, PID: os.Getpid(), Workspace: workspace,
 		LogPath: os.Getenv(runLogEnv), StartedAt: time.Now().UTC(), Pairing: p}
 	if err := agenthost.WriteRun(cfg.DataDir, run); err != nil {
 		return err
@@ -250,13 +270,26 @@ func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	if err != nil {
 		return err
 	}
-	var args []string
-	for _, a := range os.Args[1:] {
-		if a != "--detach" && a != "--detach=true" {
-			args = append(args, a)
+	// The child is the same start, from the flags given, without --detach.
+	args := []string{"start"}
+	visit := func(f *pflag.Flag) {
+		switch f.Name {
+		case "detach", "run-id", "daemon":
+			return
 		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				args = append(args, "--"+f.Name+"="+v)
+			}
+			return
+		}
+		args = append(args, "--"+f.Name+"="+f.Value.String())
 	}
+	cmd.Flags().Visit(visit) // after parsing, this includes inherited flags
 	args = append(args, "--run-id", o.runID)
+	if o.daemon {
+		args = append(args, "--daemon")
+	}
 	hostDir := filepath.Join(o.dataDir, "agenthost")
 	if err := os.MkdirAll(filepath.Join(hostDir, "runs"), 0o700); err != nil {
 		return err
@@ -329,32 +362,9 @@ func newStopCmd(g *globals) *cobra.Command {
 				}
 				workspace = abs
 			}
-			hostDir := filepath.Join(dataDir, "agenthost")
-			runs, err := agenthost.Runs(hostDir)
+			stopped, err := stopRuns(filepath.Join(dataDir, "agenthost"), workspace, runID, wait)
 			if err != nil {
 				return err
-			}
-			var stopped []string
-			for _, r := range runs {
-				if (runID != "" && r.RunID != runID) || (workspace != "" && r.Workspace != workspace) {
-					continue
-				}
-				if err := syscall.Kill(r.PID, syscall.SIGTERM); err != nil {
-					return fmt.Errorf("stop run %s (pid %d): %w", r.RunID, r.PID, err)
-				}
-				gone := time.After(wait)
-				for agenthost.Alive(r.PID) {
-					select {
-					case <-gone:
-						return fmt.Errorf("run %s (pid %d) is still stopping after %s", r.RunID, r.PID, wait)
-					case <-time.After(100 * time.Millisecond):
-					}
-				}
-				_ = agenthost.RemoveRun(hostDir, r.RunID)
-				stopped = append(stopped, r.RunID)
-			}
-			if len(stopped) == 0 {
-				return fmt.Errorf("nothing is running for %s%s in %s", workspace, runID, dataDir)
 			}
 			g.print(cmd.OutOrStdout(), map[string]any{"stopped": stopped}, func() {
 				fmt.Fprintf(cmd.OutOrStdout(), "stopped %s\n", strings.Join(stopped, ", "))
@@ -376,4 +386,36 @@ func defaultAllowlist() string {
 		return filepath.Join(d, "warren", "mount-allowlist.json")
 	}
 	return "mount-allowlist.json"
+}
+
+// stopRuns ends the recorded runs that match a workspace or a run id and
+// waits until each has exited; it fails when none matches.
+func stopRuns(hostDir, workspace, runID string, wait time.Duration) ([]string, error) {
+	runs, err := agenthost.Runs(hostDir)
+	if err != nil {
+		return nil, err
+	}
+	var stopped []string
+	for _, r := range runs {
+		if (runID != "" && r.RunID != runID) || (workspace != "" && r.Workspace != workspace) {
+			continue
+		}
+		if err := syscall.Kill(r.PID, syscall.SIGTERM); err != nil {
+			return stopped, fmt.Errorf("stop run %s (pid %d): %w", r.RunID, r.PID, err)
+		}
+		gone := time.After(wait)
+		for agenthost.Alive(r.PID) {
+			select {
+			case <-gone:
+				return stopped, fmt.Errorf("run %s (pid %d) is still stopping after %s", r.RunID, r.PID, wait)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		_ = agenthost.RemoveRun(hostDir, r.RunID)
+		stopped = append(stopped, r.RunID)
+	}
+	if len(stopped) == 0 {
+		return nil, fmt.Errorf("nothing is running for %s%s in %s", workspace, runID, filepath.Dir(hostDir))
+	}
+	return stopped, nil
 }
