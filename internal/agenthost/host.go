@@ -53,6 +53,8 @@ type Host struct {
 	started time.Time
 	ln      net.Listener
 
+	approvals approvals
+
 	mu         sync.Mutex
 	workspaces map[string]*Workspace
 	order      []string // ids, the first is the active workspace
@@ -64,7 +66,6 @@ func New(cfg Config) (*Host, error) {
 	case "", "auto":
 		cfg.Approval = "auto"
 	case "manual":
-		return nil, errors.New("--approval manual: approvals are not available yet; use --approval auto")
 	default:
 		return nil, fmt.Errorf("--approval %q: want auto or manual", cfg.Approval)
 	}
@@ -74,11 +75,15 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Image == "" {
 		cfg.Image = "base"
 	}
+	if cfg.ApprovalTimeout <= 0 {
+		cfg.ApprovalTimeout = 30 * time.Second
+	}
 	st, err := loadState(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, log: cfg.Log, st: st, started: time.Now(), workspaces: map[string]*Workspace{}}, nil
+	return &Host{cfg: cfg, log: cfg.Log, st: st, started: time.Now(), workspaces: map[string]*Workspace{},
+		approvals: approvals{pending: map[string]*Approval{}}}, nil
 }
 
 // Add starts OpenCode for the workspace at path (a directory).

@@ -30,6 +30,8 @@ func (h *Host) handler() http.Handler {
 	mux.HandleFunc("POST /workspaces", h.auth(roleHost, h.handleAddWorkspace))
 	mux.HandleFunc("DELETE /workspaces/{id}", h.auth(roleHost, h.handleRemoveWorkspace))
 	mux.HandleFunc("POST /workspaces/{id}/dispose", h.auth(roleHost, h.handleDispose))
+	mux.HandleFunc("GET /approvals", h.auth(roleHost, h.handleApprovals))
+	mux.HandleFunc("POST /approvals/{id}", h.auth(roleHost, h.handleReply))
 	mux.HandleFunc("GET /tokens", h.auth(roleHost, h.handleTokens))
 	mux.HandleFunc("POST /tokens", h.auth(roleHost, h.handleMint))
 	mux.HandleFunc("DELETE /tokens/{id}", h.auth(roleHost, h.handleRevoke))
@@ -168,6 +170,29 @@ func (h *Host) workspaceOp(w http.ResponseWriter, r *http.Request, op func(conte
 		writeJSONError(w, http.StatusInternalServerError, "internal", err.Error())
 	default:
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "id": r.PathValue("id")})
+	}
+}
+
+func (h *Host) handleApprovals(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"items": h.Approvals(), "mode": h.cfg.Approval})
+}
+
+func (h *Host) handleReply(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Reply string `json:"reply"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Reply != "allow" && req.Reply != "deny") {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", `reply: want "allow" or "deny"`)
+		return
+	}
+	err := h.Decide(context.WithoutCancel(r.Context()), r.PathValue("id"), req.Reply == "allow", "host")
+	switch {
+	case errors.Is(err, ErrNoApproval):
+		writeJSONError(w, http.StatusNotFound, "not_found", err.Error())
+	case err != nil:
+		writeJSONError(w, http.StatusBadGateway, "bad_gateway", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "id": r.PathValue("id"), "reply": req.Reply})
 	}
 }
 

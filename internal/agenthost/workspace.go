@@ -76,6 +76,14 @@ func (h *Host) start(ctx context.Context, rec WorkspaceRecord) (*Workspace, erro
 		_ = w.stop(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	// Permission requests are followed for as long as OpenCode runs.
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	go h.watchPermissions(watchCtx, w)
+	stop := w.stop
+	w.stop = func(ctx context.Context) error {
+		stopWatching()
+		return stop(ctx)
+	}
 	h.log.Info("opencode ready", "workspace.id", w.ID, "url", w.OpenCodeURL, "sandbox.id", w.SandboxID, "service.name", "opencode")
 	return w, nil
 }
@@ -115,7 +123,8 @@ func (h *Host) startInSandbox(ctx context.Context, w *Workspace) error {
 		Cwd:  workspaceMount,
 		// The password goes to the command only: the sandbox's own env is
 		// stored with its spec.
-		Env: map[string]string{"HOME": persistMount, "OPENCODE_SERVER_USERNAME": w.Username, "OPENCODE_SERVER_PASSWORD": w.Password},
+		Env: map[string]string{"HOME": persistMount, "OPENCODE_SERVER_USERNAME": w.Username, "OPENCODE_SERVER_PASSWORD": w.Password,
+			"OPENCODE_CONFIG_CONTENT": openCodeConfig(h.cfg.Approval)},
 	})
 	if err != nil {
 		_ = w.stop(context.WithoutCancel(ctx))
@@ -142,7 +151,8 @@ func (h *Host) startOnHost(ctx context.Context, w *Workspace) error {
 	// Not tied to ctx: OpenCode lives until the workspace stops.
 	cmd := exec.Command(h.cfg.OpenCode.Path, "serve", "--hostname", "127.0.0.1", "--port", strconv.Itoa(port), "--print-logs")
 	cmd.Dir = w.Path
-	cmd.Env = append(os.Environ(), "HOME="+w.Persist, "OPENCODE_SERVER_USERNAME="+w.Username, "OPENCODE_SERVER_PASSWORD="+w.Password)
+	cmd.Env = append(os.Environ(), "HOME="+w.Persist, "OPENCODE_SERVER_USERNAME="+w.Username, "OPENCODE_SERVER_PASSWORD="+w.Password,
+		"OPENCODE_CONFIG_CONTENT="+openCodeConfig(h.cfg.Approval))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -81,6 +81,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 // found in the daemon's run record unless given.
 type daemonClient struct {
 	url, token, dataDir string
+	anyRun              bool
 }
 
 func (d *daemonClient) flags(cmd *cobra.Command) {
@@ -92,12 +93,9 @@ func (d *daemonClient) flags(cmd *cobra.Command) {
 
 func (d *daemonClient) call(ctx context.Context, method, path string, body, out any) error {
 	if d.url == "" || d.token == "" {
-		r, err := agenthost.ReadRun(filepath.Join(d.dataDir, "agenthost"), daemonRunID)
+		r, err := d.localRun()
 		if err != nil {
 			return err
-		}
-		if r == nil || !agenthost.Alive(r.PID) {
-			return fmt.Errorf("the daemon is not running (start it with warren daemon start)")
 		}
 		if d.url == "" {
 			d.url = r.Pairing.URL
@@ -136,6 +134,30 @@ func (d *daemonClient) call(ctx context.Context, method, path string, body, out 
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// localRun finds the host to talk to on this machine: the daemon, or the
+// one warren start running when several are not. anyRun says a plain start
+// will do; otherwise only the daemon counts.
+func (d *daemonClient) localRun() (*agenthost.Run, error) {
+	hostDir := filepath.Join(d.dataDir, "agenthost")
+	if r, err := agenthost.ReadRun(hostDir, daemonRunID); err == nil && r != nil && agenthost.Alive(r.PID) {
+		return r, nil
+	}
+	if !d.anyRun {
+		return nil, fmt.Errorf("the daemon is not running (start it with warren daemon start)")
+	}
+	runs, err := agenthost.Runs(hostDir)
+	if err != nil {
+		return nil, err
+	}
+	switch len(runs) {
+	case 0:
+		return nil, fmt.Errorf("nothing is running in %s; give --url and --host-token", d.dataDir)
+	case 1:
+		return runs[0], nil
+	}
+	return nil, fmt.Errorf("%d runs in %s; give --url and --host-token to pick one", len(runs), d.dataDir)
 }
 
 type workspaceItem struct {
@@ -233,6 +255,66 @@ func (d *daemonClient) simple(cmd *cobra.Command, g *globals, method, path, done
 	}
 	g.print(cmd.OutOrStdout(), out, func() { fmt.Fprintln(cmd.OutOrStdout(), done) })
 	return nil
+}
+
+func newApprovalsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "approvals", Short: "List and answer OpenCode's permission requests (--approval manual)"}
+	dc := daemonClient{anyRun: true}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List pending approvals",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				Items []agenthost.Approval `json:"items"`
+				Mode  string               `json:"mode"`
+			}
+			if err := dc.call(cmd.Context(), "GET", "/approvals", nil, &out); err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), out, func() {
+				if len(out.Items) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "no pending approvals (mode %s)\n", out.Mode)
+				}
+				for _, a := range out.Items {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\t%s\texpires in %s\n", a.ID, a.WorkspaceID, a.Permission,
+						strings.Join(a.Patterns, " "), time.Until(a.ExpiresAt).Round(time.Second))
+				}
+			})
+			return nil
+		},
+	}
+	var allow, deny bool
+	reply := &cobra.Command{
+		Use:   "reply ID (--allow | --deny)",
+		Short: "Allow or deny a pending approval",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if allow == deny {
+				return fmt.Errorf("give --allow or --deny")
+			}
+			answer := "deny"
+			if allow {
+				answer = "allow"
+			}
+			var out map[string]any
+			if err := dc.call(cmd.Context(), "POST", "/approvals/"+args[0], map[string]string{"reply": answer}, &out); err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), out, func() { fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", args[0], answer) })
+			return nil
+		},
+	}
+	reply.Flags().BoolVar(&allow, "allow", false, "let the tool call run")
+	reply.Flags().BoolVar(&deny, "deny", false, "reject it")
+	for _, c := range []*cobra.Command{list, reply} {
+		f := c.Flags()
+		f.StringVar(&dc.url, "url", "", "the workspace server (default: the one running here)")
+		f.StringVar(&dc.token, "host-token", "", "its host token (default: the one running here)")
+		f.StringVar(&dc.dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
+		cmd.AddCommand(c)
+	}
+	return cmd
 }
 
 func newInstanceCmd(g *globals) *cobra.Command {

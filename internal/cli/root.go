@@ -77,6 +77,7 @@ func newRoot() *cobra.Command {
 		newDaemonCmd(g),
 		newWorkspaceCmd(g),
 		newInstanceCmd(g),
+		newApprovalsCmd(g),
 		newVersionCmd(g),
 	)
 	return root
