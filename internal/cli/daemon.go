@@ -86,8 +86,8 @@ type daemonClient struct {
 
 func (d *daemonClient) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&d.url, "openwork-url", "", "the workspace server (default: the local daemon's)")
-	f.StringVar(&d.token, "host-token", "", "its host token (default: the local daemon's)")
+	f.StringVar(&d.url, "url", "", "the workspace server (default: the one running here)")
+	f.StringVar(&d.token, "host-token", "", "its host token (default: the one running here)")
 	f.StringVar(&d.dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
 }
 
@@ -308,10 +308,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 	reply.Flags().BoolVar(&allow, "allow", false, "let the tool call run")
 	reply.Flags().BoolVar(&deny, "deny", false, "reject it")
 	for _, c := range []*cobra.Command{list, reply} {
-		f := c.Flags()
-		f.StringVar(&dc.url, "url", "", "the workspace server (default: the one running here)")
-		f.StringVar(&dc.token, "host-token", "", "its host token (default: the one running here)")
-		f.StringVar(&dc.dataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
+		dc.flags(c)
 		cmd.AddCommand(c)
 	}
 	return cmd
