@@ -160,10 +160,15 @@ func TestAgentHost(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
 				t.Fatalf("log line is not JSON: %q", line)
 			}
+			for _, k := range []string{"time", "severity", "body", "service.name", "pid"} {
+				if _, ok := rec[k]; !ok {
+					t.Fatalf("log record without %s: %q", k, line)
+				}
+			}
 			if rec["run.id"] != "run_checktest" {
 				t.Fatalf("log record without the run id: %q", line)
 			}
-			if c, ok := rec["check"].(string); ok && rec["msg"] == "check passed" {
+			if c, ok := rec["check"].(string); ok && rec["body"] == "check passed" {
 				checks[c] = true
 			}
 		}

@@ -16,12 +16,18 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	o := serve.Options{}
-	var logFormat, logLevel string
+	var logFormat, logLevel, workspace string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the API, scheduler and a local node on this machine",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if workspace != "" {
+				// The agent host's log-only mode: warren start --no-tui.
+				start := newStartCmd(g)
+				start.SetArgs([]string{"--workspace", workspace, "--no-tui", "--data-dir", o.DataDir, "--log-format", logFormat, "--log-level", logLevel})
+				return start.ExecuteContext(cmd.Context())
+			}
 			log, err := newLogger(logFormat, logLevel)
 			if err != nil {
 				return err
@@ -59,6 +65,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.DNSUpstream, "dns-upstream", os.Getenv("WARREN_DNS_UPSTREAM"), "DNS server for sandboxes' lookups, host:port (WARREN_DNS_UPSTREAM; default: the host's)")
 	f.StringVar(&o.PublicURL, "public-url", os.Getenv("WARREN_PUBLIC_URL"), "URL clients reach this server at, for preview links (WARREN_PUBLIC_URL; default http://LISTEN)")
 	f.StringVar(&o.PreviewDomain, "preview-domain", os.Getenv("WARREN_PREVIEW_DOMAIN"), "serve previews at PORT-ID.DOMAIN too (WARREN_PREVIEW_DOMAIN)")
+	f.StringVar(&workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
 	f.StringVar(&o.Pools, "pool", os.Getenv("WARREN_POOL"), "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2 (WARREN_POOL)")
 	f.StringVar(&logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json (WARREN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
@@ -75,7 +82,42 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		// OpenTelemetry's log data model names: time, severity, body, and
+		// the attributes beside them.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 {
+				switch a.Key {
+				case slog.LevelKey:
+					a.Key = "severity"
+				case slog.MessageKey:
+					a.Key = "body"
+				}
+			}
+			return a
+		}
+		h := serviceName{slog.NewJSONHandler(os.Stderr, opts)}
+		return slog.New(h).With("pid", os.Getpid()), nil
 	}
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
+
+// serviceName marks records that name no service as warren's own.
+type serviceName struct{ slog.Handler }
+
+func (s serviceName) Handle(ctx context.Context, r slog.Record) error {
+	named := false
+	r.Attrs(func(a slog.Attr) bool {
+		named = a.Key == "service.name"
+		return !named
+	})
+	if !named {
+		r.AddAttrs(slog.String("service.name", "warren"))
+	}
+	return s.Handler.Handle(ctx, r)
+}
+
+func (s serviceName) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return serviceName{s.Handler.WithAttrs(attrs)}
+}
+
+func (s serviceName) WithGroup(name string) slog.Handler { return serviceName{s.Handler.WithGroup(name)} }

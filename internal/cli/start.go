@@ -16,9 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/warrenhq/warren/internal/agenthost"
 	"github.com/warrenhq/warren/internal/api"
+	"github.com/warrenhq/warren/internal/dashboard"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/serve"
@@ -36,6 +38,7 @@ type startOptions struct {
 	check, checkEvents    bool
 	detach                bool
 	daemon                bool
+	noTUI                 bool
 	mounts                []string
 	allowlist             string
 	openCodeSource, ocBin string
@@ -65,6 +68,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	f.BoolVar(&o.detach, "detach", false, "leave everything running in the background, print how to reach and stop it, and exit")
 	f.BoolVar(&o.check, "check", false, "start, verify health, workspaces and a session through the proxy, stop, and exit 0 or 1")
 	f.BoolVar(&o.checkEvents, "check-events", false, "with --check, also wait for an event on OpenCode's event stream")
+	f.BoolVar(&o.noTUI, "no-tui", false, "no dashboard: print the pairing details and the merged log (what a non-terminal gets)")
 	f.BoolVar(&o.daemon, "daemon", false, "host every recorded workspace and take more over the API (what warren daemon start runs)")
 	_ = f.MarkHidden("daemon")
 	return cmd
@@ -134,7 +138,16 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		}
 	}
 	if o.detach {
-		return detachStart(cmd, g, o)
+		r, err := detachStart(cmd, o)
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		g.print(out, r, func() { printDetached(out, r, o.dataDir) })
+		return nil
+	}
+	if !o.noTUI && !o.check && !o.daemon && !g.json && term.IsTerminal(int(os.Stdout.Fd())) && term.IsTerminal(int(os.Stdin.Fd())) {
+		return withDashboard(cmd, o)
 	}
 	log, err := newLogger(o.logFormat, o.logLevel)
 	if err != nil {
@@ -265,16 +278,16 @@ const runLogEnv = "WARREN_RUN_LOG"
 // detachStart runs the same start in a new session with its output in a
 // log file, waits until it has recorded its pairing, prints how to reach
 // and stop it, and returns.
-func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
+func detachStart(cmd *cobra.Command, o *startOptions) (*agenthost.Run, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The child is the same start, from the flags given, without --detach.
 	args := []string{"start"}
 	visit := func(f *pflag.Flag) {
 		switch f.Name {
-		case "detach", "run-id", "daemon":
+		case "detach", "run-id", "daemon", "no-tui":
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
@@ -287,17 +300,18 @@ func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	}
 	cmd.Flags().Visit(visit) // after parsing, this includes inherited flags
 	args = append(args, "--run-id", o.runID)
+	args = append(args, "--no-tui")
 	if o.daemon {
 		args = append(args, "--daemon")
 	}
 	hostDir := filepath.Join(o.dataDir, "agenthost")
 	if err := os.MkdirAll(filepath.Join(hostDir, "runs"), 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	logPath := filepath.Join(hostDir, "runs", o.runID+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	child := exec.Command(exe, args...)
@@ -306,7 +320,7 @@ func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	// Its own session: no terminal's hangup or Ctrl-C reaches it.
 	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := child.Start(); err != nil {
-		return fmt.Errorf("start in the background: %w", err)
+		return nil, fmt.Errorf("start in the background: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
@@ -314,23 +328,44 @@ func detachStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	deadline := time.After(10 * time.Minute)
 	for {
 		if r, err := agenthost.ReadRun(hostDir, o.runID); err == nil && r != nil {
-			out := cmd.OutOrStdout()
-			g.print(out, r, func() {
-				printPairing(out, r.Pairing)
-				fmt.Fprintf(out, "running in the background as pid %d; log %s\nstop it with: warren stop --run-id %s --data-dir %s\n", r.PID, r.LogPath, r.RunID, o.dataDir)
-			})
-			return nil
+			return r, nil
 		}
 		select {
 		case err := <-exited:
 			tail, _ := os.ReadFile(logPath)
-			return fmt.Errorf("the background start exited (%v) before it was ready:\n%s", err, lastLines(string(tail), 15))
+			return nil, fmt.Errorf("the background start exited (%v) before it was ready:\n%s", err, lastLines(string(tail), 15))
 		case <-deadline:
 			_ = child.Process.Signal(syscall.SIGTERM)
-			return fmt.Errorf("the background start was not ready in 10 minutes; see %s", logPath)
+			return nil, fmt.Errorf("the background start was not ready in 10 minutes; see %s", logPath)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func printDetached(out io.Writer, r *agenthost.Run, dataDir string) {
+	printPairing(out, r.Pairing)
+	fmt.Fprintf(out, "running in the background as pid %d; log %s\nstop it with: warren stop --run-id %s --data-dir %s\n", r.PID, r.LogPath, r.RunID, dataDir)
+}
+
+// withDashboard runs the services in the background and shows the
+// dashboard; quitting it stops them, detaching leaves them running.
+func withDashboard(cmd *cobra.Command, o *startOptions) error {
+	r, err := detachStart(cmd, o)
+	if err != nil {
+		return err
+	}
+	outcome, err := dashboard.Run(cmd.Context(), r, os.Stdin, os.Stdout)
+	out := cmd.OutOrStdout()
+	if err != nil || outcome == dashboard.Quit {
+		fmt.Fprintln(out, "stopping…")
+		if _, serr := stopRuns(filepath.Join(o.dataDir, "agenthost"), "", r.RunID, 2*time.Minute); serr != nil {
+			return serr
+		}
+		fmt.Fprintln(out, "stopped; the workspace's files and sessions stay")
+		return err
+	}
+	printDetached(out, r, o.dataDir)
+	return nil
 }
 
 func lastLines(s string, n int) string {
