@@ -143,12 +143,15 @@ func TestAgentHost(t *testing.T) {
 	os.WriteFile(filepath.Join(ws, "README.md"), []byte("# a workspace\n"), 0o644)
 
 	t.Run("check", func(t *testing.T) {
-		cmd := exec.Command(warrenBin, startArgs(ws, data, "--check", "--check-events", "--log-format", "json", "--run-id", "run_checktest")...)
+		cmd := exec.Command(warrenBin, startArgs(ws, data, "--check", "--check-events", "--log-format", "json", "--run-id", "run_checktest", "--verbose")...)
 		cmd.Env = startEnv()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("start --check --check-events: %v\n%s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "(downloaded, version 1.18.33)") {
+			t.Fatalf("--verbose does not say which OpenCode runs:\n%s", stderr.String())
 		}
 		// JSON logs: every record parses and carries the run id.
 		checks := map[string]bool{}
@@ -262,8 +265,22 @@ func TestAgentHost(t *testing.T) {
 		if code := h.call(t, "GET", "/tokens", host, nil, &tokens); code != 200 || len(tokens.Items) != 1 {
 			t.Fatalf("list tokens: %d %+v", code, tokens)
 		}
-		if _, ok := tokens.Items[0]["token"]; ok || strings.Contains(h.logs.String(), minted.Token) {
+		_, hasHash := tokens.Items[0]["hash"]
+		if _, ok := tokens.Items[0]["token"]; ok || hasHash || strings.Contains(h.logs.String(), minted.Token) {
 			t.Fatal("a minted token is listed or logged in the clear")
+		}
+		// Only owners and the host answer permission requests.
+		var collab struct{ Token string }
+		if code := h.call(t, "POST", "/tokens", host, map[string]string{"scope": "collaborator"}, &collab); code != 201 {
+			t.Fatalf("mint collaborator: %d", code)
+		}
+		if code := h.call(t, "POST", proxy+"/session", bearer(collab.Token), map[string]any{}, nil); code != 200 {
+			t.Fatalf("collaborator POST: %d", code)
+		}
+		for _, path := range []string{"/permission/per_x/reply", "/session/" + session.ID + "/permissions/per_x"} {
+			if code := h.call(t, "POST", proxy+path, bearer(collab.Token), map[string]string{"reply": "once", "response": "once"}, nil); code != 403 {
+				t.Fatalf("collaborator answering a permission at %s: %d, want 403", path, code)
+			}
 		}
 		if code := h.call(t, "DELETE", "/tokens/"+minted.ID, host, nil, nil); code != 200 {
 			t.Fatalf("revoke: %d", code)
@@ -333,6 +350,22 @@ func TestAgentHost(t *testing.T) {
 			t.Fatalf("session %s from before the restart is gone: %+v", sessionID, sessions)
 		}
 	})
+}
+
+// TestAgentHostOnHost: --sandbox none runs OpenCode directly on the host.
+func TestAgentHostOnHost(t *testing.T) {
+	ws := t.TempDir()
+	data := t.TempDir()
+	cmd := exec.Command(warrenBin, "start", "--workspace", ws, "--sandbox", "none", "--opencode-source", "downloaded", "--port", "0",
+		"--data-dir", data, "--sidecar-dir", sidecarDir(), "--check", "--check-events")
+	cmd.Env = startEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "check passed") || !strings.Contains(string(out), "sandbox=none") {
+		t.Fatalf("start --sandbox none --check: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(data, "sandboxes")); err == nil {
+		t.Fatal("--sandbox none made sandboxes")
+	}
 }
 
 // TestAgentHostDetach: --detach leaves everything running and returns;

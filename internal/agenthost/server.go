@@ -197,7 +197,12 @@ func (h *Host) handleReply(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Host) handleTokens(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"items": h.st.tokens()})
+	items := []map[string]any{}
+	for _, t := range h.st.tokens() {
+		// The hash stays in the state file; clients have no use for it.
+		items = append(items, map[string]any{"id": t.ID, "scope": t.Scope, "label": t.Label, "createdAt": t.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 
 func (h *Host) handleMint(w http.ResponseWriter, r *http.Request) {
@@ -241,12 +246,16 @@ func (h *Host) handleProxy(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "forbidden", "a viewer token is read-only")
 		return
 	}
+	rest := "/" + r.PathValue("rest")
+	if answersPermission(r.Method, rest) && rank[roleOf(r)] < rank[ScopeOwner] {
+		writeJSONError(w, http.StatusForbidden, "forbidden", "only an owner or the host may answer permission requests")
+		return
+	}
 	target, err := url.Parse(ws.OpenCodeURL)
 	if err != nil {
 		writeJSONError(w, http.StatusBadGateway, "bad_gateway", err.Error())
 		return
 	}
-	rest := "/" + r.PathValue("rest")
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -262,6 +271,18 @@ func (h *Host) handleProxy(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	proxy.ServeHTTP(w, r)
+}
+
+// answersPermission says whether a request to OpenCode answers a
+// permission request (both its current and its older endpoint).
+func answersPermission(method, path string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	return (len(parts) == 3 && parts[0] == "permission" && parts[2] == "reply") ||
+		(len(parts) == 4 && parts[0] == "session" && parts[2] == "permissions") ||
+		(len(parts) == 6 && parts[0] == "api" && parts[1] == "session" && parts[3] == "permission" && parts[5] == "reply")
 }
 
 // statusRecorder remembers the status a handler wrote.
