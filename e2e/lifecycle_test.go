@@ -367,3 +367,24 @@ func TestProcessRuntimeWithOptIn(t *testing.T) {
 		t.Fatalf("after delete:\n%s", strings.Join(tr, "\n"))
 	}
 }
+
+// TestOneNodePerHost: a second node on the host is refused with who holds
+// it, and the first one is untouched.
+func TestOneNodePerHost(t *testing.T) {
+	s := startServer(t, "")
+	sb := s.create(t, client.CreateRequest{Image: "busybox"})
+	for _, args := range [][]string{
+		{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--runsc", runscBin},
+		{"start", "--workspace", t.TempDir(), "--no-tui", "--port", "0", "--data-dir", t.TempDir(), "--sidecar-dir", sidecarDir(), "--runsc", runscBin},
+	} {
+		cmd := exec.Command(warrenBin, args...)
+		cmd.Env = append(os.Environ(), "WARREN_IMAGE_DIR="+imageDir)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "another warren node runs on this host") || !strings.Contains(string(out), s.dataDir) {
+			t.Fatalf("warren %s beside a running node: %v\n%s", args[0], err, out)
+		}
+	}
+	if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "echo still"}); r.Stdout != "still\n" {
+		t.Fatalf("the first node's sandbox: %+v", r)
+	}
+}

@@ -67,6 +67,11 @@ const DefaultOrg = "default"
 // next Run adopts them.
 func Run(ctx context.Context, o Options) error {
 	log := o.Log
+	release, err := lockHost(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
 	}
