@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
 
 	"github.com/warrenhq/warren/internal/agenthost"
 )
@@ -33,7 +33,7 @@ const (
 // Run shows the dashboard for a run until the user detaches or quits.
 func Run(ctx context.Context, run *agenthost.Run, in io.Reader, out io.Writer) (Outcome, error) {
 	m := &model{run: run, outcome: Detached}
-	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out))
+	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out))
 	if _, err := p.Run(); err != nil && ctx.Err() == nil {
 		return Detached, err
 	}
@@ -108,7 +108,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.logs = m.logs[len(m.logs)-maxLogLines:]
 		}
 		return m, m.poll(time.Second)
-	case tea.KeyMsg:
+	case tea.KeyPressMsg:
 		switch msg.String() {
 		case "q", "ctrl+c":
 			m.outcome = Quit
@@ -144,7 +144,13 @@ func copyCmd(text string) tea.Cmd {
 	}
 }
 
-func (m *model) View() string {
+func (m *model) View() tea.View {
+	v := tea.NewView(m.render())
+	v.AltScreen = true
+	return v
+}
+
+func (m *model) render() string {
 	var b strings.Builder
 	p := m.run.Pairing
 	fmt.Fprintf(&b, "warren start — run %s — pid %d\n\n", m.run.RunID, m.run.PID)
