@@ -572,7 +572,7 @@ func TestAgentHostMountRefused(t *testing.T) {
 	ab, _ := json.Marshal(map[string]any{"allowedRoots": []map[string]any{{"path": filepath.Join(base, "home"), "allowReadWrite": false}}})
 	os.WriteFile(allow, ab, 0o600)
 	for spec, want := range map[string]string{
-		secret + ":keys":                           `blocked pattern ".ssh"`,
+		secret + ":keys": `blocked pattern ".ssh"`,
 		filepath.Join(base, "home", "link") + ":l": "not under any allowed root",
 		filepath.Join(base, "home") + ":h:rw":      "read-only",
 	} {

@@ -2,9 +2,9 @@ package agenthost
 
 import (
 	"context"
-	"errors"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httputil"
 	"net/url"

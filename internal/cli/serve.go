@@ -120,4 +120,6 @@ func (s serviceName) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return serviceName{s.Handler.WithAttrs(attrs)}
 }
 
-func (s serviceName) WithGroup(name string) slog.Handler { return serviceName{s.Handler.WithGroup(name)} }
+func (s serviceName) WithGroup(name string) slog.Handler {
+	return serviceName{s.Handler.WithGroup(name)}
+}
