@@ -40,10 +40,9 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 	if row.State != StateRunning {
 		return nil, conflict("sandbox %s is %s, not running", id, row.State)
 	}
-	rt := m.cfg.Runtimes[row.Runtime]
-	cp, err := checkpointer(rt)
+	rt, cp, err := m.checkpointerFor(row, "fork")
 	if err != nil {
-		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot fork %s: %v", id, err), Err: err}
+		return nil, err
 	}
 	release, err := m.claim(id)
 	if err != nil {
@@ -73,7 +72,7 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 		out = append(out, sb)
 	}
 	// Bring the source back whatever happened to the copies.
-	if err := m.bringBack(ctx, row, rt, cp, "restore after fork", nil); err != nil {
+	if err := m.bringBack(ctx, row, rt, cp, "restore after fork", map[string]int64{}); err != nil {
 		return out, err
 	}
 	if firstErr != nil {
@@ -150,5 +149,5 @@ func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, s
 	if err != nil {
 		return nil, err
 	}
-	return m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(src.ID), nil)
+	return m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(src.ID), map[string]int64{})
 }

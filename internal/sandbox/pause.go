@@ -45,6 +45,17 @@ func checkpointer(rt runtime.Runtime) (runtime.Checkpointer, error) {
 	return cp, cp.CanCheckpoint()
 }
 
+// checkpointerFor is a sandbox's runtime and its checkpoint support, or
+// the API's 409 saying why op (pause, resume, fork) cannot be done.
+func (m *Manager) checkpointerFor(row *store.Sandbox, op string) (runtime.Runtime, runtime.Checkpointer, error) {
+	rt := m.cfg.Runtimes[row.Runtime]
+	cp, err := checkpointer(rt)
+	if err != nil {
+		return nil, nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot %s %s: %v", op, row.ID, err), Err: err}
+	}
+	return rt, cp, nil
+}
+
 // Pause saves a running sandbox's memory, processes and files and stops
 // it. Nothing of it runs until Resume; its files and network stay.
 func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
@@ -58,9 +69,9 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	if row.State != StateRunning {
 		return nil, conflict("sandbox %s is %s, not running", id, row.State)
 	}
-	cp, err := checkpointer(m.cfg.Runtimes[row.Runtime])
+	rt, cp, err := m.checkpointerFor(row, "pause")
 	if err != nil {
-		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot pause %s: %v", id, err), Err: err}
+		return nil, err
 	}
 	release, err := m.claim(id)
 	if err != nil {
@@ -75,16 +86,16 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	dir := m.checkpointDir(id)
 	_ = os.RemoveAll(dir)
 	if err := cp.Checkpoint(ctx, id, dir); err != nil {
-		m.failRow(ctx, row, m.cfg.Runtimes[row.Runtime], "pause failed: "+err.Error())
+		m.failRow(ctx, row, rt, "pause failed: "+err.Error())
 		return nil, fmt.Errorf("pause sandbox %s: %w", id, err)
 	}
 	out, err := m.cfg.Store.Transition(ctx, id, []string{StateRunning}, StatePaused, store.Change{})
 	if err != nil {
 		return nil, err
 	}
-	m.log.Info("sandbox paused", "sandbox.id", id, "pause_ms", time.Since(start).Milliseconds())
 	v := m.view(out)
 	v.Timings = map[string]int64{"pause_ms": time.Since(start).Milliseconds()}
+	m.log.Info("sandbox paused", "sandbox.id", id, "pause_ms", v.Timings["pause_ms"])
 	return v, nil
 }
 
@@ -101,6 +112,10 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	if row.State != StatePaused {
 		return nil, conflict("sandbox %s is %s, not paused", id, row.State)
 	}
+	rt, cp, err := m.checkpointerFor(row, "resume")
+	if err != nil {
+		return nil, err
+	}
 	release, err := m.claim(id)
 	if err != nil {
 		return nil, err
@@ -108,12 +123,7 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	defer release()
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
-	rt := m.cfg.Runtimes[row.Runtime]
-	cp, err := checkpointer(rt)
-	if err != nil {
-		return nil, &Error{Kind: KindConflict, Message: fmt.Sprintf("cannot resume %s: %v", id, err), Err: err}
-	}
-	phases := timings{}
+	phases := map[string]int64{}
 	if err := m.bringBack(ctx, row, rt, cp, "resume", phases); err != nil {
 		return nil, err
 	}
@@ -121,27 +131,17 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	if err != nil {
 		return nil, err
 	}
-	m.log.Info("sandbox resumed", "sandbox.id", id, "resume_ms", time.Since(start).Milliseconds())
+	phases["resume_ms"] = time.Since(start).Milliseconds()
+	m.log.Info("sandbox resumed", "sandbox.id", id, "resume_ms", phases["resume_ms"])
 	v := m.view(out)
-	phases.since("resume_ms", start)
 	v.Timings = phases
 	return v, nil
 }
 
-// timings collects how long each step of an operation took, in ms, for
-// the API's timings field.
-type timings map[string]int64
-
-// since records the time from start to now under name.
-func (t timings) since(name string, start time.Time) {
-	if t != nil {
-		t[name] = time.Since(start).Milliseconds()
-	}
-}
-
-// bringBack restores a checkpointed sandbox and takes it live again; if it
-// cannot, the sandbox is failed with the reason.
-func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string, phases timings) error {
+// bringBack restores a checkpointed sandbox and takes it live again,
+// recording its steps' times in phases; if it cannot, the sandbox is failed
+// with the reason.
+func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string, phases map[string]int64) error {
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
 	l, err := m.restore(ctx, row.ID, rt, cp, &sp, phases)
@@ -154,14 +154,14 @@ func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.
 	return nil
 }
 
-func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, phases timings) (*live, error) {
+func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, phases map[string]int64) (*live, error) {
 	var netns string
 	if sp.Network != nil {
 		start := time.Now()
 		if err := m.cfg.Network.Rewire(id); err != nil {
 			return nil, fmt.Errorf("rewire network: %w", err)
 		}
-		phases.since("network_ms", start)
+		phases["network_ms"] = time.Since(start).Milliseconds()
 		netns = network.NSPath(id)
 	}
 	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, m.layout(id), netns, sp), m.checkpointDir(id), phases)
@@ -174,7 +174,7 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 
 // restoreInto restores a checkpoint from dir as sandbox id and waits for
 // its agent to dial in.
-func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string, phases timings) (*live, error) {
+func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string, phases map[string]int64) (*live, error) {
 	agent, err := m.listenAgent(id)
 	if err != nil {
 		return nil, err
@@ -183,10 +183,10 @@ func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime
 	l := newLive(id, rt, agent, sp, start)
 	err = cp.Restore(ctx, rs, dir)
 	if err == nil {
-		phases.since("runtime_restore_ms", start)
+		phases["runtime_restore_ms"] = time.Since(start).Milliseconds()
 		start = time.Now()
 		err = m.waitAgent(ctx, l)
-		phases.since("agent_ms", start)
+		phases["agent_ms"] = time.Since(start).Milliseconds()
 	}
 	if err != nil {
 		agent.Close()
