@@ -310,15 +310,19 @@ func removeSandbox(c *nftables.Conn, id string, slot int) error {
 	return nil
 }
 
-// installSandbox puts a sandbox's rules in place, replacing any it had,
-// in one batch.
-func installSandbox(id string, sb *sandboxRules) error {
+// installSandbox puts a sandbox's rules in place in one batch, replacing
+// any it had when replace is set. A new sandbox has none: its slot was
+// freed only once its previous owner's rules were gone, so a create skips
+// reading the table.
+func installSandbox(id string, sb *sandboxRules, replace bool) error {
 	c, err := newConn()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	if err := removeSandbox(c, id, sb.slot); err != nil {
-		return err
+	if replace {
+		if err := removeSandbox(c, id, sb.slot); err != nil {
+			return err
+		}
 	}
 	if err := addSandbox(c, id, sb); err != nil {
 		return err

@@ -137,7 +137,7 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	if err := wire(id, slot, gw, addr); err != nil {
 		return nil, err
 	}
-	if err := installSandbox(id, fw); err != nil {
+	if err := installSandbox(id, fw, false); err != nil {
 		return nil, err
 	}
 	res, err := m.startResolver(id, info)
@@ -221,7 +221,7 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 		return nil, fmt.Errorf("sandbox %s has no network", id)
 	}
 	fw := &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
-	if err := installSandbox(id, fw); err != nil {
+	if err := installSandbox(id, fw, true); err != nil {
 		return nil, err
 	}
 	info.Policy = *pol
