@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -17,37 +16,9 @@ import (
 // OpenCode's stream. The error names the step that failed.
 func (h *Host) Check(ctx context.Context, events bool) error {
 	base, token := h.URL(), h.st.f.ClientToken
-	call := func(method, path, tok string, body any, out any) (int, error) {
-		var r io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			r = strings.NewReader(string(b))
-		}
-		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, method, base+path, r)
-		if err != nil {
-			return 0, err
-		}
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if out != nil && resp.StatusCode < 300 {
-			if err := json.Unmarshal(b, out); err != nil {
-				return resp.StatusCode, fmt.Errorf("decode %s: %w: %.200s", path, err, b)
-			}
-		}
-		return resp.StatusCode, nil
-	}
+	client, anonymous := BearerClient(base, token), BearerClient(base, "")
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
 	step := func(name string, err error) error {
 		if err != nil {
 			h.log.Error("check failed", "check", name, "err", err)
@@ -60,15 +31,17 @@ func (h *Host) Check(ctx context.Context, events bool) error {
 	var health struct {
 		OK bool `json:"ok"`
 	}
-	code, err := call("GET", "/health", "", nil, &health)
-	if err == nil && (code != 200 || !health.OK) {
-		err = fmt.Errorf("status %d, ok=%v", code, health.OK)
+	_, err := anonymous.Call(ctx, "GET", "/health", nil, &health)
+	if err == nil && !health.OK {
+		err = fmt.Errorf("ok=%v", health.OK)
 	}
 	if err := step("health", err); err != nil {
 		return err
 	}
-	code, err = call("GET", "/workspaces", "", nil, nil)
-	if err == nil && code != 401 {
+	code, err := anonymous.Call(ctx, "GET", "/workspaces", nil, nil)
+	if code == 401 {
+		err = nil
+	} else if err == nil {
 		err = fmt.Errorf("without a token: status %d, want 401", code)
 	}
 	if err := step("workspaces without a token", err); err != nil {
@@ -77,9 +50,9 @@ func (h *Host) Check(ctx context.Context, events bool) error {
 	var list struct {
 		Items []workspaceView `json:"items"`
 	}
-	code, err = call("GET", "/workspaces", token, nil, &list)
-	if err == nil && (code != 200 || len(list.Items) == 0) {
-		err = fmt.Errorf("with the client token: status %d, %d workspaces", code, len(list.Items))
+	_, err = client.Call(ctx, "GET", "/workspaces", nil, &list)
+	if err == nil && len(list.Items) == 0 {
+		err = fmt.Errorf("with the client token: no workspaces")
 	}
 	if err := step("workspaces with the client token", err); err != nil {
 		return err
@@ -88,18 +61,15 @@ func (h *Host) Check(ctx context.Context, events bool) error {
 	var session struct {
 		ID string `json:"id"`
 	}
-	code, err = call("POST", proxy+"/session", token, map[string]any{"title": "warren check"}, &session)
-	if err == nil && (code != 200 || session.ID == "") {
-		err = fmt.Errorf("status %d, session %q", code, session.ID)
+	_, err = client.Call(ctx, "POST", proxy+"/session", map[string]any{"title": "warren check"}, &session)
+	if err == nil && session.ID == "" {
+		err = fmt.Errorf("no session id")
 	}
 	if err := step("session create through the proxy", err); err != nil {
 		return err
 	}
 	var messages []json.RawMessage
-	code, err = call("GET", proxy+"/session/"+session.ID+"/message", token, nil, &messages)
-	if err == nil && code != 200 {
-		err = fmt.Errorf("status %d", code)
-	}
+	_, err = client.Call(ctx, "GET", proxy+"/session/"+session.ID+"/message", nil, &messages)
 	if err := step("session messages through the proxy", err); err != nil {
 		return err
 	}

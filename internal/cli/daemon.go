@@ -1,12 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -104,36 +100,8 @@ func (d *daemonClient) call(ctx context.Context, method, path string, body, out 
 			d.token = r.Pairing.HostToken
 		}
 	}
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(d.url, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set(agenthost.HostTokenHeader, d.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach the daemon at %s: %w", d.url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(b, &e)
-		return fmt.Errorf("%s %s: %s (%d)", method, path, e.Error.Message, resp.StatusCode)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	_, err := agenthost.HostClient(d.url, d.token).Call(ctx, method, path, body, out)
+	return err
 }
 
 // localRun finds the host to talk to on this machine: the daemon, or the

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -197,34 +196,23 @@ func (m *model) render() string {
 }
 
 func fetchStatus(run *agenthost.Run) (*status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
 	var st status
-	return &st, getJSON(run.Pairing.URL+"/status", "Authorization", "Bearer "+run.Pairing.ClientToken, &st)
+	_, err := agenthost.BearerClient(run.Pairing.URL, run.Pairing.ClientToken).Call(ctx, "GET", "/status", nil, &st)
+	return &st, err
 }
 
 func countApprovals(run *agenthost.Run) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
 	var out struct {
 		Items []json.RawMessage `json:"items"`
 	}
-	if getJSON(run.Pairing.URL+"/approvals", agenthost.HostTokenHeader, run.Pairing.HostToken, &out) != nil {
+	if _, err := agenthost.HostClient(run.Pairing.URL, run.Pairing.HostToken).Call(ctx, "GET", "/approvals", nil, &out); err != nil {
 		return 0
 	}
 	return len(out.Items)
-}
-
-func getJSON(url, header, value string, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	req.Header.Set(header, value)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d", url, resp.StatusCode)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // readLog returns the complete lines written to the log since offset.
