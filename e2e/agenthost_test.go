@@ -337,7 +337,15 @@ func TestAgentHost(t *testing.T) {
 		if sessionID == "" {
 			t.Fatal("the serve subtest made no session to look for")
 		}
-		h := startAgentHost(t, ws, data)
+		h := startAgentHost(t, ws, data, "--connect-host", "agents.example.test")
+		// Remote clients are pointed at the connect host.
+		var list struct {
+			Items []struct{ BaseURL string } `json:"items"`
+		}
+		if code := h.call(t, "GET", "/workspaces", bearer(h.pairing.ClientToken), nil, &list); code != 200 || len(list.Items) != 1 ||
+			!strings.HasPrefix(list.Items[0].BaseURL, "http://agents.example.test:") {
+			t.Fatalf("workspaces with --connect-host: %d %+v", code, list)
+		}
 		var sessions []struct{ ID string }
 		if code := h.call(t, "GET", "/w/"+h.pairing.Workspaces[0].ID+"/opencode/session", bearer(h.pairing.ClientToken), nil, &sessions); code != 200 {
 			t.Fatalf("list sessions: %d", code)

@@ -56,6 +56,7 @@ type Host struct {
 	approvals approvals
 
 	mu         sync.Mutex
+	starting   map[string]bool
 	workspaces map[string]*Workspace
 	order      []string // ids, the first is the active workspace
 }
@@ -82,7 +83,7 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, log: cfg.Log, st: st, started: time.Now(), workspaces: map[string]*Workspace{},
+	return &Host{cfg: cfg, log: cfg.Log, st: st, started: time.Now(), workspaces: map[string]*Workspace{}, starting: map[string]bool{},
 		approvals: approvals{pending: map[string]*Approval{}}}, nil
 }
 
@@ -108,17 +109,24 @@ func (h *Host) Add(ctx context.Context, path, name string) (*Workspace, error) {
 		h.mu.Unlock()
 		return w, nil
 	}
+	// Two adds of one workspace at once would start two sandboxes and
+	// lose one; the second is told to wait.
+	if h.starting[rec.ID] {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("workspace %s is starting; try again", rec.Path)
+	}
+	h.starting[rec.ID] = true
 	h.mu.Unlock()
 	h.log.Info("starting workspace", "workspace.id", rec.ID, "path", rec.Path, "sandbox", h.cfg.Sandbox)
 	w, err := h.start(ctx, rec)
-	if err != nil {
-		return nil, err
-	}
 	h.mu.Lock()
-	h.workspaces[w.ID] = w
-	h.order = append(h.order, w.ID)
+	delete(h.starting, rec.ID)
+	if err == nil {
+		h.workspaces[w.ID] = w
+		h.order = append(h.order, w.ID)
+	}
 	h.mu.Unlock()
-	return w, nil
+	return w, err
 }
 
 // Resume starts every recorded workspace again (a daemon's restart). A
