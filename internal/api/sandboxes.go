@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
@@ -290,7 +292,50 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeExecResult(w, res)
+}
+
+// writeExecResult writes an exec's result as writeJSON would, but escapes
+// the output in pieces straight to the client: a result holds up to
+// 2 x 16 MiB of output, which JSON escaping can grow six-fold.
+func writeExecResult(w http.ResponseWriter, res *guest.ExecResult) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	fmt.Fprintf(bw, "{\n  \"exit_code\": %d,\n  \"stdout\": ", res.ExitCode)
+	writeJSONString(bw, res.Stdout)
+	bw.WriteString(",\n  \"stderr\": ")
+	writeJSONString(bw, res.Stderr)
+	if res.TimedOut {
+		bw.WriteString(",\n  \"timed_out\": true")
+	}
+	if res.Truncated {
+		bw.WriteString(",\n  \"truncated\": true")
+	}
+	fmt.Fprintf(bw, ",\n  \"duration_ms\": %d\n}\n", res.DurationMs)
+	_ = bw.Flush()
+}
+
+// writeJSONString writes s as a JSON string, escaping 32 KiB at a time
+// (cut between characters, so each piece escapes as it would whole).
+func writeJSONString(w io.Writer, s string) {
+	io.WriteString(w, `"`)
+	for len(s) > 0 {
+		n := min(len(s), 32<<10)
+		if n < len(s) {
+			cut := n
+			for k := 0; k < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); k++ {
+				n--
+			}
+			if n == 0 {
+				n = cut
+			}
+		}
+		b, _ := json.Marshal(s[:n])
+		w.Write(b[1 : len(b)-1])
+		s = s[n:]
+	}
+	io.WriteString(w, `"`)
 }
 
 // handleExecStream answers with NDJSON frames, one per line, flushed as the
@@ -353,7 +398,7 @@ func acceptWS(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 func closeWithError(ctx context.Context, c *websocket.Conn, err error) {
 	kind, field := sandbox.KindOf(err)
 	code := map[sandbox.Kind]string{sandbox.KindBadRequest: "bad_request", sandbox.KindNotFound: "not_found",
-		sandbox.KindConflict: "conflict"}[kind]
+		sandbox.KindConflict: "conflict", sandbox.KindTooMany: "too_many_requests"}[kind]
 	if code == "" {
 		code = "internal"
 	}

@@ -247,6 +247,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "conflict", err.Error(), "")
 	case sandbox.KindUnavailable:
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), "")
+	case sandbox.KindTooMany:
+		writeError(w, http.StatusTooManyRequests, "too_many_requests", err.Error(), "")
 	default:
 		s.log.Error("request failed", "http.method", r.Method, "http.path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")

@@ -3,6 +3,8 @@ package guest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -15,13 +17,18 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/sys/unix"
 )
 
 // Agent serves exec, files and PTY inside a sandbox.
 type Agent struct {
 	// Socket is the host's Unix socket the agent dials.
 	Socket string
-	Logf   func(format string, args ...any)
+	// Token is sent in the greeting on every connection; empty sends none.
+	Token string
+	Logf  func(format string, args ...any)
+	// OnConnect, if set, runs after the first connection is made.
+	OnConnect func()
 
 	bgOnce     sync.Once
 	background *background
@@ -48,6 +55,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = time.Millisecond
+		if a.Token != "" {
+			_ = conn.SetWriteDeadline(time.Now().Add(GreetingTimeout))
+			_, err := conn.Write(Greeting(a.Token))
+			_ = conn.SetWriteDeadline(time.Time{})
+			if err != nil {
+				conn.Close()
+				continue
+			}
+		}
+		if a.OnConnect != nil {
+			a.OnConnect()
+			a.OnConnect = nil
+		}
 		session, err := yamux.Server(conn, sessionConfig())
 		if err != nil {
 			conn.Close()
@@ -105,17 +125,44 @@ func (a *Agent) handler() http.Handler {
 
 // RunInit is the sandbox's PID 1. It starts the agent as its child and reaps
 // every orphan, so the agent's own os/exec waits never race a reaper.
+//
+// The agent token arrives in PID 1's environment. PID 1 makes itself
+// non-dumpable first, so no other process in the sandbox can read that
+// environment, hands the token to the agent over a pipe, and stops
+// writing to the runtime's log: after the agent is up, nothing in the
+// sandbox holds a file of the host's.
 func RunInit(args []string) int {
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	self, err := os.Executable()
 	if err != nil {
 		self = AgentPath
 	}
+	token := os.Getenv(TokenEnv)
+	_ = os.Unsetenv(TokenEnv)
 	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	var tokenW *os.File
+	if token != "" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			log.Printf("warren init: token pipe: %v", err)
+			return 1
+		}
+		cmd.ExtraFiles = []*os.File{r}
+		cmd.Args = append(cmd.Args, "--token-fd", "3")
+		tokenW = w
+		defer r.Close()
+	}
 	if err := cmd.Start(); err != nil {
 		log.Printf("warren init: start agent: %v", err)
 		return 1
 	}
+	if tokenW != nil {
+		_, _ = tokenW.WriteString(token)
+		tokenW.Close()
+		cmd.ExtraFiles[0].Close()
+	}
+	DetachStdio()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGCHLD)
 	for sig := range sigs {
@@ -138,6 +185,36 @@ func RunInit(args []string) int {
 		}
 	}
 	return 0
+}
+
+// ReadToken reads the agent token from the pipe init handed over and
+// makes the agent non-dumpable, so the sandbox's other processes cannot
+// read it from the agent's memory.
+func ReadToken(fd int) (string, error) {
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	f := os.NewFile(uintptr(fd), "agent-token")
+	if f == nil {
+		return "", errors.New("no token descriptor")
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxGreeting))
+	if err != nil {
+		return "", fmt.Errorf("read agent token: %w", err)
+	}
+	return string(b), nil
+}
+
+// DetachStdio points stdout and stderr at /dev/null. They are the
+// runtime's log file on the host: a process that held them could fill
+// the host's disk. The agent calls it once it has reached the host.
+func DetachStdio() {
+	null, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer null.Close()
+	_ = unix.Dup2(int(null.Fd()), 1)
+	_ = unix.Dup2(int(null.Fd()), 2)
 }
 
 // SocketPath is the host socket's path as seen inside the sandbox.

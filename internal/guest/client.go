@@ -1,16 +1,22 @@
 package guest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,27 +26,55 @@ import (
 // Client talks to one sandbox's agent. It owns the host end of the agent's
 // socket: it accepts the agent's connection, and accepts it again whenever
 // the agent re-dials.
+//
+// Everything on the other end may be hostile: root inside the sandbox can
+// connect to the socket, and a compromised agent can answer anything. So
+// only a connection that greets with the sandbox's token is served, only
+// one at a time, every read is bounded, and no input can panic the host.
 type Client struct {
 	listener net.Listener
 	http     *http.Client
+	opts     Options
 
 	mu      sync.Mutex
 	session *yamux.Session
-	ready   chan struct{} // closed when a session is up; replaced when it drops
+	ready   chan struct{} // closed while a session is up; replaced when it drops
 	closed  bool
 
-	onDisconnect func()
+	// greeting bounds the connections being greeted at once.
+	greeting  chan struct{}
+	greetWait time.Duration
+	refused   atomic.Int64
+	lastLog   atomic.Int64 // unix nanos of the last refusal logged
+}
+
+// Options configure a Client.
+type Options struct {
+	// Token is what the agent must greet with. Empty accepts an agent
+	// that does not greet: one started by a warren from before greetings,
+	// still running and adopted after an upgrade.
+	Token string
+	// OnDisconnect, if set, is called whenever the agent's session drops,
+	// so the owner can check at once whether the sandbox died.
+	OnDisconnect func()
+	// Log receives refusals and protocol violations.
+	Log *slog.Logger
 }
 
 // reconnectWait bounds how long a call waits for a disconnected agent to
 // dial again before failing.
 const reconnectWait = 10 * time.Second
 
+// greetingWait is GreetingTimeout; tests shorten it.
+var greetingWait = GreetingTimeout
+
+// maxGreeting is how many connections may be greeted at once; more are
+// refused at once, so a connect storm costs a few goroutines at most.
+const maxGreeting = 4
+
 // Listen creates the host socket at path and returns a client that serves
-// agents dialing it. onDisconnect, if not nil, is called whenever the
-// agent's connection drops, so the owner can check at once whether the
-// sandbox died.
-func Listen(path string, onDisconnect func()) (*Client, error) {
+// agents dialing it.
+func Listen(path string, o Options) (*Client, error) {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen for agent on %s: %w", path, err)
@@ -48,7 +82,10 @@ func Listen(path string, onDisconnect func()) (*Client, error) {
 	// Removing the socket file on close would race a successor listening at
 	// the same path, so leave that to whoever owns the directory.
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	c := &Client{listener: l, ready: make(chan struct{}), onDisconnect: onDisconnect}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{listener: l, opts: o, ready: make(chan struct{}), greeting: make(chan struct{}, maxGreeting), greetWait: greetingWait}
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, reconnectWait)
@@ -61,41 +98,188 @@ func Listen(path string, onDisconnect func()) (*Client, error) {
 		},
 		MaxIdleConnsPerHost: 16,
 		DisableCompression:  true,
+		// Bounds what the agent may send before its status line.
+		MaxResponseHeaderBytes: 64 << 10,
 	}}
 	go c.acceptLoop()
 	return c, nil
 }
 
+// Refused counts the connections refused so far: wrong or missing
+// greetings, extra connections while the agent is connected, storms.
+func (c *Client) Refused() int64 { return c.refused.Load() }
+
 func (c *Client) acceptLoop() {
+	defer c.recoverPanic("accept loop", nil)
 	for {
 		conn, err := c.listener.Accept()
 		if err != nil {
-			return
-		}
-		s, err := yamux.Client(conn, sessionConfig())
-		if err != nil {
-			conn.Close()
+			c.mu.Lock()
+			closed := c.closed
+			c.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors or the like: wait, never spin.
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			s.Close()
+		select {
+		case c.greeting <- struct{}{}:
+			go c.admit(conn)
+		default:
+			c.refuse(conn, "too many connections waiting to greet")
+		}
+	}
+}
+
+// admit greets a new connection and, if it is the agent, makes it the
+// session.
+func (c *Client) admit(conn net.Conn) {
+	defer func() { <-c.greeting }()
+	defer c.recoverPanic("agent greeting", conn)
+	if c.opts.Token != "" {
+		if err := readGreeting(conn, c.opts.Token, c.greetWait); err != nil {
+			c.refuse(conn, err.Error())
 			return
 		}
-		if c.session != nil {
-			c.session.Close()
-		}
-		c.session = s
-		close(c.ready)
+	}
+	if c.current() != nil {
+		c.refuse(conn, "the agent is already connected")
+		return
+	}
+	s, err := yamux.Client(conn, sessionConfig())
+	if err != nil {
+		conn.Close()
+		return
+	}
+	c.mu.Lock()
+	if c.closed || (c.session != nil && !c.session.IsClosed()) {
 		c.mu.Unlock()
-		go c.watch(s)
+		s.Close()
+		if !c.isClosed() {
+			c.countRefusal("the agent is already connected")
+		}
+		return
+	}
+	c.session = s
+	select {
+	case <-c.ready:
+	default:
+		close(c.ready)
+	}
+	c.mu.Unlock()
+	go c.watch(s)
+	go c.refuseStreams(s)
+}
+
+// current returns the live session, or nil. A session whose agent stopped
+// answering (its end broke, say in a restore) is closed and not counted,
+// so the real agent's new connection replaces it.
+func (c *Client) current() *yamux.Session {
+	c.mu.Lock()
+	s := c.session
+	c.mu.Unlock()
+	if s == nil || s.IsClosed() {
+		return nil
+	}
+	alive := make(chan bool, 1)
+	go func() {
+		defer c.recoverPanic("agent ping", nil)
+		_, err := s.Ping()
+		alive <- err == nil
+	}()
+	select {
+	case ok := <-alive:
+		if ok {
+			return s
+		}
+	case <-time.After(2 * time.Second):
+	}
+	s.Close()
+	return nil
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// readGreeting reads the agent's greeting, a byte at a time so nothing of
+// what follows is consumed, and checks its token.
+func readGreeting(conn net.Conn, token string, wait time.Duration) error {
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	defer conn.SetReadDeadline(time.Time{})
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := conn.Read(b); err != nil {
+			return fmt.Errorf("no greeting: %v", err)
+		}
+		if b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+		if len(line) >= MaxGreeting {
+			return errors.New("greeting too long")
+		}
+	}
+	got, ok := bytes.CutPrefix(line, []byte(GreetingPrefix))
+	if !ok {
+		return errors.New("malformed greeting")
+	}
+	if subtle.ConstantTimeCompare(got, []byte(token)) != 1 {
+		return errors.New("wrong agent token")
+	}
+	return nil
+}
+
+// refuse closes a connection that is not (or not now) the agent.
+func (c *Client) refuse(conn net.Conn, why string) {
+	conn.Close()
+	c.countRefusal(why)
+}
+
+func (c *Client) countRefusal(why string) {
+	n := c.refused.Add(1)
+	// Logged at most once a second per sandbox: a storm must not flood
+	// the log either.
+	now := time.Now().UnixNano()
+	last := c.lastLog.Load()
+	if now-last > int64(time.Second) && c.lastLog.CompareAndSwap(last, now) {
+		c.opts.Log.Warn("refused a connection to the agent socket", "reason", why, "refused_total", n)
+	}
+}
+
+// refuseStreams drops the session if the other end opens a stream: the
+// host opens every stream, so this is not the agent behaving.
+func (c *Client) refuseStreams(s *yamux.Session) {
+	defer c.recoverPanic("agent streams", nil)
+	st, err := s.AcceptStream()
+	if err != nil {
+		return
+	}
+	st.Close()
+	c.opts.Log.Warn("agent opened a stream to the host; dropping its connection")
+	s.Close()
+}
+
+// recoverPanic keeps a panic caused by what an agent sent from ending
+// warren: the connection at hand is dropped instead.
+func (c *Client) recoverPanic(what string, conn io.Closer) {
+	if r := recover(); r != nil {
+		c.opts.Log.Error("recovered from a panic serving an agent connection", "in", what, "panic", fmt.Sprint(r))
+		if conn != nil {
+			conn.Close()
+		}
 	}
 }
 
 // watch marks the client not ready once a session ends, so later calls wait
 // for the agent to dial again instead of failing.
 func (c *Client) watch(s *yamux.Session) {
+	defer c.recoverPanic("agent session watch", nil)
 	<-s.CloseChan()
 	c.mu.Lock()
 	dropped := c.session == s && !c.closed
@@ -105,8 +289,8 @@ func (c *Client) watch(s *yamux.Session) {
 		c.http.Transport.(*http.Transport).CloseIdleConnections()
 	}
 	c.mu.Unlock()
-	if dropped && c.onDisconnect != nil {
-		c.onDisconnect()
+	if dropped && c.opts.OnDisconnect != nil {
+		c.opts.OnDisconnect()
 	}
 }
 
@@ -120,6 +304,16 @@ func (c *Client) waitSession(ctx context.Context) (*yamux.Session, error) {
 		}
 		if s != nil && !s.IsClosed() {
 			return s, nil
+		}
+		if s != nil {
+			// Closed but not yet noticed by watch: wait a moment for it.
+			select {
+			case <-s.CloseChan():
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for agent to connect: %w", ctx.Err())
+			}
+			time.Sleep(time.Millisecond)
+			continue
 		}
 		select {
 		case <-ready:
@@ -155,14 +349,138 @@ func (c *Client) Close() error {
 	return c.listener.Close()
 }
 
-// Exec runs a command to completion.
+// Exec runs a command to completion. The agent streams the command's
+// output as frames; the host keeps at most MaxCapturedOutput of each
+// stream, whatever the agent sends, and marks the result truncated.
 func (c *Client) Exec(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
 	body, _ := json.Marshal(req)
-	var res ExecResult
-	if err := c.do(ctx, http.MethodPost, "/exec", nil, bytes.NewReader(body), &res); err != nil {
+	resp, err := c.requestWith(ctx, http.MethodPost, "/exec", nil, bytes.NewReader(body), map[string]string{"Accept": NDJSON})
+	if err != nil {
 		return nil, err
 	}
-	return &res, nil
+	defer resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), NDJSON) {
+		// An agent from before streamed answers: one JSON object.
+		var res ExecResult
+		if err := decodeLimited(resp.Body, &res, 2*MaxCapturedOutput+MaxAnswer); err != nil {
+			return nil, fmt.Errorf("decode agent answer to exec: %w", err)
+		}
+		return &res, nil
+	}
+	return CollectExec(resp.Body)
+}
+
+// CollectExec reads a synchronous exec's frames into its result, keeping
+// at most MaxCapturedOutput per stream.
+func CollectExec(r io.Reader) (*ExecResult, error) {
+	stdout := &outputBuffer{max: MaxCapturedOutput}
+	stderr := &outputBuffer{max: MaxCapturedOutput}
+	fr := NewFrameReader(r)
+	for {
+		f, err := fr.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the agent ended the answer before the command's exit")
+			}
+			return nil, fmt.Errorf("read exec output: %w", err)
+		}
+		switch f.Type {
+		case "stdout":
+			stdout.Write([]byte(f.Data))
+		case "stderr":
+			stderr.Write([]byte(f.Data))
+		case "error":
+			return nil, fmt.Errorf("agent: %s", truncateMessage(f.Message))
+		case "exit":
+			if f.ExitCode == nil {
+				return nil, errors.New("read exec output: exit frame without exit_code")
+			}
+			return &ExecResult{
+				ExitCode:   *f.ExitCode,
+				Stdout:     stdout.String(),
+				Stderr:     stderr.String(),
+				TimedOut:   f.TimedOut,
+				Truncated:  f.Truncated || stdout.truncated || stderr.truncated,
+				DurationMs: max(f.DurationMs, 0),
+			}, nil
+		}
+	}
+}
+
+// outputBuffer keeps up to max bytes of a stream in pieces, joined once
+// at the end, so a stream costs at most twice what it keeps.
+type outputBuffer struct {
+	parts     []string
+	n, max    int
+	truncated bool
+}
+
+func (b *outputBuffer) Write(p []byte) {
+	if room := b.max - b.n; len(p) > room {
+		b.truncated = true
+		p = p[:max(room, 0)]
+	}
+	if len(p) > 0 {
+		b.parts = append(b.parts, string(p))
+		b.n += len(p)
+	}
+}
+
+func (b *outputBuffer) String() string {
+	s := strings.Join(b.parts, "")
+	b.parts = nil
+	return s
+}
+
+// FrameReader reads NDJSON frames, refusing any line over MaxFrame.
+type FrameReader struct{ r *bufio.Reader }
+
+// NewFrameReader reads frames from r.
+func NewFrameReader(r io.Reader) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, MaxFrame)}
+}
+
+// Next returns the next frame; io.EOF at a clean end.
+func (fr *FrameReader) Next() (*Frame, error) {
+	for {
+		line, err := fr.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("a frame is longer than %d bytes", MaxFrame)
+		}
+		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+			return nil, err
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		var f Frame
+		if jerr := json.Unmarshal(line, &f); jerr != nil {
+			return nil, fmt.Errorf("malformed frame: %v", jerr)
+		}
+		return &f, nil
+	}
+}
+
+// truncateMessage keeps an agent's message short enough to log and show.
+func truncateMessage(s string) string {
+	if len(s) > 4096 {
+		return s[:4096] + "..."
+	}
+	return s
+}
+
+// decodeLimited decodes one JSON value of at most limit bytes.
+func decodeLimited(r io.Reader, out any, limit int64) error {
+	lr := &io.LimitedReader{R: r, N: limit + 1}
+	err := json.NewDecoder(lr).Decode(out)
+	if lr.N <= 0 {
+		return fmt.Errorf("answer is larger than %d bytes", limit)
+	}
+	return err
 }
 
 // ReadFile opens a file for streaming. The caller closes it.
@@ -192,7 +510,7 @@ func (c *Client) List(ctx context.Context, path string) ([]FileInfo, error) {
 	var out struct {
 		Entries []FileInfo `json:"entries"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/files/list", url.Values{"path": {path}}, nil, &out); err != nil {
+	if err := c.doLimited(ctx, http.MethodGet, "/files/list", url.Values{"path": {path}}, nil, &out, MaxListAnswer); err != nil {
 		return nil, err
 	}
 	return out.Entries, nil
@@ -246,11 +564,15 @@ func (c *Client) dialWS(ctx context.Context, path string, q url.Values) (*websoc
 		}
 		return nil, fmt.Errorf("open %s on agent: %w", path, err)
 	}
-	conn.SetReadLimit(MaxCapturedOutput)
+	conn.SetReadLimit(MaxFrame)
 	return conn, nil
 }
 
 func (c *Client) request(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Response, error) {
+	return c.requestWith(ctx, method, path, q, body, nil)
+}
+
+func (c *Client) requestWith(ctx context.Context, method, path string, q url.Values, body io.Reader, header map[string]string) (*http.Response, error) {
 	u := "http://agent" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -258,6 +580,9 @@ func (c *Client) request(ctx context.Context, method, path string, q url.Values,
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -271,16 +596,21 @@ func (c *Client) request(ctx context.Context, method, path string, q url.Values,
 }
 
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, out any) error {
+	return c.doLimited(ctx, method, path, q, body, out, MaxAnswer)
+}
+
+// doLimited makes a request and decodes an answer of at most limit bytes.
+func (c *Client) doLimited(ctx context.Context, method, path string, q url.Values, body io.Reader, out any, limit int64) error {
 	resp, err := c.request(ctx, method, path, q, body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit))
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := decodeLimited(resp.Body, out, limit); err != nil {
 		return fmt.Errorf("decode agent answer to %s %s: %w", method, path, err)
 	}
 	return nil
@@ -299,11 +629,11 @@ func decodeError(resp *http.Response) error {
 	var body struct {
 		Error Error `json:"error"`
 	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer))
 	if json.Unmarshal(b, &body) != nil || body.Error.Message == "" {
 		body.Error = Error{Code: "internal", Message: fmt.Sprintf("agent answered %s: %s", resp.Status, bytes.TrimSpace(b))}
 	}
-	return &AgentError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+	return &AgentError{Status: resp.StatusCode, Code: truncateMessage(body.Error.Code), Message: truncateMessage(body.Error.Message)}
 }
 
 // StartCommand starts a named background command.
@@ -321,7 +651,7 @@ func (c *Client) Commands(ctx context.Context) ([]Command, error) {
 	var out struct {
 		Commands []Command `json:"commands"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/commands", nil, nil, &out); err != nil {
+	if err := c.doLimited(ctx, http.MethodGet, "/commands", nil, nil, &out, MaxListAnswer); err != nil {
 		return nil, err
 	}
 	return out.Commands, nil

@@ -148,22 +148,116 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	return c.buf.Write(p)
 }
 
+// handleExec runs a command to completion, answering with NDJSON frames
+// as its output arrives: stdout and stderr (at most MaxCapturedOutput of
+// each), then exit with the duration and whether output was dropped.
+// Streaming keeps the agent from holding the output and lets the host
+// bound what it reads.
 func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	var req ExecRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "decode exec request: "+err.Error())
 		return
 	}
-	res, err := runToCompletion(r.Context(), &req)
-	if errors.Is(err, errBadRequest) {
+	cmd, err := command(&req)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	w.Header().Set("Content-Type", NDJSON)
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	var mu sync.Mutex
+	sent := map[string]int{}
+	truncated := false
+	send := func(f Frame) {
+		mu.Lock()
+		defer mu.Unlock()
+		if f.Type == "stdout" || f.Type == "stderr" {
+			room := MaxCapturedOutput - sent[f.Type]
+			if len(f.Data) > room {
+				truncated = true
+				f.Data = f.Data[:max(room, 0)]
+			}
+			if f.Data == "" {
+				return
+			}
+			sent[f.Type] += len(f.Data)
+		}
+		_ = enc.Encode(f)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	start := time.Now()
+	code, timedOut, err := streamCommand(r.Context(), cmd, &req, send, func(stdin io.WriteCloser) {
+		if req.Stdin != "" {
+			_, _ = io.WriteString(stdin, req.Stdin)
+		}
+		_ = stdin.Close()
+	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		send(Frame{Type: "error", Message: err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	mu.Lock()
+	cut := truncated
+	mu.Unlock()
+	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, Truncated: cut, DurationMs: time.Since(start).Milliseconds()})
+}
+
+// streamCommand starts cmd with its output sent as frames, hands its
+// stdin to withStdin, and waits for it to end (or its timeout, or ctx).
+// It returns the shell-style exit code; a command that cannot start
+// answers 127 or 126 with the reason on stderr.
+func streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send func(Frame), withStdin func(io.WriteCloser)) (code int, timedOut bool, err error) {
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, false, err
+	}
+	var pumps sync.WaitGroup
+	var writers []*io.PipeWriter
+	for _, s := range []struct {
+		name string
+		dst  *io.Writer
+	}{{"stdout", &cmd.Stdout}, {"stderr", &cmd.Stderr}} {
+		pr, pw := io.Pipe()
+		*s.dst = pw
+		writers = append(writers, pw)
+		pumps.Add(1)
+		go func(name string) {
+			defer pumps.Done()
+			pumpFrames(pr, name, send)
+		}(s.name)
+	}
+	closeWriters := func() {
+		for _, w := range writers {
+			w.Close()
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		closeWriters()
+		pumps.Wait()
+		code, msg := startError(err)
+		send(Frame{Type: "stderr", Data: msg})
+		return code, false, nil
+	}
+	limitChild(cmd.Process.Pid)
+	withStdin(stdin)
+	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
+	code, err = exitCode(waitErr)
+	// cmd.Wait has closed the pipes' write ends it owned; close ours so the
+	// pumps drain and finish before the exit frame.
+	closeWriters()
+	pumps.Wait()
+	if err != nil {
+		return 0, false, err
+	}
+	if timedOut {
+		code = 124
+	}
+	return code, timedOut, nil
 }
 
 func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
@@ -242,73 +336,42 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		conn.Close(websocket.StatusPolicyViolation, "first message must be the exec request")
 		return
 	}
-	send := func(f Frame) { _ = wsjson.Write(ctx, conn, f) }
+	var mu sync.Mutex
+	send := func(f Frame) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = wsjson.Write(ctx, conn, f)
+	}
 	cmd, err := command(&req)
 	if err != nil {
 		send(Frame{Type: "error", Message: err.Error()})
 		conn.Close(websocket.StatusNormalClosure, "")
 		return
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		send(Frame{Type: "error", Message: err.Error()})
-		return
-	}
-	var pumps sync.WaitGroup
-	for _, s := range []struct {
-		name string
-		dst  *io.Writer
-	}{{"stdout", &cmd.Stdout}, {"stderr", &cmd.Stderr}} {
-		pr, pw := io.Pipe()
-		*s.dst = pw
-		pumps.Add(1)
-		go func(name string) {
-			defer pumps.Done()
-			pumpFrames(pr, name, send)
-		}(s.name)
-		defer pw.Close()
-	}
-	if err := cmd.Start(); err != nil {
-		code, msg := startError(err)
-		send(Frame{Type: "stderr", Data: msg})
-		send(Frame{Type: "exit", ExitCode: &code})
-		conn.Close(websocket.StatusNormalClosure, "")
-		return
-	}
-	limitChild(cmd.Process.Pid)
-	if req.Stdin != "" {
-		_, _ = io.WriteString(stdin, req.Stdin)
-	}
-	go func() {
-		for {
-			var f Frame
-			if err := wsjson.Read(ctx, conn, &f); err != nil {
-				return
-			}
-			switch f.Type {
-			case "stdin":
-				_, _ = io.WriteString(stdin, f.Data)
-			case "stdin_close":
-				_ = stdin.Close()
-			case "kill":
-				killGroup(cmd)
-				return
-			}
+	code, timedOut, err := streamCommand(ctx, cmd, &req, send, func(stdin io.WriteCloser) {
+		if req.Stdin != "" {
+			_, _ = io.WriteString(stdin, req.Stdin)
 		}
-	}()
-	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
-	code, err := exitCode(waitErr)
-	// cmd.Wait has closed the pipes' write ends it owned; close ours so the
-	// pumps drain and finish before the exit frame.
-	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {
-		w.(*io.PipeWriter).Close()
-	}
-	pumps.Wait()
+		go func() {
+			for {
+				var f Frame
+				if err := wsjson.Read(ctx, conn, &f); err != nil {
+					return
+				}
+				switch f.Type {
+				case "stdin":
+					_, _ = io.WriteString(stdin, f.Data)
+				case "stdin_close":
+					_ = stdin.Close()
+				case "kill":
+					killGroup(cmd)
+					return
+				}
+			}
+		}()
+	})
 	if err != nil {
 		send(Frame{Type: "error", Message: err.Error()})
-	}
-	if timedOut {
-		code = 124
 	}
 	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut})
 	conn.Close(websocket.StatusNormalClosure, "")

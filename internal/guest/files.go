@@ -157,9 +157,20 @@ func statPath(p string) (any, error) {
 }
 
 func listDir(p string, _ *http.Request) (any, error) {
-	entries, err := os.ReadDir(p)
+	d, err := os.Open(p)
 	if err != nil {
 		return nil, err
+	}
+	defer d.Close()
+	// At most MaxListEntries, so the answer stays within what the host
+	// reads; the rest is cut and the listing marked truncated.
+	entries, err := d.ReadDir(MaxListEntries + 1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	truncated := len(entries) > MaxListEntries
+	if truncated {
+		entries = entries[:MaxListEntries]
 	}
 	out := make([]FileInfo, 0, len(entries))
 	for _, e := range entries {
@@ -170,7 +181,7 @@ func listDir(p string, _ *http.Request) (any, error) {
 		out = append(out, fileInfo(filepath.Join(p, e.Name()), fi))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return map[string]any{"path": p, "entries": out}, nil
+	return map[string]any{"path": p, "entries": out, "truncated": truncated}, nil
 }
 
 func mkdir(p string, _ *http.Request) (any, error) {

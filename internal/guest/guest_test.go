@@ -23,12 +23,13 @@ func startAgent(t *testing.T) *Client {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, SocketName)
-	c, err := Listen(sock, nil)
+	token := NewToken()
+	c, err := Listen(sock, Options{Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{Socket: sock, Logf: t.Logf}
+	a := &Agent{Socket: sock, Token: token, Logf: t.Logf}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); c.Close(); <-done })
@@ -296,13 +297,14 @@ func TestPTYEchoAndResize(t *testing.T) {
 func TestReconnect(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, SocketName)
-	c1, err := Listen(sock, nil)
+	token := NewToken()
+	c1, err := Listen(sock, Options{Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go (&Agent{Socket: sock}).Run(ctx)
+	go (&Agent{Socket: sock, Token: token}).Run(ctx)
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()
 	if err := c1.WaitReady(wctx); err != nil {
@@ -310,7 +312,7 @@ func TestReconnect(t *testing.T) {
 	}
 	c1.Close()
 	os.Remove(sock)
-	c2, err := Listen(sock, nil)
+	c2, err := Listen(sock, Options{Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}

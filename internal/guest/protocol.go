@@ -9,7 +9,11 @@
 // one HTTP request to the agent.
 package guest
 
-import "time"
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"time"
+)
 
 // Paths inside every sandbox.
 const (
@@ -22,6 +26,49 @@ const (
 	// SocketName is the host socket's name in RunDir.
 	SocketName = "host.sock"
 )
+
+// The greeting. Root inside a sandbox can connect to the host socket too,
+// so the real agent proves itself first: the first bytes it sends on every
+// connection are one line, GreetingPrefix followed by the sandbox's agent
+// token and "\n", before any multiplexing starts. The host reads at most
+// MaxGreeting bytes for it, for at most GreetingTimeout, and refuses a
+// connection without the right token. The token reaches the agent in
+// TokenEnv of the sandbox's init, which hands it to the agent over a pipe;
+// both are non-dumpable, so other processes in the sandbox (without
+// CAP_SYS_PTRACE) cannot read it from their memory or environment.
+const (
+	GreetingPrefix  = "warren-agent/1 "
+	MaxGreeting     = 128
+	GreetingTimeout = 5 * time.Second
+	TokenEnv        = "WARREN_AGENT_TOKEN"
+)
+
+// NewToken returns a fresh agent token.
+func NewToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Greeting is the line the agent sends first.
+func Greeting(token string) []byte { return []byte(GreetingPrefix + token + "\n") }
+
+// Bounds on what the host reads from an agent. A sandbox may run hostile
+// code as root, so nothing it sends is read without a limit.
+const (
+	// MaxFrame bounds one streamed frame (NDJSON line or WebSocket
+	// message) from an agent. The agent sends at most 32 KiB of output
+	// per frame, which JSON escaping can grow six-fold.
+	MaxFrame = 1 << 20
+	// MaxAnswer bounds a small JSON answer (file info, a command's state,
+	// a ready check).
+	MaxAnswer = 1 << 20
+	// MaxListAnswer bounds a directory listing or the list of commands.
+	MaxListAnswer = 64 << 20
+)
+
+// NDJSON is the content type of streamed exec answers.
+const NDJSON = "application/x-ndjson"
 
 // ExecRequest runs one command. Exactly one of Argv or Cmd is set; Cmd runs
 // under /bin/sh -c.
@@ -47,8 +94,13 @@ type ExecResult struct {
 }
 
 // MaxCapturedOutput bounds what a synchronous exec keeps per stream; larger
-// outputs belong on the streaming variant.
+// outputs belong on the streaming variant. The host enforces it too, and
+// never buffers more.
 const MaxCapturedOutput = 16 << 20
+
+// MaxListEntries bounds a directory listing; a longer one is cut and
+// marked truncated.
+const MaxListEntries = 20000
 
 // Frame is one message of a streaming exec or PTY session, in either
 // direction.
@@ -59,9 +111,12 @@ type Frame struct {
 	Data     string `json:"data,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
 	TimedOut bool   `json:"timed_out,omitempty"`
-	Message  string `json:"message,omitempty"`
-	Cols     uint16 `json:"cols,omitempty"`
-	Rows     uint16 `json:"rows,omitempty"`
+	// Truncated and DurationMs close a synchronous exec (exit frames).
+	Truncated  bool   `json:"truncated,omitempty"`
+	DurationMs int64  `json:"duration_ms,omitempty"`
+	Message    string `json:"message,omitempty"`
+	Cols       uint16 `json:"cols,omitempty"`
+	Rows       uint16 `json:"rows,omitempty"`
 }
 
 // FileInfo describes one file or directory.

@@ -6,6 +6,9 @@ package runtime
 import (
 	"context"
 	"errors"
+	"io"
+	"os"
+	"strings"
 )
 
 // Spec is what a backend needs to boot one sandbox. The caller has already
@@ -24,6 +27,10 @@ type Spec struct {
 	RunDir string
 	// Agent is the host path of the static agent binary.
 	Agent string
+	// AgentToken is what the agent greets the host with. A backend hands
+	// it to the agent so that nothing else in the sandbox can read it
+	// (guest.TokenEnv of the sandbox's init, which is non-dumpable).
+	AgentToken string
 	// NetNS is the network namespace to join; empty for a new, empty one.
 	NetNS string
 	// Hostname inside the sandbox.
@@ -98,3 +105,33 @@ type Checkpointer interface {
 
 // ErrNoCheckpoint is returned by a backend that cannot checkpoint here.
 var ErrNoCheckpoint = errors.New("this runtime cannot checkpoint sandboxes")
+
+// InitLogName is the file in a sandbox's Dir where backends put what its
+// init printed while booting. The sandbox's processes cannot write to it
+// once the agent is up (see guest.DetachStdio).
+const InitLogName = "init.log"
+
+// LogTail returns the last lines of a log file, reading at most its last
+// 64 KiB: logs are written by, or about, sandboxes, and are never read
+// whole.
+func LogTail(path string, lines int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > window {
+		_, _ = f.Seek(fi.Size()-window, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, window))
+	all := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	out := strings.Join(all, "; ")
+	if len(out) > 2000 {
+		out = out[len(out)-2000:]
+	}
+	return out
+}

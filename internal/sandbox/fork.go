@@ -134,6 +134,15 @@ func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, s
 	if err := os.MkdirAll(lay.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	// The copy's agent is the source's, restored: it greets with the
+	// source's token.
+	if tok, err := m.agentToken(src.ID); err != nil {
+		return nil, err
+	} else if tok != "" {
+		if err := os.WriteFile(m.tokenFile(id), []byte(tok), 0o600); err != nil {
+			return nil, fmt.Errorf("record agent token: %w", err)
+		}
+	}
 	// cp -a keeps what an overlay upper layer is made of: whiteout
 	// devices, opaque-directory xattrs, owners and modes.
 	if out, err := exec.CommandContext(ctx, "cp", "-a", m.layout(src.ID).Upper(), lay.Upper()).CombinedOutput(); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/inroot"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
@@ -53,6 +54,7 @@ type Manager struct {
 	live     map[string]*live
 	creating map[string]bool // creates under way in this process
 	ending   map[string]bool // deletes, pauses and resumes under way in this process
+	checking map[string]bool // liveness checks after a dropped agent, one per sandbox
 	pools    []*pool
 }
 
@@ -73,6 +75,7 @@ type live struct {
 	lastUse time.Time
 	flushed time.Time // lastUse as last written to the store
 	streams int       // open exec streams and terminals
+	ops     int       // agent calls in flight, at most MaxOperations
 }
 
 func (l *live) owner() string {
@@ -121,7 +124,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "sandboxes"), 0o711); err != nil {
 		return nil, fmt.Errorf("create sandboxes dir: %w", err)
 	}
-	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}, ending: map[string]bool{}}, nil
+	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}, ending: map[string]bool{}, checking: map[string]bool{}}, nil
 }
 
 // Runtimes lists the available backend names.
@@ -283,6 +286,9 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
 	}
+	if _, err := m.newAgentToken(id); err != nil {
+		return nil, nil, err
+	}
 	agent, err := m.listenAgent(id)
 	if err != nil {
 		return nil, nil, err
@@ -356,15 +362,10 @@ func (m *Manager) waitAgent(ctx context.Context, l *live) error {
 }
 
 func (m *Manager) initLogTail(id string) string {
-	b, err := os.ReadFile(filepath.Join(m.sandboxDir(id), "init.log"))
-	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
-		return ""
+	if tail := runtime.LogTail(filepath.Join(m.sandboxDir(id), runtime.InitLogName), 5); tail != "" {
+		return ": " + tail
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return ": " + strings.Join(lines, "; ")
+	return ""
 }
 
 func hostname(id string) string { return strings.ReplaceAll(id, "_", "-") }
@@ -402,11 +403,43 @@ func (m *Manager) detach(id string) {
 }
 
 // listenAgent opens the host end of a sandbox's agent socket, replacing
-// a socket file a previous listener left.
+// a socket file a previous listener left. Only an agent that greets with
+// the sandbox's token is served.
 func (m *Manager) listenAgent(id string) (*guest.Client, error) {
+	token, err := m.agentToken(id)
+	if err != nil {
+		return nil, err
+	}
 	sock := filepath.Join(m.runDir(id), guest.SocketName)
 	_ = os.Remove(sock)
-	return guest.Listen(sock, m.agentLost(id))
+	return guest.Listen(sock, guest.Options{Token: token, OnDisconnect: m.agentLost(id), Log: m.log.With("sandbox.id", id)})
+}
+
+// tokenFile keeps a sandbox's agent token on the host, outside anything
+// the sandbox can reach.
+func (m *Manager) tokenFile(id string) string { return filepath.Join(m.sandboxDir(id), "agent.token") }
+
+// newAgentToken makes and records the token a new sandbox's agent will
+// greet with.
+func (m *Manager) newAgentToken(id string) (string, error) {
+	token := guest.NewToken()
+	if err := os.WriteFile(m.tokenFile(id), []byte(token), 0o600); err != nil {
+		return "", fmt.Errorf("record agent token: %w", err)
+	}
+	return token, nil
+}
+
+// agentToken reads a sandbox's agent token. A sandbox started by a warren
+// from before tokens has none; its agent is served without a greeting.
+func (m *Manager) agentToken(id string) (string, error) {
+	b, err := os.ReadFile(m.tokenFile(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read agent token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // setupNetwork gives a sandbox its network and points its resolver and
@@ -428,9 +461,10 @@ func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec) (string,
 
 // runtimeSpec is what a backend needs to start or restore a sandbox.
 func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *spec) runtime.Spec {
+	token, _ := m.agentToken(id)
 	return runtime.Spec{
 		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
+		Agent: m.cfg.Agent, AgentToken: token, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
 	}
 }
 
@@ -570,18 +604,21 @@ func (m *Manager) view(r *store.Sandbox) *Sandbox {
 
 // writeNetworkFiles points the sandbox's resolver at its gateway, where
 // warren answers DNS by the sandbox's policy, and names the sandbox in
-// /etc/hosts.
+// /etc/hosts. The tree is the sandbox's own, so every path in it is
+// resolved inside it: a symlink it planted at /etc cannot lead the host
+// anywhere else.
 func writeNetworkFiles(rootfs, host string, info *network.Info) error {
 	files := map[string]string{
 		"etc/resolv.conf": "nameserver " + info.Gateway.String() + "\n",
 		"etc/hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost\n" + info.Address.String() + "\t" + host + "\n",
 		"etc/hostname":    host + "\n",
 	}
+	if err := inroot.MkdirAll(rootfs, "etc", 0o755); err != nil {
+		return fmt.Errorf("prepare /etc: %w", err)
+	}
 	for name, content := range files {
-		p := filepath.Join(rootfs, name)
-		_ = os.Remove(p) // may be a symlink into the image
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+		if err := inroot.WriteFile(rootfs, name, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write /%s: %w", name, err)
 		}
 	}
 	return nil

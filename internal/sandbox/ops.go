@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
@@ -20,6 +21,44 @@ import (
 )
 
 var readFile = os.ReadFile
+
+// MaxOperations bounds the agent calls (execs, streams, terminals, file
+// transfers, log follows) one sandbox may have in flight; more answer
+// 429. It bounds what one sandbox can make the host hold.
+const MaxOperations = 32
+
+// use returns the agent of a running sandbox of org, with one of its
+// operation slots taken until done is called, recording the use for the
+// idle timeout.
+func (m *Manager) use(ctx context.Context, org, id string) (l *live, done func(), err error) {
+	l, err = m.agentFor(ctx, org, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	done, err = l.acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, done, nil
+}
+
+// acquire takes one of the sandbox's operation slots.
+func (l *live) acquire() (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ops >= MaxOperations {
+		return nil, &Error{Kind: KindTooMany, Message: fmt.Sprintf("sandbox %s already has %d operations in progress; try again when some finish", l.id, MaxOperations)}
+	}
+	l.ops++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.ops--
+			l.mu.Unlock()
+		})
+	}, nil
+}
 
 // agentFor returns the agent of a running sandbox of org, recording the
 // use for the idle timeout.
@@ -76,10 +115,11 @@ func (m *Manager) Exec(ctx context.Context, org, id string, req *guest.ExecReque
 	if err := validateExec(req); err != nil {
 		return nil, err
 	}
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	res, err := l.agent.Exec(ctx, &r)
@@ -114,27 +154,29 @@ func (m *Manager) ExecStream(ctx context.Context, org, id string, req *guest.Exe
 	if err := validateExec(req); err != nil {
 		return nil, nil, err
 	}
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	conn, err = l.agent.ExecStream(ctx)
 	if err != nil {
+		done()
 		return nil, nil, agentError(err)
 	}
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	if err := wsjson.Write(ctx, conn, &r); err != nil {
+		done()
 		conn.CloseNow()
 		return nil, nil, fmt.Errorf("send exec request to agent: %w", err)
 	}
-	return conn, l.hold(), nil
+	return conn, both(l.hold(), done), nil
 }
 
 // PTY opens a terminal in a sandbox. The sandbox counts as busy until
 // release is called.
 func (m *Manager) PTY(ctx context.Context, org, id string, cols, rows int, env map[string]string) (conn *websocket.Conn, release func(), err error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -149,67 +191,77 @@ func (m *Manager) PTY(ctx context.Context, org, id string, cols, rows int, env m
 	}
 	conn, err = l.agent.PTY(ctx, q)
 	if err != nil {
+		done()
 		return nil, nil, agentError(err)
 	}
-	return conn, l.hold(), nil
+	return conn, both(l.hold(), done), nil
 }
 
 // ReadFile streams a file out of a sandbox.
 func (m *Manager) ReadFile(ctx context.Context, org, id, path string) (io.ReadCloser, int64, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, 0, err
 	}
 	rc, n, err := l.agent.ReadFile(ctx, path)
-	return rc, n, agentError(err)
+	if err != nil {
+		done()
+		return nil, 0, agentError(err)
+	}
+	return &closeHook{ReadCloser: rc, hook: done}, n, nil
 }
 
 // WriteFile streams r into a file in a sandbox.
 func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r io.Reader) (*guest.FileInfo, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	fi, err := l.agent.WriteFile(ctx, path, mode, r)
 	return fi, agentError(err)
 }
 
 // ListFiles lists a directory in a sandbox.
 func (m *Manager) ListFiles(ctx context.Context, org, id, path string) ([]guest.FileInfo, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	out, err := l.agent.List(ctx, path)
 	return out, agentError(err)
 }
 
 // StatFile describes a path in a sandbox.
 func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	fi, err := l.agent.Stat(ctx, path)
 	return fi, agentError(err)
 }
 
 // Mkdir creates a directory in a sandbox.
 func (m *Manager) Mkdir(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	fi, err := l.agent.Mkdir(ctx, path)
 	return fi, agentError(err)
 }
 
 // RemoveFile removes a path in a sandbox.
 func (m *Manager) RemoveFile(ctx context.Context, org, id, path string, recursive bool) error {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return err
 	}
+	defer done()
 	return agentError(l.agent.Remove(ctx, path, recursive))
 }
 
@@ -250,4 +302,23 @@ func (m *Manager) SetNetwork(ctx context.Context, org, id string, p *network.Pol
 		sp.Network = pol
 		return nil
 	})
+}
+
+// both returns a func that calls f and g once.
+func both(f, g func()) func() {
+	var once sync.Once
+	return func() { once.Do(func() { f(); g() }) }
+}
+
+// closeHook runs hook once when the reader is closed.
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+	once sync.Once
+}
+
+func (c *closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(c.hook)
+	return err
 }

@@ -144,7 +144,21 @@ func (m *Manager) checkLive(ctx context.Context, row *store.Sandbox, rt runtime.
 // next reconcile, so callers learn of a dead sandbox in milliseconds.
 func (m *Manager) agentLost(id string) func() {
 	return func() {
+		// One check at a time per sandbox: an agent that connects and
+		// drops in a loop must not become a storm of runtime calls.
+		m.mu.Lock()
+		if m.checking[id] {
+			m.mu.Unlock()
+			return
+		}
+		m.checking[id] = true
+		m.mu.Unlock()
 		go func() {
+			defer func() {
+				m.mu.Lock()
+				delete(m.checking, id)
+				m.mu.Unlock()
+			}()
 			ctx := context.Background()
 			// The runtime may take a moment to notice its sandbox died.
 			for _, wait := range []time.Duration{0, 200 * time.Millisecond, time.Second, 3 * time.Second} {

@@ -174,7 +174,11 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 				return fmt.Errorf("start %s: %w", c.Name, err)
 			}
 			if cmd.State != "running" {
-				return badRequest(fld, "background command %q did not start (exit %d)", c.Name, *cmd.ExitCode)
+				code := "unknown"
+				if cmd.ExitCode != nil {
+					code = strconv.Itoa(*cmd.ExitCode)
+				}
+				return badRequest(fld, "background command %q did not start (exit %s)", c.Name, code)
 			}
 			continue
 		}
@@ -225,10 +229,11 @@ func (m *Manager) StartCommand(ctx context.Context, org, id string, req *guest.C
 	if req.Cwd != "" && !strings.HasPrefix(req.Cwd, "/") {
 		return nil, badRequest("cwd", "cwd %q must be absolute", req.Cwd)
 	}
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	c, err := l.agent.StartCommand(ctx, &r)
@@ -237,10 +242,11 @@ func (m *Manager) StartCommand(ctx context.Context, org, id string, req *guest.C
 
 // Commands lists a sandbox's background commands.
 func (m *Manager) Commands(ctx context.Context, org, id string) ([]guest.Command, error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	out, err := l.agent.Commands(ctx)
 	return out, agentError(err)
 }
@@ -248,13 +254,14 @@ func (m *Manager) Commands(ctx context.Context, org, id string) ([]guest.Command
 // CommandLogs streams a background command's output; with follow it
 // lasts until the command exits, and the sandbox counts as in use.
 func (m *Manager) CommandLogs(ctx context.Context, org, id, name string, follow bool) (io.ReadCloser, func(), error) {
-	l, err := m.agentFor(ctx, org, id)
+	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	rc, err := l.agent.CommandLogs(ctx, name, follow)
 	if err != nil {
+		done()
 		return nil, nil, agentError(err)
 	}
-	return rc, l.hold(), nil
+	return rc, both(l.hold(), done), nil
 }

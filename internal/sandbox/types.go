@@ -144,6 +144,8 @@ const (
 	KindNotFound
 	KindConflict
 	KindUnavailable
+	// KindTooMany: a limit on work in flight was reached; try later.
+	KindTooMany
 )
 
 // Error is an error a caller can act on.

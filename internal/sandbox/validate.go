@@ -86,8 +86,8 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 		if !filepath.IsAbs(hm.Source) || !filepath.IsAbs(hm.Target) || hm.Target == "/" {
 			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d]", i), "mounts need absolute source and target paths other than /")
 		}
-		if st, err := os.Stat(hm.Source); err != nil || !st.IsDir() {
-			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d].source", i), "%s is not a directory", hm.Source)
+		if st, err := os.Stat(hm.Source); err != nil || !(st.IsDir() || st.Mode().IsRegular()) {
+			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d].source", i), "%s is not a directory or a file", hm.Source)
 		}
 	}
 	if rt != "process" {

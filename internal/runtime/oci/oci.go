@@ -115,7 +115,7 @@ func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
 // launch runs a start-like subcommand (run, restore), cleaning up and
 // explaining on failure.
 func (r *Runtime) launch(ctx context.Context, spec runtime.Spec, args ...string) error {
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, runtime.InitLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open init log: %w", err)
 	}
@@ -128,9 +128,8 @@ func (r *Runtime) launch(ctx context.Context, spec runtime.Spec, args ...string)
 	if err := cmd.Run(); err != nil {
 		// It may have got as far as creating the container.
 		_ = r.Stop(context.WithoutCancel(ctx), spec.ID)
-		initLog, _ := os.ReadFile(filepath.Join(spec.Dir, "init.log"))
-		rtLog, _ := os.ReadFile(runtimeLog)
-		return fmt.Errorf("%s %s %s: %w: %s %s", r.cfg.Name, args[0], spec.ID, err, lastLines(initLog, 5), lastLines(rtLog, 5))
+		return fmt.Errorf("%s %s %s: %w: %s %s", r.cfg.Name, args[0], spec.ID, err,
+			runtime.LogTail(filepath.Join(spec.Dir, runtime.InitLogName), 5), runtime.LogTail(runtimeLog, 5))
 	}
 	return nil
 }
@@ -249,12 +248,4 @@ func isNotExist(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "does not exist") || strings.Contains(msg, "not found") ||
 		strings.Contains(msg, "no such file") || errors.Is(err, os.ErrNotExist)
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "; ")
 }

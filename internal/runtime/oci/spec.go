@@ -52,7 +52,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: guest.AgentPath, Type: "bind", Source: s.Agent, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-			{Destination: guest.RunDir, Type: "bind", Source: s.RunDir, Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
+			{Destination: guest.RunDir, Type: "bind", Source: s.RunDir, Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: "/" + r.cfg.CgroupParent + "/" + s.ID,
@@ -71,6 +71,9 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 			mode = "ro"
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.Target, Type: "bind", Source: m.Source, Options: []string{"rbind", mode, "nosuid", "nodev"}})
+	}
+	if s.AgentToken != "" {
+		spec.Process.Env = append(spec.Process.Env, guest.TokenEnv+"="+s.AgentToken)
 	}
 	if r.cfg.Seccomp {
 		spec.Linux.Seccomp = seccompProfile()

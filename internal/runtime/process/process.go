@@ -43,13 +43,14 @@ func (r *Runtime) Name() string { return "process" }
 func (r *Runtime) pidFile(id string) string { return filepath.Join(r.stateDir, id+".pid") }
 
 func (r *Runtime) Start(ctx context.Context, spec runtime.Spec) error {
-	logf, err := os.OpenFile(filepath.Join(spec.Dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, runtime.InitLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open agent log: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(spec.Agent, "agent", "--socket", filepath.Join(spec.RunDir, guest.SocketName), "--sandbox-id", spec.ID)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), guest.TokenEnv+"="+spec.AgentToken)
 	cmd.Dir = spec.Rootfs
 	// Its own session, so the agent outlives a warren restart and Stop can
 	// find everything it started.

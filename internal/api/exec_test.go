@@ -1,0 +1,56 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/warrenhq/warren/internal/guest"
+)
+
+// FuzzWriteJSONString: the piecewise escaper says exactly what
+// encoding/json says of the whole string, for any bytes.
+func FuzzWriteJSONString(f *testing.F) {
+	f.Add("plain", 1)
+	f.Add("h\xe2\x82\xacllo \x00 \"quoted\" <tag> \xff\xfe", 3)
+	f.Add(strings.Repeat("€", 20000), 1)
+	f.Fuzz(func(t *testing.T, s string, repeat int) {
+		if repeat < 1 || repeat > 40 {
+			repeat = 1
+		}
+		s = strings.Repeat(s, repeat)
+		var b bytes.Buffer
+		writeJSONString(&b, s)
+		var got, want string
+		if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+			t.Fatalf("not JSON: %v", err)
+		}
+		whole, _ := json.Marshal(s)
+		_ = json.Unmarshal(whole, &want)
+		if got != want {
+			t.Fatalf("decoded differently from json.Marshal")
+		}
+	})
+}
+
+func TestWriteExecResult(t *testing.T) {
+	for _, res := range []guest.ExecResult{
+		{ExitCode: 3, Stdout: "out\n", Stderr: "err \xff", DurationMs: 12},
+		{ExitCode: 124, TimedOut: true, Truncated: true, Stdout: strings.Repeat("\x01é", 70000)},
+	} {
+		rec := httptest.NewRecorder()
+		writeExecResult(rec, &res)
+		var got guest.ExecResult
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := res
+		b, _ := json.Marshal(res)
+		_ = json.Unmarshal(b, &want)
+		if got != want {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+}
