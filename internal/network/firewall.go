@@ -17,10 +17,35 @@ const tableName = "warren"
 // sandboxRules is what the firewall needs to know of one sandbox.
 type sandboxRules struct {
 	slot  int
+	info  *Info // its addresses
 	rules *rules
 	// resolved holds addresses the DNS resolver answered for allowed
-	// domains, with their expiry.
+	// domains, with their expiry; at most maxResolved of them.
 	resolved map[netip.Addr]time.Time
+}
+
+// remember records answered addresses, forgetting expired ones first and
+// the soonest to expire when there are too many.
+func (sb *sandboxRules) remember(addrs []netip.Addr, until time.Time) {
+	now := time.Now()
+	for a, exp := range sb.resolved {
+		if exp.Before(now) {
+			delete(sb.resolved, a)
+		}
+	}
+	for _, a := range addrs {
+		sb.resolved[a] = until
+	}
+	for len(sb.resolved) > maxResolved {
+		var oldest netip.Addr
+		var first time.Time
+		for a, exp := range sb.resolved {
+			if first.IsZero() || exp.Before(first) {
+				oldest, first = a, exp
+			}
+		}
+		delete(sb.resolved, oldest)
+	}
 }
 
 // ifname matches an interface name exactly, or as a prefix when prefix.
@@ -128,7 +153,42 @@ var (
 	table   = &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv4}
 	blocked = &nftables.Set{Table: table, Name: "blocked", KeyType: nftables.TypeIPAddr, Interval: true}
 	routes  = &nftables.Set{Table: table, Name: "sandboxes", KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, IsMap: true}
+	// sources pairs each sandbox's interface with its one address:
+	// anything else arriving on that interface is spoofed.
+	sources = &nftables.Set{Table: table, Name: "sources", KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr), Concatenation: true}
+	// resolvers pairs each sandbox's interface with its gateway, where
+	// its own DNS resolver listens; no other host address is open to it.
+	resolvers = &nftables.Set{Table: table, Name: "resolvers", KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr), Concatenation: true}
+	// table6 drops all IPv6 from and to sandboxes. Sandboxes have no IPv6
+	// (it is disabled on both ends of their links); this is the backstop.
+	table6 = &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv6}
 )
+
+// maxResolved bounds how many answered addresses one sandbox's firewall
+// holds open at once.
+const maxResolved = 4096
+
+// Registers for concatenated lookups: 32-bit registers, the first at 8.
+const (
+	reg32Iface = 8  // an interface name takes four of them
+	reg32Addr  = 12 // the address follows it
+)
+
+// ifaceAnd loads the input interface and an IPv4 header field (offset 12
+// source, 16 destination) for a lookup in a concatenated set.
+func ifaceAnd(offset uint32, set *nftables.Set, invert bool) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg32Iface},
+		&expr.Payload{DestRegister: reg32Addr, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Lookup{SourceRegister: reg32Iface, SetName: set.Name, SetID: set.ID, Invert: invert},
+	}
+}
+
+// pairKey is a concatenated (interface, address) key.
+func pairKey(iface string, a netip.Addr) []byte {
+	b := a.As4()
+	return append(ifnameKey(iface), b[:]...)
+}
 
 func sandboxChain(id string) *nftables.Chain { return &nftables.Chain{Name: "sb_" + id, Table: table} }
 
@@ -141,7 +201,7 @@ func allowSet(slot int) *nftables.Set {
 }
 
 func resolvedSet(slot int) *nftables.Set {
-	return &nftables.Set{Table: table, Name: fmt.Sprintf("dyn_%05x", slot), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	return &nftables.Set{Table: table, Name: fmt.Sprintf("dyn_%05x", slot), KeyType: nftables.TypeIPAddr, HasTimeout: true, Size: maxResolved}
 }
 
 // ifnameKey is an interface name as the kernel keys it: NUL-padded.
@@ -168,8 +228,18 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 	if err := c.AddSet(routes, nil); err != nil {
 		return fmt.Errorf("add sandbox map: %w", err)
 	}
+	for _, set := range []*nftables.Set{sources, resolvers} {
+		if err := c.AddSet(set, nil); err != nil {
+			return fmt.Errorf("add %s set: %w", set.Name, err)
+		}
+	}
 
 	accept := nftables.ChainPolicyAccept
+	// Before connection tracking sees it, a packet from a sandbox must
+	// come from that sandbox's own address: a spoofed one could slip into
+	// another's connections or reach what the other may.
+	pre := c.AddChain(&nftables.Chain{Name: "antispoof", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept})
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	in := c.AddChain(&nftables.Chain{Name: "input", Table: table, Type: nftables.ChainTypeFilter,
@@ -191,10 +261,13 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
 	rule(fwd, cat(ifname(expr.MetaKeyOIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
 
-	// The host itself: only the DNS resolver, and replies.
+	rule(pre, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ifaceAnd(12, sources, true), []expr.Any{verdict(expr.VerdictDrop)}))
+
+	// The host itself: only the sandbox's own DNS resolver, and replies.
 	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
-	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(unix.IPPROTO_UDP, 53), []expr.Any{verdict(expr.VerdictAccept)}))
-	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(unix.IPPROTO_TCP, 53), []expr.Any{verdict(expr.VerdictAccept)}))
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(proto, 53), ifaceAnd(16, resolvers, false), []expr.Any{verdict(expr.VerdictAccept)}))
+	}
 	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
 
 	// Sandboxes reach the world from the host's address.
@@ -214,10 +287,33 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 			return err
 		}
 	}
+	programIPv6(c)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables: %w", err)
 	}
 	return nil
+}
+
+// programIPv6 queues the IPv6 table: nothing from or to a sandbox.
+func programIPv6(c *nftables.Conn) {
+	c.AddTable(table6)
+	c.DelTable(table6)
+	c.AddTable(table6)
+	accept := nftables.ChainPolicyAccept
+	drop := func(ch *nftables.Chain, key expr.MetaKey) {
+		c.AddRule(&nftables.Rule{Table: table6, Chain: ch, Exprs: cat(ifname(key, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)})})
+	}
+	for _, hook := range []struct {
+		name string
+		hook *nftables.ChainHook
+	}{{"input", nftables.ChainHookInput}, {"forward", nftables.ChainHookForward}, {"prerouting", nftables.ChainHookPrerouting}} {
+		ch := c.AddChain(&nftables.Chain{Name: hook.name, Table: table6, Type: nftables.ChainTypeFilter,
+			Hooknum: hook.hook, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		drop(ch, expr.MetaKeyIIFNAME)
+		if hook.name == "forward" {
+			drop(ch, expr.MetaKeyOIFNAME)
+		}
+	}
 }
 
 // addSandbox queues a sandbox's chain, its sets and its map entry.
@@ -260,8 +356,15 @@ func addSandbox(c *nftables.Conn, id string, sb *sandboxRules) error {
 		rule(cat(daddrIn(dyn), []expr.Any{verdict(expr.VerdictAccept)}))
 	}
 	rule([]expr.Any{verdict(expr.VerdictDrop)})
+	link := hostLink(sb.slot)
+	if err := c.SetAddElements(sources, []nftables.SetElement{{Key: pairKey(link, sb.info.Address)}}); err != nil {
+		return err
+	}
+	if err := c.SetAddElements(resolvers, []nftables.SetElement{{Key: pairKey(link, sb.info.Gateway)}}); err != nil {
+		return err
+	}
 	return c.SetAddElements(routes, []nftables.SetElement{{
-		Key:         ifnameKey(hostLink(sb.slot)),
+		Key:         ifnameKey(link),
 		VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain.Name},
 	}})
 }
@@ -271,16 +374,19 @@ func addSandbox(c *nftables.Conn, id string, sb *sandboxRules) error {
 // after a batch that never landed.
 func removeSandbox(c *nftables.Conn, id string, slot int) error {
 	key := ifnameKey(hostLink(slot))
-	els, err := c.GetSetElements(routes)
-	if err != nil {
-		return fmt.Errorf("read sandbox map: %w", err)
-	}
-	for _, e := range els {
-		if string(e.Key) == string(key) {
-			if err := c.SetDeleteElements(routes, []nftables.SetElement{{Key: key}}); err != nil {
-				return err
+	for _, set := range []*nftables.Set{routes, sources, resolvers} {
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", set.Name, err)
+		}
+		for _, e := range els {
+			// Map entries are keyed by the interface; the pair sets by
+			// the interface and an address.
+			if len(e.Key) >= len(key) && string(e.Key[:len(key)]) == string(key) {
+				if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: e.Key}}); err != nil {
+					return err
+				}
 			}
-			break
 		}
 	}
 	// Listing is the way to ask whether one chain exists: a lookup of a

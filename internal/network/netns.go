@@ -54,6 +54,10 @@ func createNamespace(id string) error {
 		h, err := netns.NewNamed(nsPrefix + id)
 		if err == nil {
 			h.Close()
+			// Sandboxes have no IPv6: interfaces that arrive in this
+			// namespace get none, so no link-local address reaches the
+			// host. Loopback keeps ::1, which stays inside.
+			err = disableIPv6("default")
 		}
 		errc <- err
 	}()
@@ -101,6 +105,9 @@ func wire(id string, slot int, gw, addr netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("find veth %s: %w", host, err)
 	}
+	if err := disableIPv6(host); err != nil {
+		return err
+	}
 	if err := netlink.AddrAdd(hostL, &netlink.Addr{IPNet: ipNet(gw, 30)}); err != nil {
 		return fmt.Errorf("address %s: %w", host, err)
 	}
@@ -119,6 +126,9 @@ func wire(id string, slot int, gw, addr netip.Addr) error {
 	if err := h.LinkSetName(inner, "eth0"); err != nil {
 		return fmt.Errorf("rename %s: %w", peer, err)
 	}
+	if err := inNamespace(id, func() error { return disableIPv6("eth0") }); err != nil {
+		return err
+	}
 	if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(addr, 30)}); err != nil {
 		return fmt.Errorf("address eth0: %w", err)
 	}
@@ -132,6 +142,37 @@ func wire(id string, slot int, gw, addr netip.Addr) error {
 		return fmt.Errorf("default route: %w", err)
 	}
 	return nil
+}
+
+// disableIPv6 turns IPv6 off for an interface (or "default", for those
+// created later) in the calling thread's network namespace.
+func disableIPv6(iface string) error {
+	p := filepath.Join("/proc/sys/net/ipv6/conf", iface, "disable_ipv6")
+	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("disable IPv6 on %s: %w", iface, err)
+	}
+	return nil
+}
+
+// inNamespace runs fn on a thread inside a sandbox's network namespace.
+// The thread is never given back to the scheduler.
+func inNamespace(id string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		ns, err := netns.GetFromPath(NSPath(id))
+		if err != nil {
+			errc <- fmt.Errorf("open namespace of %s: %w", id, err)
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter namespace of %s: %w", id, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }
 
 func ipNet(a netip.Addr, bits int) *net.IPNet {

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultSubnet holds every sandbox's /30.
@@ -82,7 +86,7 @@ func New(cfg Config) (*Manager, error) {
 			continue
 		}
 		m.nets[id] = &info
-		m.fw[id] = &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+		m.fw[id] = &sandboxRules{slot: info.Slot, info: &info, rules: r, resolved: map[netip.Addr]time.Time{}}
 		if _, err := os.Stat(NSPath(id)); err == nil {
 			if res, err := m.startResolver(id, &info); err == nil {
 				m.resolvers[id] = res
@@ -123,7 +127,7 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 		return nil, err
 	}
 	m.nets[id] = info
-	fw := &sandboxRules{slot: slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	fw := &sandboxRules{slot: slot, info: info, rules: r, resolved: map[netip.Addr]time.Time{}}
 	m.fw[id] = fw
 	m.mu.Unlock()
 	defer func() {
@@ -220,7 +224,7 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 	if info == nil {
 		return nil, fmt.Errorf("sandbox %s has no network", id)
 	}
-	fw := &sandboxRules{slot: info.Slot, rules: r, resolved: map[netip.Addr]time.Time{}}
+	fw := &sandboxRules{slot: info.Slot, info: info, rules: r, resolved: map[netip.Addr]time.Time{}}
 	if err := installSandbox(id, fw, true); err != nil {
 		return nil, err
 	}
@@ -229,7 +233,23 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 	if err := m.save(id, info); err != nil {
 		return nil, err
 	}
+	// Connections opened under the old policy would ride on as
+	// established; forget them, so their next packet meets the new rules.
+	if err := forgetConnections(info.Address); err != nil {
+		m.log.Warn("flush connections after a policy change", "sandbox.id", id, "err", err)
+	}
 	return pol, nil
+}
+
+// forgetConnections drops the connection-tracking entries a sandbox
+// address started.
+func forgetConnections(addr netip.Addr) error {
+	f := &netlink.ConntrackFilter{}
+	if err := f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(addr.AsSlice())); err != nil {
+		return err
+	}
+	_, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+	return err
 }
 
 // save records a sandbox's network so a restarted warren knows it.
