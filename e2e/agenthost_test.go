@@ -141,6 +141,14 @@ func TestAgentHost(t *testing.T) {
 	data := t.TempDir()
 	t.Cleanup(func() { cleanDataDir(t, data) })
 	os.WriteFile(filepath.Join(ws, "README.md"), []byte("# a workspace\n"), 0o644)
+	// The workspace is a git repository: the agent must not be able to
+	// plant what git on the host would run.
+	for _, args := range [][]string{{"init", "-q"}, {"-c", "user.email=e@x", "-c", "user.name=e", "commit", "-q", "--allow-empty", "-m", "first"}} {
+		if out, err := exec.Command("git", append([]string{"-C", ws}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	configBefore, _ := os.ReadFile(filepath.Join(ws, ".git", "config"))
 
 	t.Run("check", func(t *testing.T) {
 		cmd := exec.Command(warrenBin, startArgs(ws, data, "--check", "--check-events", "--log-format", "json", "--run-id", "run_checktest", "--verbose")...)
@@ -232,6 +240,33 @@ func TestAgentHost(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(ws, "kernel.txt")); !strings.Contains(string(b), "gVisor") {
 			t.Fatalf("the shell did not run under gVisor: dmesg says %q", b)
 		}
+		// The agent plants hooks and git config, and tries to swap .git
+		// for its own; commits still work.
+		// (OpenCode evals the command inside double quotes, one line: no
+		// variables, no double quotes, no newlines.)
+		plant := strings.Join([]string{
+			"cd /workspace; : > git-attack.txt",
+			"printf '#!/bin/sh\\ntouch /tmp/pwned\\n' > .git/hooks/pre-commit && echo hook-written >> git-attack.txt",
+			"git config core.fsmonitor 'touch /tmp/pwned' && echo config-written >> git-attack.txt",
+			"mv .git .git-old && echo git-moved >> git-attack.txt",
+			"rm -rf .git/hooks; test -d .git/hooks || echo hooks-removed >> git-attack.txt",
+			"git -c user.email=a@x -c user.name=agent commit -q --allow-empty -m from-the-agent && echo committed >> git-attack.txt",
+		}, "; ")
+		if code := h.call(t, "POST", proxy+"/session/"+session.ID+"/shell", bearer(p.ClientToken), map[string]any{"agent": "build", "command": plant}, nil); code != 200 {
+			t.Fatalf("shell through the proxy: %d", code)
+		}
+		if b, _ := os.ReadFile(filepath.Join(ws, "git-attack.txt")); strings.TrimSpace(string(b)) != "committed" {
+			t.Fatalf("git attack: %q, want only the commit to succeed", b)
+		}
+		if _, err := os.Stat(filepath.Join(ws, ".git", "hooks", "pre-commit")); err == nil {
+			t.Fatal("the agent planted a hook in the host's repository")
+		}
+		if after, _ := os.ReadFile(filepath.Join(ws, ".git", "config")); string(after) != string(configBefore) {
+			t.Fatalf("the agent changed the repository's config:\n%s", after)
+		}
+		if out, _ := exec.Command("git", "-C", ws, "log", "--format=%s").Output(); !strings.Contains(string(out), "from-the-agent") {
+			t.Fatalf("the agent's commit is not in the host's repository: %q", out)
+		}
 		var messages []json.RawMessage
 		if code := h.call(t, "GET", proxy+"/session/"+session.ID+"/message", bearer(p.ClientToken), nil, &messages); code != 200 || len(messages) == 0 {
 			t.Fatalf("messages: %d, %d messages", code, len(messages))
@@ -259,6 +294,10 @@ func TestAgentHost(t *testing.T) {
 		if code := h.call(t, "POST", proxy+"/session", bearer(minted.Token), map[string]any{}, nil); code != 403 {
 			t.Fatalf("viewer POST: %d, want 403", code)
 		}
+		// A viewer cannot open a terminal: no WebSocket that takes input.
+		if code := h.call(t, "GET", proxy+"/pty/pty_x/connect", map[string]string{"Authorization": "Bearer " + minted.Token, "Upgrade": "websocket", "Connection": "Upgrade"}, nil, nil); code != 403 {
+			t.Fatalf("viewer opening a terminal: %d, want 403", code)
+		}
 		var tokens struct {
 			Items []map[string]any `json:"items"`
 		}
@@ -276,6 +315,16 @@ func TestAgentHost(t *testing.T) {
 		}
 		if code := h.call(t, "POST", proxy+"/session", bearer(collab.Token), map[string]any{}, nil); code != 200 {
 			t.Fatalf("collaborator POST: %d", code)
+		}
+		// In auto mode a collaborator may run commands, but never change
+		// OpenCode's config (its permission rules) or credentials.
+		if code := h.call(t, "POST", proxy+"/session/"+session.ID+"/shell", bearer(collab.Token), map[string]any{"agent": "build", "command": "true"}, nil); code != 200 {
+			t.Fatalf("collaborator shell in auto mode: %d", code)
+		}
+		for _, r := range []struct{ method, path string }{{"PATCH", "/config"}, {"PUT", "/auth/openai"}, {"POST", "/mcp"}, {"POST", "/global/upgrade"}} {
+			if code := h.call(t, r.method, proxy+r.path, bearer(collab.Token), map[string]any{"permission": map[string]string{"bash": "allow"}}, nil); code != 403 {
+				t.Fatalf("collaborator %s %s: %d, want 403", r.method, r.path, code)
+			}
 		}
 		for _, path := range []string{"/permission/per_x/reply", "/session/" + session.ID + "/permissions/per_x"} {
 			if code := h.call(t, "POST", proxy+path, bearer(collab.Token), map[string]string{"reply": "once", "response": "once"}, nil); code != 403 {
@@ -472,10 +521,18 @@ func TestAgentHostDetach(t *testing.T) {
 func TestAgentHostDaemon(t *testing.T) {
 	data := t.TempDir()
 	t.Cleanup(func() { cleanDataDir(t, data) })
-	ws1, ws2 := t.TempDir(), t.TempDir()
+	// Workspaces added through the API must be under an allowed root.
+	roots := t.TempDir()
+	ws1, ws2 := filepath.Join(roots, "one"), filepath.Join(roots, "two")
+	outside, blocked := t.TempDir(), filepath.Join(roots, ".aws")
+	for _, d := range []string{ws1, ws2, blocked} {
+		os.MkdirAll(d, 0o755)
+	}
+	allowlist := filepath.Join(t.TempDir(), "mount-allowlist.json")
+	os.WriteFile(allowlist, []byte(`{"allowedRoots":[{"path":"`+roots+`","allowReadWrite":true}]}`), 0o644)
 	warren := func(args ...string) (string, error) {
 		cmd := exec.Command(warrenBin, args...)
-		cmd.Env = startEnv()
+		cmd.Env = append(startEnv(), "WARREN_MOUNT_ALLOWLIST="+allowlist)
 		out, err := cmd.Output()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return string(out), fmt.Errorf("%v: %s", err, ee.Stderr)
@@ -512,6 +569,11 @@ func TestAgentHostDaemon(t *testing.T) {
 	startDaemon()
 	if _, err := warren("daemon", "start", "--data-dir", data, "--port", "0"); err == nil || !strings.Contains(err.Error(), "already runs") {
 		t.Fatalf("a second daemon start: %v", err)
+	}
+	for dir, why := range map[string]string{outside: "not under any allowed root", blocked: "blocked pattern"} {
+		if _, err := warren("workspace", "add", dir, "--data-dir", data); err == nil || !strings.Contains(err.Error(), why) {
+			t.Fatalf("workspace add %s: %v, want it refused (%s)", dir, err, why)
+		}
 	}
 	var w1, w2 struct{ ID, Path string }
 	json.Unmarshal([]byte(must("workspace", "add", ws1, "--json", "--data-dir", data)), &w1)

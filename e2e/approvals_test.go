@@ -177,6 +177,55 @@ func TestApprovals(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "by=timeout") {
 		t.Fatal("the log does not say the timeout denied")
 	}
+	// A collaborator's shell command bypasses OpenCode's permissions, so
+	// in manual mode the workspace server holds it for the host.
+	var collab struct{ Token string }
+	if code := h.call(t, "POST", "/tokens", host, map[string]string{"scope": "collaborator"}, &collab); code != 201 {
+		t.Fatalf("mint collaborator: %d", code)
+	}
+	shell := func(file string) chan int {
+		done := make(chan int, 1)
+		go func() {
+			done <- h.call(t, "POST", proxy+"/session/"+setup+"/shell", bearer(collab.Token),
+				map[string]any{"agent": "build", "command": "touch /workspace/" + file}, nil)
+		}()
+		return done
+	}
+	held := func(file string) approval {
+		var got approval
+		eventually(t, 20*time.Second, "a held shell command", func() error {
+			for _, a := range list() {
+				if a.Permission == "direct" && strings.Contains(strings.Join(a.Patterns, " "), file) {
+					got = a
+					return nil
+				}
+			}
+			return fmt.Errorf("approvals: %+v", list())
+		})
+		if _, err := os.Stat(filepath.Join(ws, file)); err == nil {
+			t.Fatalf("%s exists before the host answered", file)
+		}
+		return got
+	}
+	done := shell("collab-denied")
+	a = held("collab-denied")
+	h.call(t, "POST", "/approvals/"+a.ID, host, map[string]string{"reply": "deny"}, nil)
+	if code := <-done; code != 403 {
+		t.Fatalf("denied shell: %d, want 403", code)
+	}
+	done = shell("collab-allowed")
+	a = held("collab-allowed")
+	h.call(t, "POST", "/approvals/"+a.ID, host, map[string]string{"reply": "allow"}, nil)
+	if code := <-done; code != 200 {
+		t.Fatalf("allowed shell: %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(ws, "collab-denied")); err == nil {
+		t.Fatal("the denied command ran")
+	}
+	if _, err := os.Stat(filepath.Join(ws, "collab-allowed")); err != nil {
+		t.Fatal("the allowed command did not run")
+	}
+
 	var status map[string]any
 	h.call(t, "GET", "/status", tok, nil, &status)
 	if m, _ := status["approval"].(map[string]any); m["mode"] != "manual" {

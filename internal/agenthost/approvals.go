@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -27,7 +28,14 @@ type Approval struct {
 
 	ws    *Workspace
 	timer *time.Timer
+	// decided, for a request the proxy holds, hears the host's answer;
+	// OpenCode's own requests are answered through OpenCode instead.
+	decided chan bool
 }
+
+// maxPending bounds the approvals waiting at once: what an agent (or a
+// collaborator) asks for past it is denied at once.
+const maxPending = 256
 
 // ErrNoApproval is an approval that is not (or no longer) pending.
 var ErrNoApproval = errors.New("no such pending approval")
@@ -105,7 +113,7 @@ func (h *Host) followEvents(ctx context.Context, w *Workspace) error {
 	// Requests made before the stream was open are listed, not announced.
 	if lr, err := w.openCodeRequest(ctx, http.MethodGet, "/permission", nil); err == nil {
 		var pending []permissionRequest
-		if json.NewDecoder(lr.Body).Decode(&pending) == nil {
+		if json.NewDecoder(io.LimitReader(lr.Body, 8<<20)).Decode(&pending) == nil {
 			for _, p := range pending {
 				h.requested(ctx, w, p)
 			}
@@ -160,6 +168,14 @@ func (h *Host) requested(ctx context.Context, w *Workspace, p permissionRequest)
 		h.approvals.mu.Unlock()
 		return
 	}
+	if len(h.approvals.pending) >= maxPending {
+		h.approvals.mu.Unlock()
+		h.log.Warn("too many approvals waiting; denying", "approval.id", a.ID, "workspace.id", w.ID, "pending", maxPending)
+		if err := w.replyPermission(ctx, p.ID, false); err != nil {
+			h.log.Error("deny permission", "workspace.id", w.ID, "approval.id", p.ID, "err", err)
+		}
+		return
+	}
 	h.approvals.pending[a.ID] = a
 	a.timer = time.AfterFunc(h.cfg.ApprovalTimeout, func() {
 		if err := h.Decide(context.Background(), a.ID, false, "timeout"); err != nil && !errors.Is(err, ErrNoApproval) {
@@ -210,7 +226,72 @@ func (h *Host) Decide(ctx context.Context, id string, allow bool, by string) err
 		return fmt.Errorf("%w: %s", ErrNoApproval, id)
 	}
 	h.log.Info("approval answered", "approval.id", id, "workspace.id", a.WorkspaceID, "allow", allow, "by", by)
+	if a.decided != nil {
+		a.decided <- allow
+		return nil
+	}
 	return a.ws.replyPermission(ctx, id, allow)
+}
+
+// maxHeldBody bounds the body of a request held for approval; the host
+// sees what it would run.
+const maxHeldBody = 1 << 20
+
+// holdRequest asks the host whether a direct request may go through, and
+// waits for the answer (a timeout denies). The body is read so the host
+// can see it, and put back for the proxy.
+func (h *Host) holdRequest(r *http.Request, ws *Workspace, path string) (bool, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHeldBody+1))
+	if err != nil {
+		return false, fmt.Errorf("read the request: %w", err)
+	}
+	if len(body) > maxHeldBody {
+		return false, fmt.Errorf("a request held for approval may carry at most %d bytes", maxHeldBody)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	patterns := []string{r.Method + " " + path}
+	var fields struct {
+		Command   string `json:"command"`
+		Arguments string `json:"arguments"`
+	}
+	if json.Unmarshal(body, &fields) == nil {
+		for _, f := range []string{fields.Command, fields.Arguments} {
+			if f != "" {
+				patterns = append(patterns, truncate(f, 500))
+			}
+		}
+	}
+	now := time.Now().UTC()
+	a := &Approval{ID: newToken("req"), WorkspaceID: ws.ID, Permission: "direct", Patterns: patterns,
+		Metadata: map[string]any{"role": roleOf(r)}, CreatedAt: now, ExpiresAt: now.Add(h.cfg.ApprovalTimeout),
+		ws: ws, decided: make(chan bool, 1)}
+	h.approvals.mu.Lock()
+	if len(h.approvals.pending) >= maxPending {
+		h.approvals.mu.Unlock()
+		return false, fmt.Errorf("%d approvals are already waiting; try again later", maxPending)
+	}
+	h.approvals.pending[a.ID] = a
+	a.timer = time.AfterFunc(h.cfg.ApprovalTimeout, func() {
+		_ = h.Decide(context.Background(), a.ID, false, "timeout")
+	})
+	h.approvals.mu.Unlock()
+	h.log.Info("approval requested", "approval.id", a.ID, "workspace.id", ws.ID, "permission", a.Permission,
+		"patterns", strings.Join(a.Patterns, " | "), "timeout", h.cfg.ApprovalTimeout.String())
+	select {
+	case allow := <-a.decided:
+		return allow, nil
+	case <-r.Context().Done():
+		h.forgetApproval(a.ID)
+		return false, nil
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // replyPermission answers OpenCode's permission request.

@@ -32,6 +32,9 @@ type Config struct {
 	// Mounts are extra host paths for every workspace sandbox, already
 	// checked against the allowlist (see Allowlist.Resolve).
 	Mounts []runtime.Mount
+	// Allowlist decides which directories POST /workspaces may add; nil
+	// refuses every one.
+	Allowlist *Allowlist
 	// Approval is auto or manual; ApprovalTimeout denies what waits longer.
 	Approval        string
 	ApprovalTimeout time.Duration

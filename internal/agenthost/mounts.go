@@ -114,6 +114,53 @@ func (a *Allowlist) Resolve(spec string) (runtime.Mount, error) {
 	return m, fmt.Errorf("--mount %q: %s is not under any allowed root in %s", spec, real, a.path)
 }
 
+// CheckWorkspace decides whether a directory may become a workspace
+// through the API (POST /workspaces): its real path must be under an
+// allowed root that allows read-write, since a workspace is mounted
+// read-write, and match no blocked pattern. It returns the real path.
+func (a *Allowlist) CheckWorkspace(path string) (string, error) {
+	real, err := a.realPath(path)
+	if err != nil {
+		return "", err
+	}
+	if len(a.AllowedRoots) == 0 {
+		return "", fmt.Errorf("path %s: adding workspaces through the API needs an allowed root in %s", real, a.path)
+	}
+	for _, r := range a.AllowedRoots {
+		root, err := filepath.EvalSymlinks(r.Path)
+		if err != nil || (real != root && !strings.HasPrefix(real, strings.TrimSuffix(root, "/")+"/")) {
+			continue
+		}
+		if !r.AllowReadWrite {
+			return "", fmt.Errorf("path %s: it is under %s, which %s allows read-only; a workspace is mounted read-write", real, r.Path, a.path)
+		}
+		return real, nil
+	}
+	return "", fmt.Errorf("path %s is not under any allowed root in %s", real, a.path)
+}
+
+// CheckBlocked refuses a path that matches a blocked pattern (a
+// workspace named on the command line), returning its real path.
+func (a *Allowlist) CheckBlocked(path string) (string, error) {
+	return a.realPath(path)
+}
+
+// realPath resolves a path and refuses it if it is blocked.
+func (a *Allowlist) realPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("path %s: %w", path, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("path %s: %w", path, err)
+	}
+	if pat := a.blocked(real); pat != "" {
+		return "", fmt.Errorf("path %s is refused: it matches the blocked pattern %q", real, pat)
+	}
+	return real, nil
+}
+
 // blocked returns the pattern a path matches, or "".
 func (a *Allowlist) blocked(path string) string {
 	parts := strings.Split(strings.Trim(path, "/"), "/")

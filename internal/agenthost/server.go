@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -140,8 +141,18 @@ func (h *Host) handleAddWorkspace(w http.ResponseWriter, r *http.Request) {
 		Path string `json:"path"`
 		Name string `json:"name"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Path == "" {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Path == "" {
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "path: a workspace directory is required")
+		return
+	}
+	// Whoever holds the host token may be remote: the directories they
+	// can hand an agent are the ones the mount allowlist names.
+	list := h.cfg.Allowlist
+	if list == nil {
+		list = &Allowlist{path: "the mount allowlist"}
+	}
+	if _, err := list.CheckWorkspace(req.Path); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
 	// A client that hangs up does not leave a half-made workspace.
@@ -242,13 +253,24 @@ func (h *Host) handleProxy(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "not_found", "no workspace "+r.PathValue("id"))
 		return
 	}
-	if roleOf(r) == ScopeViewer && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeJSONError(w, http.StatusForbidden, "forbidden", "a viewer token is read-only")
-		return
-	}
 	rest := "/" + r.PathValue("rest")
-	if answersPermission(r.Method, rest) && rank[roleOf(r)] < rank[ScopeOwner] {
-		writeJSONError(w, http.StatusForbidden, "forbidden", "only an owner or the host may answer permission requests")
+	allow, hold, why := h.mayProxy(roleOf(r), classify(r, rest))
+	if hold {
+		// A direct command from a collaborator in manual mode waits for
+		// the host, like a tool call would.
+		allowed, err := h.holdRequest(r, ws, rest)
+		if err != nil {
+			writeJSONError(w, http.StatusTooManyRequests, "too_many_requests", err.Error())
+			return
+		}
+		if !allowed {
+			writeJSONError(w, http.StatusForbidden, "forbidden", "the host denied "+r.Method+" "+rest+" (or did not answer in time)")
+			return
+		}
+		allow = true
+	}
+	if !allow {
+		writeJSONError(w, http.StatusForbidden, "forbidden", why)
 		return
 	}
 	target, err := url.Parse(ws.OpenCodeURL)

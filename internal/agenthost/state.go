@@ -8,6 +8,7 @@ package agenthost
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
@@ -179,16 +180,19 @@ func (s *state) scopeOf(token string) string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if token == s.f.ClientToken {
-		return ScopeOwner
+	// Constant-time comparisons throughout: how long a refusal takes
+	// says nothing about how close a guess was.
+	scope := ""
+	if subtle.ConstantTimeCompare([]byte(token), []byte(s.f.ClientToken)) == 1 {
+		scope = ScopeOwner
 	}
-	h := hashToken(token)
+	h := []byte(hashToken(token))
 	for _, t := range s.f.Tokens {
-		if t.Hash == h {
-			return t.Scope
+		if subtle.ConstantTimeCompare(h, []byte(t.Hash)) == 1 && scope == "" {
+			scope = t.Scope
 		}
 	}
-	return ""
+	return scope
 }
 
 func (s *state) tokens() []TokenRecord {

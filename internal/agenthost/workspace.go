@@ -97,16 +97,21 @@ func (h *Host) startInSandbox(ctx context.Context, w *Workspace) error {
 	if rt == "auto" {
 		rt = ""
 	}
+	git, err := gitMounts(w.Path)
+	if err != nil {
+		return err
+	}
+	mounts := append([]runtime.Mount{
+		{Source: w.Path, Target: workspaceMount},
+		{Source: w.Persist, Target: persistMount},
+		{Source: filepath.Dir(h.cfg.OpenCode.Path), Target: sidecarMount, ReadOnly: true},
+	}, git...)
 	sb, err := mgr.Create(ctx, h.cfg.Org, &sandbox.CreateRequest{
-		Image:     h.cfg.Image,
-		Runtime:   rt,
-		Resources: &sandbox.Resources{CPU: 2, MemoryMB: 4096},
-		Metadata:  map[string]string{"warren.workspace": w.ID, "warren.run": h.cfg.RunID},
-		HostMounts: append([]runtime.Mount{
-			{Source: w.Path, Target: workspaceMount},
-			{Source: w.Persist, Target: persistMount},
-			{Source: filepath.Dir(h.cfg.OpenCode.Path), Target: sidecarMount, ReadOnly: true},
-		}, h.cfg.Mounts...),
+		Image:      h.cfg.Image,
+		Runtime:    rt,
+		Resources:  &sandbox.Resources{CPU: 2, MemoryMB: 4096},
+		Metadata:   map[string]string{"warren.workspace": w.ID, "warren.run": h.cfg.RunID},
+		HostMounts: append(mounts, h.cfg.Mounts...),
 	})
 	if err != nil {
 		return fmt.Errorf("create sandbox for workspace %s: %w", w.Path, err)

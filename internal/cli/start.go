@@ -119,15 +119,20 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		_, _ = rand.Read(b)
 		o.runID = "run_" + hex.EncodeToString(b)
 	}
-	// Bad mounts are refused before anything starts.
+	// Bad mounts and workspaces are refused before anything starts.
+	list, err := agenthost.LoadAllowlist(o.allowlist)
+	if err != nil {
+		return err
+	}
+	if o.workspace != "" {
+		if _, err := list.CheckBlocked(o.workspace); err != nil {
+			return fmt.Errorf("--workspace: %w", err)
+		}
+	}
 	var mounts []runtime.Mount
 	if len(o.mounts) > 0 {
 		if o.sandbox == "none" {
 			return fmt.Errorf("--mount needs a sandbox; --sandbox none runs OpenCode on this host, where it sees the host's files anyway")
-		}
-		list, err := agenthost.LoadAllowlist(o.allowlist)
-		if err != nil {
-			return err
 		}
 		for _, spec := range o.mounts {
 			m, err := list.Resolve(spec)
@@ -182,7 +187,7 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 		fmt.Fprintf(errOut, "opencode: %s (%s, version %s)\n", bin.Path, bin.Source, bin.Version)
 	}
 	cfg := agenthost.Config{
-		DataDir: filepath.Join(o.dataDir, "agenthost"), Org: serve.DefaultOrg, Sandbox: o.sandbox, OpenCode: bin, Mounts: mounts,
+		DataDir: filepath.Join(o.dataDir, "agenthost"), Org: serve.DefaultOrg, Sandbox: o.sandbox, OpenCode: bin, Mounts: mounts, Allowlist: list,
 		Approval: o.approval, ApprovalTimeout: o.approvalTimeout, Listen: fmt.Sprintf("127.0.0.1:%d", o.port),
 		ConnectHost: o.connectHost, RunID: o.runID, Version: Version, Log: log,
 	}
