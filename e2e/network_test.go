@@ -75,7 +75,10 @@ func startPeer(t *testing.T) *peer {
 // startDNS serves the test zone on loopback, as warren's upstream.
 func startDNS(t *testing.T) string {
 	t.Helper()
-	zone := map[string]string{"allowed.test.": publicA, "blocked.test.": publicB, "sub.wild.test.": publicC}
+	zone := map[string]string{"allowed.test.": publicA, "blocked.test.": publicB, "sub.wild.test.": publicC,
+		// A name whose owner points it at the host's network too, for
+		// a week.
+		"rebind.test.": "169.254.169.254," + private + "," + publicA}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,9 +87,15 @@ func startDNS(t *testing.T) string {
 		resp := new(dns.Msg)
 		resp.SetReply(req)
 		q := req.Question[0]
-		if ip, ok := zone[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
-			rr, _ := dns.NewRR(fmt.Sprintf("%s 5 IN A %s", q.Name, ip))
-			resp.Answer = append(resp.Answer, rr)
+		if ips, ok := zone[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
+			ttl := 5
+			if strings.Contains(ips, ",") {
+				ttl = 604800
+			}
+			for _, ip := range strings.Split(ips, ",") {
+				rr, _ := dns.NewRR(fmt.Sprintf("%s %d IN A %s", q.Name, ttl, ip))
+				resp.Answer = append(resp.Answer, rr)
+			}
 		} else if !ok {
 			resp.Rcode = dns.RcodeNameError
 		}
