@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,51 @@ func TestAgentSocketAttack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// ioURing tries to set up an io_uring: the syscall must be refused.
+const ioURing = `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+fd = libc.syscall(425, 8, params)
+print('io_uring', 'refused' if fd < 0 else 'allowed', os.strerror(ctypes.get_errno()) if fd < 0 else fd)
+`
+
+// TestRuncHardening: runc sandboxes run in a user namespace (root inside
+// is an unprivileged uid of the host) under an allow-list seccomp filter
+// that refuses namespaces and io_uring, while ordinary root work inside
+// still works.
+func TestRuncHardening(t *testing.T) {
+	s := startServer(t, "")
+	sb := s.create(t, client.CreateRequest{Runtime: "runc"})
+	for cmd, want := range map[string]string{
+		"unshare -Urn true; echo exit=$?":                               "exit=1",
+		"unshare -m true; echo exit=$?":                                 "exit=1",
+		"mount -t tmpfs none /mnt 2>&1; echo exit=$?":                   "exit=32",
+		"python3 -c \"" + strings.ReplaceAll(ioURing, `"`, `\"`) + "\"": "io_uring refused",
+		"cat /proc/self/uid_map":                                        "0    1048576      65536",
+		// Root inside still owns its files and can do root's work.
+		"echo x > /etc/written && mkdir -p /opt/new && chown 1000:1000 /opt/new && stat -c %u /opt/new && id -u":                                        "1000\n0",
+		"python3 -c 'import threading,subprocess; t=threading.Thread(target=print); t.start(); t.join(); print(subprocess.run([\"true\"]).returncode)'": "0",
+	} {
+		r := s.exec(t, sb.ID, client.ExecRequest{Cmd: cmd})
+		if !strings.Contains(r.Stdout+r.Stderr, want) {
+			t.Errorf("%s: got %q, want %q", cmd, r.Stdout+r.Stderr, want)
+		}
+	}
+	// From the host, the sandbox's processes run as that unprivileged uid.
+	procs, err := os.ReadFile("/sys/fs/cgroup/pids/warren/" + sb.ID + "/cgroup.procs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range strings.Fields(string(procs)) {
+		status, _ := os.ReadFile("/proc/" + pid + "/status")
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "Uid:") && !strings.Contains(line, "1048576") {
+				t.Fatalf("process %s runs as %q on the host", pid, line)
+			}
+		}
 	}
 }

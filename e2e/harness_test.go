@@ -100,6 +100,9 @@ func startServer(t *testing.T, dataDir string, extraEnv ...string) *server {
 		dataDir = t.TempDir()
 		t.Cleanup(func() { cleanDataDir(t, dataDir) })
 	}
+	// runc's user namespace needs to walk to the data dir (as
+	// /var/lib/warren would allow); the test's temporary parent is 0700.
+	os.Chmod(filepath.Dir(dataDir), 0o711)
 	s := &server{t: t, dataDir: dataDir, key: adminKey, logs: &syncBuffer{}}
 	s.cmd = exec.Command(warrenBin, "serve", "--json", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--runsc", runscBin)
 	s.cmd.Env = append(os.Environ(), "WARREN_ADMIN_KEY="+adminKey, "WARREN_IMAGE_DIR="+imageDir)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ class H(http.server.BaseHTTPRequestHandler):
             body = ("path=%s auth=%s cookie=%s" % (self.path, self.headers.get("Authorization"), self.headers.get("Cookie"))).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
+        # An app that would let a Service Worker control the whole origin.
+        self.send_header("Service-Worker-Allowed", "/")
         self.end_headers()
         self.wfile.write(body)
     def websocket(self):
@@ -81,6 +84,36 @@ func get(t *testing.T, url, host, key string, cookies ...*http.Cookie) (int, str
 	return resp.StatusCode, string(b), resp
 }
 
+// noRedirects is a client that shows redirects instead of following them.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// tokenVisit opens a signed preview link as a browser would: the token
+// sets a cookie and redirects to the same address without it, which is
+// then loaded with the cookie. It returns the final status, body and the
+// cookie.
+func tokenVisit(t *testing.T, link, host string) (int, string, []*http.Cookie) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", link, nil)
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		return resp.StatusCode, "", nil
+	}
+	loc := resp.Header.Get("Location")
+	if strings.Contains(loc, "warren_token") {
+		t.Fatalf("the redirect keeps the token: %s", loc)
+	}
+	u, _ := url.Parse(link)
+	code, body, _ := get(t, u.Scheme+"://"+u.Host+loc, host, "", resp.Cookies()...)
+	return code, body, resp.Cookies()
+}
+
 func TestPreview(t *testing.T) {
 	s := startServer(t, "", "WARREN_PREVIEW_DOMAIN=preview.test")
 	ctx := context.Background()
@@ -125,26 +158,45 @@ func TestPreview(t *testing.T) {
 			t.Errorf("%s: %d %q, want the same 404", what, code, body)
 		}
 	}
+	// Path-based pages share the API's origin: they run sandboxed in an
+	// opaque origin, and no Service Worker can claim the origin.
+	_, _, resp := get(t, pathURL+"/page", "", s.key)
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.HasPrefix(csp, "sandbox ") || strings.Contains(csp, "allow-same-origin") {
+		t.Fatalf("path-based preview CSP %q", csp)
+	}
+	if resp.Header.Get("Service-Worker-Allowed") != "" {
+		t.Fatal("path-based preview passed Service-Worker-Allowed through")
+	}
+	swReq, _ := http.NewRequest("GET", pathURL+"/sw.js", nil)
+	swReq.Header.Set("Authorization", "Bearer "+s.key)
+	swReq.Header.Set("Service-Worker", "script")
+	if r, err := http.DefaultClient.Do(swReq); err != nil || r.StatusCode != 404 {
+		t.Fatalf("a service worker script through a path-based preview: %v %v", r.StatusCode, err)
+	}
+	// Host-based previews have their own origin and are left alone.
+	if _, _, resp := get(t, s.url+"/page", "8000-"+sb.ID+".preview.test", s.key); resp.Header.Get("Content-Security-Policy") != "" {
+		t.Fatal("host-based preview got a sandbox CSP")
+	}
 	// A signed token: works without a key, is stripped before the app,
-	// leaves a cookie for the next requests, and expires.
+	// leaves a cookie and redirects away from the URL that carried it,
+	// and expires.
 	tok, err := s.c.PreviewToken(ctx, sb.ID, 8000, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tokURL := strings.Replace(tok.URL, port.URL, pathURL+"/", 1)
-	code, body, resp := get(t, tokURL, "", "")
-	if code != 200 || body != "path=/? auth=None cookie=None" && body != "path=/ auth=None cookie=None" {
+	code, body, cookies := tokenVisit(t, tokURL, "")
+	if code != 200 || body != "path=/ auth=None cookie=None" {
 		t.Fatalf("with token: %d %q", code, body)
 	}
-	cookies := resp.Cookies()
-	if len(cookies) != 1 {
-		t.Fatalf("token did not set a cookie: %v", resp.Header)
+	if len(cookies) != 1 || cookies[0].Path != "/preview/"+sb.ID+"/8000/" || !cookies[0].HttpOnly {
+		t.Fatalf("token cookie: %+v", cookies)
 	}
 	if code, body, _ := get(t, pathURL+"/next", "", "", cookies...); code != 200 || body != "path=/next auth=None cookie=None" {
 		t.Fatalf("with the cookie: %d %q", code, body)
 	}
 	time.Sleep(2500 * time.Millisecond)
-	if code, _, _ := get(t, tokURL, "", ""); code != 404 {
+	if code, _, _ := tokenVisit(t, tokURL, ""); code != 404 {
 		t.Fatalf("expired token: %d, want 404", code)
 	}
 	if code, _, _ := get(t, pathURL+"/next", "", "", cookies...); code != 404 {
@@ -165,11 +217,55 @@ func TestPreview(t *testing.T) {
 	if _, data, err := conn.Read(wctx); err != nil || string(data) != "echo:ping" {
 		t.Fatalf("websocket echo: %q %v", data, err)
 	}
-	// Unexposed: gone.
+	// Revoked tokens stop working at once, in links and in cookies: one
+	// by its id, or all of a port's.
+	visit := func(tok *client.PortToken) (int, []*http.Cookie) {
+		code, _, c := tokenVisit(t, strings.Replace(tok.URL, port.URL, pathURL+"/", 1), "")
+		return code, c
+	}
+	one, _ := s.c.PreviewToken(ctx, sb.ID, 8000, time.Hour)
+	two, _ := s.c.PreviewToken(ctx, sb.ID, 8000, time.Hour)
+	_, oneCookies := visit(one)
+	if code, _ := visit(two); code != 200 || len(oneCookies) != 1 || one.TokenID == "" {
+		t.Fatalf("fresh tokens: %d %+v", code, one)
+	}
+	if status, _ := s.raw(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/ports/8000/tokens/"+one.TokenID, s.key, ""); status != 204 {
+		t.Fatalf("revoke one: %d", status)
+	}
+	if code, _ := visit(one); code != 404 {
+		t.Fatalf("a revoked token: %d", code)
+	}
+	if code, _, _ := get(t, pathURL+"/", "", "", oneCookies...); code != 404 {
+		t.Fatalf("the cookie of a revoked token: %d", code)
+	}
+	if code, _ := visit(two); code != 200 {
+		t.Fatalf("revoking one token revoked another: %d", code)
+	}
+	if status, body := s.raw(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/ports/8000/tokens/nothex", s.key, ""); status != 400 || field(body) != "token_id" {
+		t.Fatalf("revoke a malformed id: %d %v", status, body)
+	}
+	if status, _ := s.raw(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/ports/8000/tokens", s.key, ""); status != 204 {
+		t.Fatalf("revoke all: %d", status)
+	}
+	if code, _ := visit(two); code != 404 {
+		t.Fatalf("a token after revoke-all: %d", code)
+	}
+	time.Sleep(5 * time.Millisecond)
+	three, _ := s.c.PreviewToken(ctx, sb.ID, 8000, time.Hour)
+	if code, _ := visit(three); code != 200 {
+		t.Fatalf("a token made after revoke-all: %d", code)
+	}
+	// Unexposed: gone, and exposing again does not bring old links back.
 	if err := s.c.UnexposePort(ctx, sb.ID, 8000); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, _ := get(t, pathURL+"/", "", s.key); code != 404 {
 		t.Fatalf("after unexpose: %d, want 404", code)
+	}
+	if _, err := s.c.ExposePort(ctx, sb.ID, 8000); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := visit(three); code != 404 {
+		t.Fatalf("a token from before unexpose works again: %d", code)
 	}
 }

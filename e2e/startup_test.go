@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +97,14 @@ func TestStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body, _ := get(t, tok.URL, "", ""); code != 200 || !strings.Contains(body, "site for") {
+	// The server is reached on loopback, so its previews are host-based
+	// under localhost; this client resolves no *.localhost, so it visits
+	// with the Host header.
+	if !strings.HasPrefix(tok.URL, "http://8000-"+sb.ID+".localhost:") {
+		t.Fatalf("preview link %q is not host-based under localhost", tok.URL)
+	}
+	u, _ := url.Parse(tok.URL)
+	if code, body, _ := tokenVisit(t, s.url+u.RequestURI(), u.Host); code != 200 || !strings.Contains(body, "site for") {
 		t.Fatalf("with a signed token: %d %q", code, body)
 	}
 	if code, _, _ := get(t, s.url+"/preview/"+sb.ID+"/8000/", "", ""); code != 404 {

@@ -78,7 +78,8 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 
 func validState(st string) bool {
 	switch st {
-	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StatePaused, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed:
+	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StatePaused, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed,
+		sandbox.StatePausing, sandbox.StateResuming, sandbox.StateForking:
 		return true
 	}
 	return false
@@ -155,8 +156,10 @@ const maxTokenTTL = 7 * 24 * time.Hour
 
 // PortToken is the answer to a token request.
 type PortToken struct {
-	URL       string    `json:"url"`
-	Token     string    `json:"token"`
+	URL   string `json:"url"`
+	Token string `json:"token"`
+	// TokenID names the token for DELETE .../tokens/{token_id}.
+	TokenID   string    `json:"token_id"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
@@ -184,9 +187,39 @@ func (s *Server) handlePortToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
-	tok := s.Preview.Sign(id, port, exp)
+	tok, tokID := s.Preview.Sign(id, port, exp)
 	u := s.Preview.URL(id, port) + "?" + preview.TokenParam + "=" + tok
-	writeJSON(w, http.StatusOK, PortToken{URL: u, Token: tok, ExpiresAt: exp})
+	writeJSON(w, http.StatusOK, PortToken{URL: u, Token: tok, TokenID: tokID, ExpiresAt: exp})
+}
+
+// handleRevokeTokens revokes one preview token of a port, or all of them.
+func (s *Server) handleRevokeTokens(w http.ResponseWriter, r *http.Request) {
+	port, err := portParam(r)
+	if err == nil {
+		tokID := r.PathValue("token_id")
+		if tokID != "" && !validTokenID(tokID) {
+			err = &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "token_id", Message: "token_id must be the 16 hex digits a token request answered"}
+		} else {
+			err = s.sandbox.RevokePreviewTokens(r.Context(), org(r), r.PathValue("id"), port, tokID, time.Now().Add(maxTokenTTL))
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func validTokenID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) handleStartCommand(w http.ResponseWriter, r *http.Request) {

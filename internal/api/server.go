@@ -75,6 +75,8 @@ func (s *Server) routes() []route {
 		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
 		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens", s.handleRevokeTokens, true},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens/{token_id}", s.handleRevokeTokens, true},
 		{"POST /v1/sandboxes/{id}/exec", s.handleExec, true},
 		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, true},
 		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, true},
@@ -249,6 +251,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), "")
 	case sandbox.KindTooMany:
 		writeError(w, http.StatusTooManyRequests, "too_many_requests", err.Error(), "")
+	case sandbox.KindNoSpace:
+		writeError(w, http.StatusInsufficientStorage, "insufficient_storage", err.Error(), "")
 	default:
 		s.log.Error("request failed", "http.method", r.Method, "http.path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/internal/idmap"
 )
 
 // Main runs the command line and returns the process exit code.
@@ -26,6 +27,8 @@ func Main(args []string) int {
 			return runAgentInit()
 		case "agent":
 			return runAgent(args[2:])
+		case idmap.HoldCommand:
+			return idmap.Hold()
 		}
 	}
 	root := newRoot()

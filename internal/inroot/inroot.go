@@ -98,6 +98,27 @@ func WriteFile(root, name string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
+// Chown changes the owner of name inside root; a symlink there is
+// changed itself, never followed.
+func Chown(root, name string, uid, gid int) error {
+	dir, base, err := split(name)
+	if err != nil {
+		return err
+	}
+	if dir == "" {
+		dir = "."
+	}
+	dfd, err := openIn(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0, resolve)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := unix.Fchownat(dfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "chown", Path: filepath.Join(root, name), Err: err}
+	}
+	return nil
+}
+
 // MkdirAll creates name and any missing parents inside root.
 func MkdirAll(root, name string, perm os.FileMode) error {
 	clean := strings.TrimPrefix(filepath.Clean("/"+name), "/")

@@ -58,6 +58,9 @@ func createNamespace(id string) error {
 			// namespace get none, so no link-local address reaches the
 			// host. Loopback keeps ::1, which stays inside.
 			err = disableIPv6("default")
+			if err == nil {
+				err = rootlessSockets()
+			}
 		}
 		errc <- err
 	}()
@@ -142,6 +145,37 @@ func wire(id string, slot int, gw, addr netip.Addr) error {
 		return fmt.Errorf("default route: %w", err)
 	}
 	return nil
+}
+
+// rootlessSockets lets every user of the calling thread's namespace bind
+// low ports and ping. Root of a runc sandbox's user namespace holds no
+// capability over a namespace the host created, so this is how it still
+// serves on port 80 and pings.
+func rootlessSockets() error {
+	for file, value := range map[string]string{
+		"/proc/sys/net/ipv4/ip_unprivileged_port_start": "0",
+		"/proc/sys/net/ipv4/ping_group_range":           "0 2147483647",
+	} {
+		if err := os.WriteFile(file, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("set %s: %w", file, err)
+		}
+	}
+	return nil
+}
+
+// MountSysfs mounts at target a read-only sysfs that shows the sandbox's
+// own network namespace, for a sandbox that cannot mount one itself (in
+// a user namespace that does not own its network namespace).
+func MountSysfs(id, target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", target, err)
+	}
+	return inNamespace(id, func() error {
+		if err := unix.Mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount sysfs for %s: %w", id, err)
+		}
+		return nil
+	})
 }
 
 // disableIPv6 turns IPv6 off for an interface (or "default", for those

@@ -198,6 +198,12 @@ func (m *Manager) Rewire(id string) error {
 	if err := deleteLink(hostLink(info.Slot)); err != nil {
 		return fmt.Errorf("remove old veth: %w", err)
 	}
+	// After the host restarts, the namespace is gone too.
+	if _, err := os.Stat(NSPath(id)); err != nil {
+		if err := createNamespace(id); err != nil {
+			return err
+		}
+	}
 	if err := wire(id, info.Slot, info.Gateway, info.Address); err != nil {
 		return err
 	}

@@ -13,11 +13,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Layout names the directories of one sandbox's overlay under dir.
-type Layout struct{ Dir string }
+// Layout names the directories of one sandbox's overlay under Dir.
+type Layout struct {
+	Dir string
+	// Disk says the writable layer lives on the sandbox's own filesystem,
+	// DiskImage mounted at DiskDir (see package disk).
+	Disk bool
+}
 
-func (l Layout) Upper() string  { return filepath.Join(l.Dir, "upper") }
-func (l Layout) Work() string   { return filepath.Join(l.Dir, "work") }
+func (l Layout) DiskImage() string { return filepath.Join(l.Dir, "disk.img") }
+func (l Layout) DiskDir() string   { return filepath.Join(l.Dir, "disk") }
+
+func (l Layout) layer() string {
+	if l.Disk {
+		return l.DiskDir()
+	}
+	return l.Dir
+}
+
+func (l Layout) Upper() string  { return filepath.Join(l.layer(), "upper") }
+func (l Layout) Work() string   { return filepath.Join(l.layer(), "work") }
 func (l Layout) Merged() string { return filepath.Join(l.Dir, "rootfs") }
 
 // Mount stacks a fresh writable layer on lower and mounts it at Merged.
@@ -30,12 +45,20 @@ func Mount(lower string, l Layout) error {
 	if mounted, _ := IsMounted(l.Merged()); mounted {
 		return nil
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, l.Upper(), l.Work())
-	if err := unix.Mount("overlay", l.Merged(), "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay at %s: %w", l.Merged(), err)
+	return MountDirs(lower, l.Upper(), l.Work(), l.Merged())
+}
+
+// MountDirs mounts an overlay of upper on lower at merged.
+func MountDirs(lower, upper, work, merged string) error {
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay at %s: %w", merged, err)
 	}
 	return nil
 }
+
+// UnmountDir unmounts an overlay mounted with MountDirs.
+func UnmountDir(merged string) error { return unix.Unmount(merged, unix.MNT_DETACH) }
 
 // Unmount unmounts Merged if it is mounted. A busy mount is detached so it
 // disappears once the last user lets go.
@@ -50,6 +73,25 @@ func Unmount(l Layout) error {
 		}
 	}
 	return nil
+}
+
+// UnmountAll unmounts every mount at or below dir (a sandbox's overlay
+// and whatever else was mounted for it), deepest first.
+func UnmountAll(dir string) error {
+	points, err := MountPoints(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(points) - 1; i >= 0; i-- {
+		p := points[i]
+		if err := unix.Unmount(p, 0); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			if err2 := unix.Unmount(p, unix.MNT_DETACH); err2 != nil && !errors.Is(err2, unix.EINVAL) {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", p, errors.Join(err, err2)))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // IsMounted reports whether path is a mount point.

@@ -38,6 +38,32 @@ type Spec struct {
 	Resources Resources
 	// Mounts are host directories bound into the sandbox.
 	Mounts []Mount
+	// UserNS, when set, runs the sandbox in a user namespace with this
+	// mapping. The caller has prepared Rootfs and RunDir for it (see
+	// UserNamespaced).
+	UserNS *IDRange
+	// Sysfs, when set, is a host path holding a sysfs mounted for the
+	// sandbox, to bind at /sys instead of mounting one (a user namespace
+	// cannot mount sysfs for a network namespace it does not own).
+	Sysfs string
+}
+
+// IDRange maps a sandbox's uids and gids 0..Size-1 to the host's
+// HostID..HostID+Size-1.
+type IDRange struct {
+	HostID uint32
+	Size   uint32
+}
+
+// UserNamespaced is implemented by backends that can run a sandbox in a
+// user namespace, so that root inside is an unprivileged user of the
+// host. The caller decides per sandbox and then prepares for it: the
+// root filesystem must show the image as owned by HostID (an idmapped
+// mount), and the run directory must belong to HostID.
+type UserNamespaced interface {
+	// UserNamespace is the mapping, or nil where user namespaces cannot
+	// be used (and why, for the log).
+	UserNamespace() (*IDRange, string)
 }
 
 // Mount binds a host directory into a sandbox.

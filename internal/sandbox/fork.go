@@ -3,11 +3,13 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"time"
 
+	"github.com/warrenhq/warren/internal/failpoint"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
@@ -56,39 +58,85 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 	sp.Ports = nil // a fork starts with nothing exposed
 
 	// Checkpoint the source; it is restored below like the copies.
-	m.detach(id)
-	if err := cp.Checkpoint(ctx, id, m.checkpointDir(id)); err != nil {
-		m.failRow(ctx, row, rt, "fork failed: "+err.Error())
-		return nil, fmt.Errorf("checkpoint %s for fork: %w", id, err)
+	if err := m.checkpoint(ctx, row, rt, cp, StateForking, "fork"); err != nil {
+		return nil, err
 	}
-	var out []*Sandbox
+	failpoint.Hit("fork.checkpointed")
+	// The copies stay creating until the whole fork is done: a crash
+	// before then leaves them for the reconciler to end, all or nothing.
+	var copies []*forkCopy
 	var firstErr error
 	for i := 0; i < count; i++ {
-		sb, err := m.forkOne(ctx, row, &sp, rt, cp, start)
+		c, err := m.forkOne(ctx, row, &sp, rt, cp, start)
 		if err != nil {
 			firstErr = err
 			break
 		}
-		out = append(out, sb)
+		copies = append(copies, c)
+		failpoint.Hit("fork.copy-restored")
 	}
-	// Bring the source back whatever happened to the copies.
+	// Bring the source back whatever happened to the copies. If it cannot
+	// come back, it stays paused with its checkpoint, to resume later.
 	if err := m.bringBack(ctx, row, rt, cp, "restore after fork", map[string]int64{}); err != nil {
-		return out, err
+		m.keepPaused(ctx, row, rt, StateForking, "restore after fork failed: "+err.Error())
+		firstErr = errors.Join(firstErr, err)
+	} else if _, err := m.cfg.Store.Transition(ctx, id, []string{StateForking}, StateRunning, store.Change{}); err != nil {
+		firstErr = errors.Join(firstErr, err)
+	}
+	failpoint.Hit("fork.source-back")
+	var out []*Sandbox
+	for _, c := range copies {
+		if firstErr == nil {
+			sb, err := c.finish(ctx)
+			out = append(out, sb)
+			firstErr = err
+		}
 	}
 	if firstErr != nil {
 		// All or nothing: the caller never learns the ids of partial copies.
-		for _, sb := range out {
-			if r, err := m.cfg.Store.GetSandbox(ctx, "", sb.ID); err == nil {
-				_, _ = m.end(ctx, r, "fork failed part way")
-			}
+		for _, c := range copies {
+			c.abandon(ctx, "fork failed part way")
 		}
 		return nil, firstErr
 	}
 	return out, nil
 }
 
-// forkOne makes one copy of a checkpointed sandbox.
-func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt runtime.Runtime, cp runtime.Checkpointer, start time.Time) (*Sandbox, error) {
+// forkCopy is a restored copy waiting for its fork to finish.
+type forkCopy struct {
+	m      *Manager
+	row    *store.Sandbox
+	l      *live
+	rt     runtime.Runtime
+	change store.Change
+	done   func() // clears the create-under-way mark
+}
+
+// finish records the copy running.
+func (c *forkCopy) finish(ctx context.Context) (*Sandbox, error) {
+	defer c.done()
+	c.m.goLive(c.l, c.row.Org)
+	out, err := c.m.cfg.Store.Transition(ctx, c.row.ID, []string{StateCreating}, StateRunning, c.change)
+	if err != nil {
+		return nil, err
+	}
+	c.m.log.Info("sandbox forked", "sandbox.id", c.row.ID)
+	return c.m.view(out), nil
+}
+
+// abandon ends a copy of a fork that failed.
+func (c *forkCopy) abandon(ctx context.Context, reason string) {
+	defer c.done()
+	if r, err := c.m.cfg.Store.GetSandbox(ctx, "", c.row.ID); err == nil && r.State == StateRunning {
+		_, _ = c.m.end(ctx, r, reason)
+		return
+	}
+	c.m.teardown(ctx, c.row.ID, c.rt)
+	_, _ = c.m.cfg.Store.Transition(ctx, c.row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
+}
+
+// forkOne restores one copy of a checkpointed sandbox, left creating.
+func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt runtime.Runtime, cp runtime.Checkpointer, start time.Time) (*forkCopy, error) {
 	specJSON, _ := json.Marshal(sp)
 	now := time.Now().UTC()
 	md := map[string]string{}
@@ -101,12 +149,12 @@ func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt 
 	if err != nil {
 		return nil, err
 	}
-	defer done()
 	l, err := m.bootFork(ctx, src, row.ID, sp, rt, cp)
 	if err != nil {
 		m.teardown(ctx, row.ID, rt)
 		reason := "fork failed: " + err.Error()
 		_, _ = m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
+		done()
 		return nil, fmt.Errorf("fork %s: %w", src.ID, err)
 	}
 	boot := BootFork
@@ -115,14 +163,7 @@ func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt 
 		exp := time.Now().Add(time.Duration(sp.TimeoutSeconds) * time.Second).UTC()
 		change.ExpiresAt, l.expiresAt = &exp, exp
 	}
-	m.goLive(l, src.Org)
-	out, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StateRunning, change)
-	if err != nil {
-		m.teardown(ctx, row.ID, rt)
-		return nil, err
-	}
-	m.log.Info("sandbox forked", "sandbox.id", row.ID, "from", src.ID)
-	return m.view(out), nil
+	return &forkCopy{m: m, row: row, l: l, rt: rt, change: change, done: done}, nil
 }
 
 // bootFork gives a copy its own files (a copy of the source's writable
@@ -130,8 +171,12 @@ func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt 
 // checkpoint into it.
 func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, sp *spec, rt runtime.Runtime, cp runtime.Checkpointer) (*live, error) {
 	lower := m.cfg.Images.RootfsPath(src.Image)
-	lay := m.layout(id)
-	if err := os.MkdirAll(lay.Dir, 0o755); err != nil {
+	// A disk of the source's size, mounted before the copy lands on it.
+	lay, err := m.mountFiles(ctx, id, "", sp, true, -1)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(lay.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	// The copy's agent is the source's, restored: it greets with the
@@ -154,7 +199,7 @@ func (m *Manager) bootFork(ctx context.Context, src *store.Sandbox, id string, s
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, err
 	}
-	netns, err := m.setupNetwork(id, lay, sp)
+	netns, err := m.setupNetwork(id, lay, sp, -1)
 	if err != nil {
 		return nil, err
 	}

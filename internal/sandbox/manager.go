@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warrenhq/warren/internal/disk"
+	"github.com/warrenhq/warren/internal/failpoint"
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/inroot"
@@ -38,11 +40,16 @@ type Config struct {
 	Agent string
 	// Network wires sandboxes to the host and enforces egress policy.
 	Network *network.Manager
-	// PreviewURL gives the URL an exposed port is served at.
-	PreviewURL func(id string, port int) string
+	// PreviewURL gives the URL an exposed port is served at, and
+	// PreviewPathURL the same under the API's address.
+	PreviewURL     func(id string, port int) string
+	PreviewPathURL func(id string, port int) string
 	// AgentTimeout bounds how long a new sandbox's agent may take to dial.
 	AgentTimeout time.Duration
-	Log          *slog.Logger
+	// HostRestarted says the host booted since warren last ran: running
+	// sandboxes did not survive, and the first reconcile says so.
+	HostRestarted bool
+	Log           *slog.Logger
 }
 
 // Manager runs the sandboxes of one node.
@@ -51,6 +58,8 @@ type Manager struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
+	idmapMu  sync.Mutex
+	userns   *os.File // the user namespace idmapped images are made for
 	live     map[string]*live
 	creating map[string]bool // creates under way in this process
 	ending   map[string]bool // deletes, pauses and resumes under way in this process
@@ -121,8 +130,23 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "sandboxes"), 0o711); err != nil {
+	dir := filepath.Join(cfg.DataDir, "sandboxes")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create sandboxes dir: %w", err)
+	}
+	// Searchable by the root group of runc's user namespace, if any (see
+	// prepareUserNS); by no one else.
+	gid, mode := 0, os.FileMode(0o700)
+	for _, rt := range cfg.Runtimes {
+		if r := userNS(rt, &spec{}); r != nil {
+			gid, mode = owner(r), 0o710
+		}
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return nil, fmt.Errorf("set the sandboxes dir's group: %w", err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		return nil, fmt.Errorf("set the sandboxes dir's mode: %w", err)
 	}
 	return &Manager{cfg: cfg, log: cfg.Log, live: map[string]*live{}, creating: map[string]bool{}, ending: map[string]bool{}, checking: map[string]bool{}}, nil
 }
@@ -158,7 +182,56 @@ func (m *Manager) sandboxDir(id string) string {
 	return filepath.Join(m.cfg.DataDir, "sandboxes", id)
 }
 
-func (m *Manager) layout(id string) overlay.Layout { return overlay.Layout{Dir: m.sandboxDir(id)} }
+// layout is where a sandbox's files are; sandboxes from before disks have
+// no disk image.
+func (m *Manager) layout(id string) overlay.Layout {
+	l := overlay.Layout{Dir: m.sandboxDir(id)}
+	_, err := os.Stat(l.DiskImage())
+	l.Disk = err == nil
+	return l
+}
+
+// mountFiles mounts a sandbox's files: its disk (made first when fresh is
+// set and the sandbox has one) and the overlay of its writable layer on
+// the image. Whatever is mounted already stays. uid, unless -1, is root
+// of the sandbox's user namespace: its writable layer is given to it
+// before the overlay is mounted (the overlay's root takes its owner from
+// there, once).
+func (m *Manager) mountFiles(ctx context.Context, id, lower string, sp *spec, fresh bool, uid int) (overlay.Layout, error) {
+	lay := overlay.Layout{Dir: m.sandboxDir(id), Disk: sp.Resources.DiskMB > 0}
+	if !fresh {
+		lay = m.layout(id)
+	}
+	if lay.Disk {
+		if err := os.MkdirAll(lay.Dir, 0o700); err != nil {
+			return lay, fmt.Errorf("create sandbox dir: %w", err)
+		}
+		if fresh {
+			if err := disk.Create(ctx, lay.DiskImage(), sp.Resources.DiskMB); err != nil {
+				return lay, err
+			}
+		}
+		if mounted, _ := overlay.IsMounted(lay.DiskDir()); !mounted {
+			if err := disk.Mount(lay.DiskImage(), lay.DiskDir()); err != nil {
+				return lay, err
+			}
+		}
+	}
+	if uid >= 0 {
+		for _, d := range []string{lay.Upper(), lay.Work()} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return lay, fmt.Errorf("create %s: %w", d, err)
+			}
+		}
+		if err := os.Chown(lay.Upper(), uid, uid); err != nil {
+			return lay, fmt.Errorf("give the writable layer to the sandbox's root: %w", err)
+		}
+	}
+	if lower == "" {
+		return lay, nil
+	}
+	return lay, overlay.Mount(lower, lay)
+}
 
 func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxDir(id), "run") }
 
@@ -188,6 +261,7 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		return nil, err
 	}
 	defer done()
+	failpoint.Hit("create.recorded")
 	log := m.log.With("sandbox.id", row.ID, "runtime", rtName, "image", img)
 	log.Info("creating sandbox")
 	// The boot belongs to warren once the row exists: a client that hangs
@@ -219,6 +293,7 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		l.expiresAt = exp
 	}
 	m.goLive(l, org)
+	failpoint.Hit("create.before-running")
 	row2, err := m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateRunning, change)
 	if err != nil {
 		m.teardown(bootCtx, row.ID, rt)
@@ -279,17 +354,32 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 	timings["image_ms"] = time.Since(t).Milliseconds()
 
 	t = time.Now()
-	lay := m.layout(id)
-	if err := overlay.Mount(lower, lay); err != nil {
+	userns := userNS(rt, sp)
+	if userns != nil {
+		if lower, err = m.idmappedImage(img, lower, userns); err != nil {
+			return nil, nil, fmt.Errorf("prepare image %s for a user namespace: %w", img, err)
+		}
+	}
+	lay, err := m.mountFiles(ctx, id, lower, sp, true, owner(userns))
+	if err != nil {
 		return nil, nil, err
 	}
+	failpoint.Hit("create.files-mounted")
 	if err := os.MkdirAll(m.runDir(id), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create run dir: %w", err)
+	}
+	if err := os.Chmod(lay.Dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("close the sandbox dir: %w", err)
+	}
+	if userns != nil {
+		if err := m.prepareUserNS(id, userns); err != nil {
+			return nil, nil, err
+		}
 	}
 	if _, err := m.newAgentToken(id); err != nil {
 		return nil, nil, err
 	}
-	agent, err := m.listenAgent(id)
+	agent, err := m.listenAgent(id, owner(userns))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -315,6 +405,7 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 		}
 	}
 	timings["boot_ms"] = time.Since(t).Milliseconds()
+	failpoint.Hit("create.runtime-started")
 
 	t = time.Now()
 	if err := m.waitAgent(ctx, l); err != nil {
@@ -327,13 +418,23 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 
 // startRuntime sets up the sandbox's network and starts its runtime.
 func (m *Manager) startRuntime(ctx context.Context, id string, lay overlay.Layout, rt runtime.Runtime, sp *spec) error {
-	netns, err := m.setupNetwork(id, lay, sp)
+	netns, err := m.setupNetwork(id, lay, sp, owner(userNS(rt, sp)))
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("create.network")
 	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
 	defer cancel()
-	return rt.Start(startCtx, m.runtimeSpec(id, lay, netns, sp))
+	rs := m.runtimeSpec(id, lay, netns, sp)
+	if rs.UserNS = userNS(rt, sp); rs.UserNS != nil && netns != "" {
+		rs.Sysfs = filepath.Join(m.sandboxDir(id), "sys")
+		if mounted, _ := overlay.IsMounted(rs.Sysfs); !mounted {
+			if err := network.MountSysfs(id, rs.Sysfs); err != nil {
+				return err
+			}
+		}
+	}
+	return rt.Start(startCtx, rs)
 }
 
 // waitAgent waits for a sandbox's agent to dial in, failing early if the
@@ -405,14 +506,24 @@ func (m *Manager) detach(id string) {
 // listenAgent opens the host end of a sandbox's agent socket, replacing
 // a socket file a previous listener left. Only an agent that greets with
 // the sandbox's token is served.
-func (m *Manager) listenAgent(id string) (*guest.Client, error) {
+//
+// uid, unless -1, is the host uid of root inside the sandbox (a user
+// namespace): the socket becomes its, so the agent may connect.
+func (m *Manager) listenAgent(id string, uid int) (*guest.Client, error) {
 	token, err := m.agentToken(id)
 	if err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(m.runDir(id), guest.SocketName)
 	_ = os.Remove(sock)
-	return guest.Listen(sock, guest.Options{Token: token, OnDisconnect: m.agentLost(id), Log: m.log.With("sandbox.id", id)})
+	c, err := guest.Listen(sock, guest.Options{Token: token, OnDisconnect: m.agentLost(id), Log: m.log.With("sandbox.id", id)})
+	if err == nil && uid >= 0 {
+		if err = os.Chown(sock, uid, uid); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("give the agent socket to the sandbox's root: %w", err)
+		}
+	}
+	return c, err
 }
 
 // tokenFile keeps a sandbox's agent token on the host, outside anything
@@ -445,7 +556,9 @@ func (m *Manager) agentToken(id string) (string, error) {
 // setupNetwork gives a sandbox its network and points its resolver and
 // hosts file at it; it returns the namespace for the runtime, "" without
 // a network.
-func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec) (string, error) {
+//
+// uid, unless -1, owns the files it writes (root of a user namespace).
+func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec, uid int) (string, error) {
 	if sp.Network == nil {
 		return "", nil
 	}
@@ -453,7 +566,7 @@ func (m *Manager) setupNetwork(id string, lay overlay.Layout, sp *spec) (string,
 	if err != nil {
 		return "", fmt.Errorf("set up network: %w", err)
 	}
-	if err := writeNetworkFiles(lay.Merged(), hostname(id), info); err != nil {
+	if err := writeNetworkFiles(lay.Merged(), hostname(id), info, uid); err != nil {
 		return "", err
 	}
 	return network.NSPath(id), nil
@@ -484,8 +597,7 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 			errs = append(errs, fmt.Errorf("remove network: %w", err))
 		}
 	}
-	lay := m.layout(id)
-	if err := overlay.Unmount(lay); err != nil {
+	if err := overlay.UnmountAll(m.sandboxDir(id)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
@@ -551,10 +663,12 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 		}
 		return nil, err
 	}
+	failpoint.Hit("delete.deleting")
 	if err := m.teardown(ctx, row.ID, m.cfg.Runtimes[row.Runtime]); err != nil {
 		// Stays in deleting; the reconciler retries.
 		return nil, fmt.Errorf("delete sandbox %s: %w", row.ID, err)
 	}
+	failpoint.Hit("delete.torn-down")
 	change := store.Change{Ended: true}
 	if row.State != StateFailed {
 		change.Reason = &reason
@@ -588,11 +702,7 @@ func (m *Manager) view(r *store.Sandbox) *Sandbox {
 		v.Timings = nil
 	}
 	for _, p := range sp.Ports {
-		url := ""
-		if m.cfg.PreviewURL != nil {
-			url = m.cfg.PreviewURL(r.ID, p)
-		}
-		v.Ports = append(v.Ports, Port{Port: p, URL: url})
+		v.Ports = append(v.Ports, m.port(r.ID, p))
 	}
 	if m.cfg.Network != nil && r.State == StateRunning {
 		if info := m.cfg.Network.Get(r.ID); info != nil {
@@ -602,12 +712,26 @@ func (m *Manager) view(r *store.Sandbox) *Sandbox {
 	return v
 }
 
+// port describes an exposed port with its preview URLs.
+func (m *Manager) port(id string, p int) Port {
+	out := Port{Port: p}
+	if m.cfg.PreviewURL != nil {
+		out.URL = m.cfg.PreviewURL(id, p)
+	}
+	if m.cfg.PreviewPathURL != nil {
+		if u := m.cfg.PreviewPathURL(id, p); u != out.URL {
+			out.PathURL = u
+		}
+	}
+	return out
+}
+
 // writeNetworkFiles points the sandbox's resolver at its gateway, where
 // warren answers DNS by the sandbox's policy, and names the sandbox in
 // /etc/hosts. The tree is the sandbox's own, so every path in it is
 // resolved inside it: a symlink it planted at /etc cannot lead the host
 // anywhere else.
-func writeNetworkFiles(rootfs, host string, info *network.Info) error {
+func writeNetworkFiles(rootfs, host string, info *network.Info, uid int) error {
 	files := map[string]string{
 		"etc/resolv.conf": "nameserver " + info.Gateway.String() + "\n",
 		"etc/hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost\n" + info.Address.String() + "\t" + host + "\n",
@@ -619,6 +743,11 @@ func writeNetworkFiles(rootfs, host string, info *network.Info) error {
 	for name, content := range files {
 		if err := inroot.WriteFile(rootfs, name, []byte(content), 0o644); err != nil {
 			return fmt.Errorf("write /%s: %w", name, err)
+		}
+		if uid >= 0 {
+			if err := inroot.Chown(rootfs, name, uid, uid); err != nil {
+				return fmt.Errorf("give /%s to the sandbox's root: %w", name, err)
+			}
 		}
 	}
 	return nil

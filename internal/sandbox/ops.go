@@ -76,8 +76,9 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 		if err != nil {
 			return nil, err
 		}
-		if row.State == StateRunning {
-			return nil, conflict("sandbox %s is busy pausing or resuming; try again", id)
+		switch row.State {
+		case StateRunning, StatePausing, StateResuming, StateForking:
+			return nil, conflict("sandbox %s is busy (%s); try again", id, row.State)
 		}
 		if row.State != StatePaused {
 			return nil, conflict("sandbox %s is %s, not running", id, row.State)
@@ -280,6 +281,8 @@ func agentError(err error) error {
 		return &Error{Kind: KindConflict, Message: ae.Message}
 	case 403:
 		return &Error{Kind: KindBadRequest, Field: "path", Message: ae.Message}
+	case 507:
+		return &Error{Kind: KindNoSpace, Message: "the sandbox's disk is full (resources.disk_mb): " + ae.Message}
 	}
 	return err
 }

@@ -3,18 +3,31 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/warrenhq/warren/internal/failpoint"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
 )
 
-// StatePaused: memory, processes and files are saved; nothing runs.
-const StatePaused = "paused"
+// States of pausing and resuming. The in-between states are recorded
+// before the work starts, so a crash at any step leaves a row the
+// reconciler can finish or roll back without losing a file.
+const (
+	// StatePaused: memory, processes and files are saved; nothing runs.
+	StatePaused = "paused"
+	// StatePausing: a checkpoint is being taken.
+	StatePausing = "pausing"
+	// StateResuming: a checkpoint is being restored.
+	StateResuming = "resuming"
+	// StateForking: a checkpoint is being taken to fork from.
+	StateForking = "forking"
+)
 
 func (m *Manager) checkpointDir(id string) string {
 	return filepath.Join(m.sandboxDir(id), "checkpoint")
@@ -80,16 +93,11 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	defer release()
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
-	// Let go of the agent first: its connection drops at the checkpoint
-	// and must not read as a dead sandbox.
-	m.detach(id)
-	dir := m.checkpointDir(id)
-	_ = os.RemoveAll(dir)
-	if err := cp.Checkpoint(ctx, id, dir); err != nil {
-		m.failRow(ctx, row, rt, "pause failed: "+err.Error())
-		return nil, fmt.Errorf("pause sandbox %s: %w", id, err)
+	if err := m.checkpoint(ctx, row, rt, cp, StatePausing, "pause"); err != nil {
+		return nil, err
 	}
-	out, err := m.cfg.Store.Transition(ctx, id, []string{StateRunning}, StatePaused, store.Change{})
+	failpoint.Hit("pause.checkpointed")
+	out, err := m.cfg.Store.Transition(ctx, id, []string{StatePausing}, StatePaused, store.Change{})
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +105,41 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
 	v.Timings = map[string]int64{"pause_ms": time.Since(start).Milliseconds()}
 	m.log.Info("sandbox paused", "sandbox.id", id, "pause_ms", v.Timings["pause_ms"])
 	return v, nil
+}
+
+// checkpoint records the sandbox as going through state (pausing or
+// forking), lets go of its agent and saves it into its checkpoint
+// directory; the runtime stops it. If the checkpoint fails while the
+// sandbox still runs, it is taken back as it was.
+func (m *Manager) checkpoint(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, state, op string) error {
+	id := row.ID
+	if _, err := m.cfg.Store.Transition(ctx, id, []string{StateRunning}, state, store.Change{}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return conflict("sandbox %s changed state; try again", id)
+		}
+		return err
+	}
+	failpoint.Hit(op + "." + state)
+	// Its connection drops at the checkpoint and must not read as a dead
+	// sandbox.
+	m.detach(id)
+	dir := m.checkpointDir(id)
+	_ = os.RemoveAll(dir)
+	err := cp.Checkpoint(ctx, id, dir)
+	if err == nil {
+		return nil
+	}
+	row.State = state
+	if st, serr := rt.Status(ctx, id); serr == nil && st == runtime.StatusRunning {
+		_ = os.RemoveAll(dir)
+		if rerr := m.reattach(ctx, row, rt); rerr == nil {
+			if _, terr := m.cfg.Store.Transition(ctx, id, []string{state}, StateRunning, store.Change{}); terr == nil {
+				return fmt.Errorf("%s sandbox %s: %w (it keeps running)", op, id, err)
+			}
+		}
+	}
+	m.failRow(ctx, row, rt, op+" failed: "+err.Error())
+	return fmt.Errorf("%s sandbox %s: %w", op, id, err)
 }
 
 // Resume restores a paused sandbox: its processes continue where they
@@ -123,11 +166,17 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	defer release()
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
-	phases := map[string]int64{}
-	if err := m.bringBack(ctx, row, rt, cp, "resume", phases); err != nil {
+	if _, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateResuming, store.Change{}); err != nil {
 		return nil, err
 	}
-	out, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateRunning, store.Change{})
+	failpoint.Hit("resume.resuming")
+	phases := map[string]int64{}
+	if err := m.bringBack(ctx, row, rt, cp, "resume", phases); err != nil {
+		m.keepPaused(ctx, row, rt, StateResuming, "resume failed: "+err.Error())
+		return nil, fmt.Errorf("resume sandbox %s (it stays paused, with its files and checkpoint): %w", id, err)
+	}
+	failpoint.Hit("resume.before-running")
+	out, err := m.cfg.Store.Transition(ctx, id, []string{StateResuming}, StateRunning, store.Change{})
 	if err != nil {
 		return nil, err
 	}
@@ -138,15 +187,27 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) 
 	return v, nil
 }
 
+// keepPaused puts a sandbox whose restore failed back in paused, with
+// why: its files and checkpoint stay, and a later resume can try again.
+func (m *Manager) keepPaused(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, from, reason string) {
+	m.detach(row.ID)
+	if err := rt.Stop(ctx, row.ID); err != nil {
+		m.log.Error("stop a sandbox whose restore failed", "sandbox.id", row.ID, "err", err)
+	}
+	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{from}, StatePaused, store.Change{Reason: &reason}); err != nil {
+		m.log.Error("keep sandbox paused", "sandbox.id", row.ID, "err", err)
+	}
+	m.log.Warn("sandbox stays paused", "sandbox.id", row.ID, "reason", reason)
+}
+
 // bringBack restores a checkpointed sandbox and takes it live again,
-// recording its steps' times in phases; if it cannot, the sandbox is failed
-// with the reason.
+// recording its steps' times in phases. On failure nothing of it runs;
+// its files and checkpoint stay, and the caller decides what it becomes.
 func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, during string, phases map[string]int64) error {
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
-	l, err := m.restore(ctx, row.ID, rt, cp, &sp, phases)
+	l, err := m.restore(ctx, row, rt, cp, &sp, phases)
 	if err != nil {
-		m.failRow(ctx, row, rt, during+" failed: "+err.Error())
 		return fmt.Errorf("%s sandbox %s: %w", during, row.ID, err)
 	}
 	l.expiresAt = row.ExpiresAt
@@ -154,7 +215,15 @@ func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.
 	return nil
 }
 
-func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, phases map[string]int64) (*live, error) {
+// restore brings a paused sandbox's host side back — its disk and
+// overlay, its network namespace and links (all gone after the host
+// restarts) — and restores its checkpoint into it.
+func (m *Manager) restore(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, phases map[string]int64) (*live, error) {
+	id := row.ID
+	lay, err := m.mountFiles(ctx, id, m.cfg.Images.RootfsPath(row.Image), sp, false, -1)
+	if err != nil {
+		return nil, fmt.Errorf("mount its files: %w", err)
+	}
 	var netns string
 	if sp.Network != nil {
 		start := time.Now()
@@ -164,10 +233,11 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 		phases["network_ms"] = time.Since(start).Milliseconds()
 		netns = network.NSPath(id)
 	}
-	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, m.layout(id), netns, sp), m.checkpointDir(id), phases)
+	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(id), phases)
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Hit("resume.restored")
 	_ = os.RemoveAll(m.checkpointDir(id))
 	return l, nil
 }
@@ -175,7 +245,7 @@ func (m *Manager) restore(ctx context.Context, id string, rt runtime.Runtime, cp
 // restoreInto restores a checkpoint from dir as sandbox id and waits for
 // its agent to dial in.
 func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime, cp runtime.Checkpointer, sp *spec, rs runtime.Spec, dir string, phases map[string]int64) (*live, error) {
-	agent, err := m.listenAgent(id)
+	agent, err := m.listenAgent(id, -1) // only gVisor checkpoints; it has no user namespace
 	if err != nil {
 		return nil, err
 	}

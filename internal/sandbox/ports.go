@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 func validPort(port int) error {
@@ -58,7 +59,8 @@ func (m *Manager) ExposePort(ctx context.Context, org, id string, port int) (*Po
 	}); err != nil {
 		return nil, err
 	}
-	return &Port{Port: port, URL: m.cfg.PreviewURL(id, port)}, nil
+	p := m.port(id, port)
+	return &p, nil
 }
 
 // UnexposePort stops previewing a port.
@@ -72,9 +74,57 @@ func (m *Manager) UnexposePort(ctx context.Context, org, id string, port int) er
 			return &Error{Kind: KindNotFound, Message: "port is not exposed"}
 		}
 		sp.Ports = slices.Delete(sp.Ports, i, i+1)
+		// Exposing it again does not bring old links back.
+		notBefore(sp, port)
 		return nil
 	})
 	return err
+}
+
+func notBefore(sp *spec, port int) {
+	if sp.PreviewNotBefore == nil {
+		sp.PreviewNotBefore = map[int]int64{}
+	}
+	sp.PreviewNotBefore[port] = time.Now().UnixMilli() + 1
+}
+
+// RevokePreviewTokens revokes one preview token of a port (by its id,
+// until it expires), or every token issued so far when tokenID is "".
+func (m *Manager) RevokePreviewTokens(ctx context.Context, org, id string, port int, tokenID string, expires time.Time) error {
+	if err := validPort(port); err != nil {
+		return err
+	}
+	if _, err := m.row(ctx, org, id); err != nil {
+		return err
+	}
+	if tokenID != "" {
+		return m.cfg.Store.RevokeToken(ctx, tokenID, id, expires)
+	}
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if err != nil {
+		return err
+	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	notBefore(&sp, port)
+	b, _ := json.Marshal(sp)
+	return m.cfg.Store.UpdateSpec(ctx, id, b)
+}
+
+// TokenRevoked says whether a preview token was revoked: by id, or by
+// a revoke-all or unexpose after it was issued.
+func (m *Manager) TokenRevoked(ctx context.Context, id string, port int, tokenID string, issued time.Time) bool {
+	row, err := m.cfg.Store.GetSandbox(ctx, "", id)
+	if err != nil {
+		return true
+	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	if nb := sp.PreviewNotBefore[port]; nb != 0 && issued.UnixMilli() < nb {
+		return true
+	}
+	revoked, err := m.cfg.Store.TokenRevoked(ctx, tokenID)
+	return err != nil || revoked
 }
 
 // ErrNoPreview is returned for any preview the caller may not see: an

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,7 +31,8 @@ const (
 // interrupted, finishes deletes, and frees whatever no row accounts for:
 // runtime containers, cgroups, mounts and sandbox directories.
 func (m *Manager) Reconcile(ctx context.Context) error {
-	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StatePooled, StateDeleting}})
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StatePooled, StateDeleting,
+		StatePausing, StateResuming, StateForking}})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
@@ -58,6 +60,18 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			}
 		case StatePaused:
 			// Nothing runs; its files, network and checkpoint are kept.
+		case StatePausing, StateForking, StateResuming:
+			// A pause, fork or resume that a crash interrupted: finish
+			// it or roll it back, never throwing files away.
+			wg.Add(1)
+			go func(row *store.Sandbox) {
+				defer wg.Done()
+				if !m.settle(ctx, row, rt) {
+					mu.Lock()
+					delete(keep, row.ID)
+					mu.Unlock()
+				}
+			}(row)
 		case StateCreating:
 			m.failRow(ctx, row, rt, "create interrupted: warren stopped before the sandbox was ready")
 		case StateDeleting:
@@ -73,7 +87,11 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			go func(row *store.Sandbox) {
 				defer wg.Done()
 				if err := m.reattach(ctx, row, rt); err != nil {
-					m.failRow(ctx, row, rt, "lost after restart: "+err.Error())
+					reason := "lost after restart: " + err.Error()
+					if m.cfg.HostRestarted {
+						reason = "lost: the host restarted, and a running sandbox's processes do not survive that (a paused one does)"
+					}
+					m.failRow(ctx, row, rt, reason)
 					mu.Lock()
 					delete(keep, row.ID)
 					mu.Unlock()
@@ -82,6 +100,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	m.cfg.HostRestarted = false
 	m.sweep(ctx, func(id string) bool {
 		mu.Lock()
 		kept := keep[id]
@@ -94,6 +113,87 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		return kept || m.creating[id] || m.live[id] != nil || m.ending[id]
 	})
 	return nil
+}
+
+// settle decides what a sandbox left pausing, forking or resuming by a
+// crash is now, and reports whether it still exists. If its runtime still
+// runs it (the checkpoint never began, or the restore finished), it is
+// taken back as running. Otherwise, if a checkpoint was saved (the
+// sandbox only stops after a complete one), it is paused. Only a sandbox
+// that neither runs nor was saved is lost.
+func (m *Manager) settle(ctx context.Context, row *store.Sandbox, rt runtime.Runtime) bool {
+	if rt == nil {
+		m.failRow(ctx, row, rt, fmt.Sprintf("runtime %s is not available on this node", row.Runtime))
+		return false
+	}
+	// A checkpoint the crashed warren started may still be writing.
+	waitForRuntimeCommand(ctx, row.ID, "checkpoint", 2*time.Minute)
+	st, err := rt.Status(ctx, row.ID)
+	if err != nil {
+		m.log.Error("reconcile: runtime state", "sandbox.id", row.ID, "err", err)
+		return true // ask again on the next pass
+	}
+	if st == runtime.StatusRunning {
+		if err := m.reattach(ctx, row, rt); err == nil {
+			if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateRunning, store.Change{}); err == nil {
+				_ = os.RemoveAll(m.checkpointDir(row.ID))
+				m.log.Info("reconcile: interrupted "+row.State+" rolled back; the sandbox runs", "sandbox.id", row.ID)
+				return true
+			}
+			m.detach(row.ID)
+		}
+		_ = rt.Stop(ctx, row.ID)
+	}
+	if hasCheckpoint(m.checkpointDir(row.ID)) {
+		_ = rt.Stop(ctx, row.ID)
+		reason := "interrupted while " + row.State + "; paused with what was saved"
+		if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StatePaused, store.Change{Reason: &reason}); err == nil {
+			m.log.Warn("reconcile: interrupted "+row.State+"; the sandbox is paused", "sandbox.id", row.ID)
+			return true
+		}
+	}
+	m.failRow(ctx, row, rt, "lost: warren stopped while the sandbox was "+row.State+" and no checkpoint was saved")
+	return false
+}
+
+// hasCheckpoint says whether dir holds a saved checkpoint.
+func hasCheckpoint(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	return err == nil && len(entries) > 0
+}
+
+// waitForRuntimeCommand waits, up to limit, while a runtime command (a
+// checkpoint a crashed warren started) still runs for a sandbox.
+func waitForRuntimeCommand(ctx context.Context, id, sub string, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if !runtimeCommandRuns(id, sub) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// runtimeCommandRuns looks for a process whose arguments include both the
+// subcommand and the sandbox id.
+func runtimeCommandRuns(id, sub string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		hasID, hasSub := false, false
+		for _, a := range args {
+			hasID = hasID || a == id
+			hasSub = hasSub || a == sub
+		}
+		if hasID && hasSub {
+			return true
+		}
+	}
+	return false
 }
 
 // failRow records why a sandbox failed and tears it down. The guarded
@@ -188,7 +288,9 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	if st != runtime.StatusRunning {
 		return fmt.Errorf("sandbox is %s", st)
 	}
-	agent, err := m.listenAgent(row.ID)
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	agent, err := m.listenAgent(row.ID, owner(userNS(rt, &sp)))
 	if err != nil {
 		return err
 	}
@@ -198,8 +300,6 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 		agent.Close()
 		return fmt.Errorf("agent did not reconnect: %w", err)
 	}
-	var sp spec
-	_ = json.Unmarshal(row.Spec, &sp)
 	last := row.LastActiveAt
 	if last.IsZero() {
 		last = time.Now()
@@ -245,9 +345,13 @@ func (m *Manager) sweep(ctx context.Context, keep func(id string) bool) {
 	// Mounts whose directory went away first.
 	points, _ := overlay.MountPoints(dir)
 	for _, p := range points {
-		id := filepath.Base(filepath.Dir(p))
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			continue
+		}
+		id, _, _ := strings.Cut(rel, string(filepath.Separator))
 		if !keep(id) {
-			_ = overlay.Unmount(m.layout(id))
+			_ = overlay.UnmountAll(m.sandboxDir(id))
 		}
 	}
 }

@@ -86,6 +86,9 @@ type Resources struct {
 	CPU      float64 `json:"cpu"`
 	MemoryMB int     `json:"memory_mb"`
 	PIDs     int     `json:"pids"`
+	// DiskMB is the size of the sandbox's writable filesystem; 0 in
+	// sandboxes from before disks, whose files share the host's.
+	DiskMB int `json:"disk_mb,omitempty"`
 }
 
 func (r Resources) runtime() runtime.Resources {
@@ -93,7 +96,7 @@ func (r Resources) runtime() runtime.Resources {
 }
 
 // Defaults for a request that leaves them out.
-var DefaultResources = Resources{CPU: 1, MemoryMB: 1024, PIDs: 512}
+var DefaultResources = Resources{CPU: 1, MemoryMB: 1024, PIDs: 512, DiskMB: 10240}
 
 // DefaultImage is used when a request names none.
 const DefaultImage = "base"
@@ -108,6 +111,9 @@ type spec struct {
 	Network            *network.Policy   `json:"network,omitempty"`
 	Ports              []int             `json:"ports,omitempty"`
 	Mounts             []runtime.Mount   `json:"mounts,omitempty"`
+	// PreviewNotBefore revokes, per port, the preview tokens issued
+	// before a time (unix milliseconds): a revoke-all or an unexpose.
+	PreviewNotBefore map[int]int64 `json:"preview_not_before,omitempty"`
 }
 
 // Sandbox is the view of a sandbox the API returns.
@@ -146,6 +152,8 @@ const (
 	KindUnavailable
 	// KindTooMany: a limit on work in flight was reached; try later.
 	KindTooMany
+	// KindNoSpace: the sandbox's disk is full.
+	KindNoSpace
 )
 
 // Error is an error a caller can act on.
@@ -190,4 +198,8 @@ func KindOf(err error) (Kind, string) {
 type Port struct {
 	Port int    `json:"port"`
 	URL  string `json:"url"`
+	// PathURL is the same preview under the API's own address, for
+	// clients that cannot resolve the preview domain. Its pages run in a
+	// sandboxed, opaque origin.
+	PathURL string `json:"path_url,omitempty"`
 }

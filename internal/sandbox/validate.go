@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strings"
 
+	"github.com/warrenhq/warren/internal/disk"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/network"
 )
@@ -16,6 +17,7 @@ import (
 const (
 	minMemoryMB    = 32
 	minPIDs        = 16
+	minDiskMB      = 64
 	maxPIDs        = 1 << 20
 	maxMetadataKey = 64
 	maxMetadataVal = 1024
@@ -50,6 +52,9 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 		if r.PIDs != 0 {
 			res.PIDs = r.PIDs
 		}
+		if r.DiskMB != 0 {
+			res.DiskMB = r.DiskMB
+		}
 	}
 	if cores := float64(goruntime.NumCPU()); res.CPU < 0.01 || res.CPU > cores {
 		return nil, "", "", badRequest("resources.cpu", "cpu must be between 0.01 and %g (this node's cores), got %g", cores, res.CPU)
@@ -59,6 +64,11 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 	}
 	if res.PIDs < minPIDs || res.PIDs > maxPIDs {
 		return nil, "", "", badRequest("resources.pids", "pids must be between %d and %d, got %d", minPIDs, maxPIDs, res.PIDs)
+	}
+	// A sandbox's disk is a ceiling, not a reservation, but never more
+	// than the node has free now.
+	if free, err := disk.Available(m.cfg.DataDir); err == nil && (res.DiskMB < minDiskMB || res.DiskMB > free) {
+		return nil, "", "", badRequest("resources.disk_mb", "disk_mb must be between %d and %d (free on this node), got %d", minDiskMB, free, res.DiskMB)
 	}
 	for k := range req.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +22,10 @@ import (
 
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
+	"github.com/warrenhq/warren/internal/idmap"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/runtime/oci"
@@ -49,6 +52,8 @@ type Options struct {
 	// default http://LISTEN.
 	PublicURL string
 	// PreviewDomain enables host-based previews at {port}-{id}.{domain}.
+	// Without one, a server reached on loopback uses "localhost" (browsers
+	// resolve every *.localhost name to loopback, with no DNS).
 	PreviewDomain string
 	// Pools are warm pools to keep booted ("busybox:6,base:2").
 	Pools string
@@ -91,8 +96,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	runtimes, def, err := Runtimes(o.Runtime, o.Runsc, o.Runc, filepath.Join(o.DataDir, "runtime"), log)
+	runtimes, def, err := Runtimes(o.Runtime, o.Runsc, o.Runc, o.DataDir, o.ImageDir, log)
 	if err != nil {
+		return err
+	}
+	if err := openForUserNS(o.DataDir, runtimes); err != nil {
 		return err
 	}
 	agent, err := installAgent(o.DataDir)
@@ -117,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	proxy := &preview.Proxy{Secret: secret, Domain: strings.ToLower(o.PreviewDomain), Base: o.PublicURL}
+	proxy := &preview.Proxy{Secret: secret, Domain: previewDomain(o.PreviewDomain, o.PublicURL), Base: o.PublicURL}
 	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log})
 	if err != nil {
 		return err
@@ -125,7 +133,8 @@ func Run(ctx context.Context, o Options) error {
 	defer nets.Close()
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
-		DefaultRuntime: def, Agent: agent, Network: nets, PreviewURL: proxy.URL, Log: log,
+		DefaultRuntime: def, Agent: agent, Network: nets, PreviewURL: proxy.URL, PreviewPathURL: proxy.PathURL, Log: log,
+		HostRestarted: hostRestarted(o.DataDir),
 	})
 	if err != nil {
 		return err
@@ -192,6 +201,38 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
+// previewDomain is the domain host-based previews use: the one given, or
+// "localhost" for a server reached on loopback. Host-based previews give
+// each preview an origin of its own; path-based ones share the API's.
+func previewDomain(given, publicURL string) string {
+	if given != "" {
+		return strings.ToLower(given)
+	}
+	u, err := url.Parse(publicURL)
+	if err != nil {
+		return ""
+	}
+	if h := u.Hostname(); h == "localhost" {
+		return "localhost"
+	} else if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		return "localhost"
+	}
+	return ""
+}
+
+// hostRestarted says whether the host booted since warren last ran here,
+// by the kernel's boot id, and records this boot's.
+func hostRestarted(dataDir string) bool {
+	now, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return false
+	}
+	path := filepath.Join(dataDir, "boot_id")
+	last, err := os.ReadFile(path)
+	_ = os.WriteFile(path, now, 0o600)
+	return err == nil && string(last) != string(now)
+}
+
 // previewSecret loads (or makes, once) the key that signs preview tokens,
 // so tokens stay valid across restarts.
 func previewSecret(dataDir string) ([]byte, error) {
@@ -225,6 +266,11 @@ func bootstrapKey(ctx context.Context, st *store.Store, dataDir, given string) (
 		} else if err != nil {
 			return "", false, err
 		}
+		// The given key is the admin key: one set before it (rotated
+		// away) or made at first start stops working now.
+		if _, err := st.DeleteAPIKeysExcept(ctx, DefaultOrg, "admin", apikey.Hash(given)); err != nil {
+			return "", false, err
+		}
 		return given, false, writeKeyFile(path, given)
 	}
 	n, err := st.CountAPIKeys(ctx)
@@ -254,7 +300,8 @@ func writeKeyFile(path, key string) error {
 
 // Runtimes finds the backends this host can run and picks the default:
 // with "auto", the strongest available (gvisor, then runc).
-func Runtimes(choice, runsc, runc, stateDir string, log *slog.Logger) (map[string]runtime.Runtime, string, error) {
+func Runtimes(choice, runsc, runc, dataDir, imageDir string, log *slog.Logger) (map[string]runtime.Runtime, string, error) {
+	stateDir := filepath.Join(dataDir, "runtime")
 	out := map[string]runtime.Runtime{}
 	var problems []error
 	if p := lookPath(runsc, "runsc"); p != "" {
@@ -267,7 +314,11 @@ func Runtimes(choice, runsc, runc, stateDir string, log *slog.Logger) (map[strin
 		problems = append(problems, errors.New("gvisor: runsc not found (set --runsc or WARREN_RUNSC)"))
 	}
 	if p := lookPath(runc, "runc"); p != "" {
-		if rt, err := oci.Runc(p, filepath.Join(stateDir, "runc")); err == nil {
+		userNS, why := probeUserNS(dataDir, imageDir)
+		if userNS == nil {
+			log.Warn("runc sandboxes run WITHOUT a user namespace: root inside them is root on this host", "reason", why)
+		}
+		if rt, err := oci.Runc(p, filepath.Join(stateDir, "runc"), userNS, why); err == nil {
 			out["runc"] = rt
 		} else {
 			problems = append(problems, err)
@@ -298,6 +349,80 @@ func Runtimes(choice, runsc, runc, stateDir string, log *slog.Logger) (map[strin
 		return out, choice, nil
 	}
 	return nil, "", fmt.Errorf("unknown runtime %q: choose auto, gvisor, runc or process", choice)
+}
+
+// probeUserNS checks that this kernel can give runc sandboxes a user
+// namespace the way warren does it: an idmapped mount of an image
+// directory as the lower layer of an overlay.
+func probeUserNS(dataDir, imageDir string) (*runtime.IDRange, string) {
+	r := idmap.Default
+	// runc mounts a sandbox's root as root of the sandbox: an
+	// unprivileged uid, which must be able to walk to it.
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, err.Error()
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return nil, err.Error()
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return nil, fmt.Sprintf("the data dir's parent %s is not searchable by other users (mode %04o); chmod o+x it, or put the data dir elsewhere", d, fi.Mode().Perm())
+		}
+		if d == "/" {
+			break
+		}
+	}
+	if err := os.MkdirAll(imageDir, 0o755); err != nil {
+		return nil, err.Error()
+	}
+	dir, err := os.MkdirTemp(imageDir, ".userns-probe-")
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer os.RemoveAll(dir)
+	for _, d := range []string{"lower", "view", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err.Error()
+		}
+	}
+	ns, err := r.Userns()
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer ns.Close()
+	view := filepath.Join(dir, "view")
+	if err := idmap.Mount(filepath.Join(dir, "lower"), view, ns); err != nil {
+		return nil, err.Error()
+	}
+	defer idmap.Unmount(view)
+	merged := filepath.Join(dir, "merged")
+	if err := overlay.MountDirs(view, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged); err != nil {
+		return nil, "an overlay on an idmapped image: " + err.Error()
+	}
+	_ = overlay.UnmountDir(merged)
+	return &runtime.IDRange{HostID: r.HostID, Size: r.Size}, ""
+}
+
+// openForUserNS lets the root of runc's user namespace walk from the data
+// dir to sandboxes' roots, and no further: the data dir and the
+// sandboxes dir become searchable by its group (mode 0710), and every
+// file in them that is not meant for it stays 0600 or 0700.
+func openForUserNS(dataDir string, runtimes map[string]runtime.Runtime) error {
+	for _, rt := range runtimes {
+		un, ok := rt.(runtime.UserNamespaced)
+		if !ok {
+			continue
+		}
+		if r, _ := un.UserNamespace(); r != nil {
+			if err := os.Chown(dataDir, 0, int(r.HostID)); err != nil {
+				return fmt.Errorf("open the data dir to sandboxes' root group: %w", err)
+			}
+			return os.Chmod(dataDir, 0o710)
+		}
+	}
+	return os.Chmod(dataDir, 0o700)
 }
 
 func lookPath(given, name string) string {

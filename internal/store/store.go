@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -50,6 +51,11 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 	ended_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sandboxes_org_state ON sandboxes(org, state);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+	id TEXT PRIMARY KEY,
+	sandbox_id TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
 `
 
 // Open opens (creating if needed) the database at path.
@@ -65,6 +71,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	// Only warren reads its database.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			db.Close()
+			return nil, fmt.Errorf("restrict %s: %w", f, err)
+		}
 	}
 	return &Store{db: db}, nil
 }
@@ -105,6 +118,40 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	}
 	k.CreatedAt = time.UnixMilli(created).UTC()
 	return &k, nil
+}
+
+// DeleteAPIKeysExcept removes the keys of org whose name starts with
+// prefix, but for the one with hash keep: a rotated bootstrap key
+// replaces the ones before it.
+func (s *Store) DeleteAPIKeysExcept(ctx context.Context, org, prefix, keep string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM api_keys WHERE org = ? AND substr(name, 1, ?) = ? AND hash != ?`, org, len(prefix), prefix, keep)
+	if err != nil {
+		return 0, fmt.Errorf("delete api keys: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// RevokeToken records a preview token as revoked until it would have
+// expired anyway; expired records are dropped.
+func (s *Store) RevokeToken(ctx context.Context, tokenID, sandboxID string, expires time.Time) error {
+	now := time.Now().UnixMilli()
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM revoked_tokens WHERE expires_at < ?`, now); err != nil {
+		return fmt.Errorf("prune revoked tokens: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO revoked_tokens(id, sandbox_id, expires_at) VALUES(?,?,?)`,
+		tokenID, sandboxID, expires.UnixMilli()); err != nil {
+		return fmt.Errorf("revoke token: %w", err)
+	}
+	return nil
+}
+
+// TokenRevoked says whether a preview token id was revoked.
+func (s *Store) TokenRevoked(ctx context.Context, tokenID string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM revoked_tokens WHERE id = ?`, tokenID).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up revoked token: %w", err)
+	}
+	return n > 0, nil
 }
 
 // CountAPIKeys counts stored keys.

@@ -37,6 +37,10 @@ type Config struct {
 	PIDsInSandbox bool
 	// NoCheckpoint, when set, says why this runtime cannot checkpoint.
 	NoCheckpoint string
+	// UserNS, when set, is the user namespace sandboxes may run in;
+	// NoUserNS says why there is none.
+	UserNS   *runtime.IDRange
+	NoUserNS string
 }
 
 // Runtime is an OCI-runtime backend.
@@ -78,10 +82,23 @@ func GVisor(binary, stateDir string) (*Runtime, error) {
 	})
 }
 
-// Runc returns the runc backend.
-func Runc(binary, stateDir string) (*Runtime, error) {
-	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true,
+// Runc returns the runc backend. With userNS, sandboxes run in a user
+// namespace with that mapping; otherwise noUserNS says why not.
+func Runc(binary, stateDir string, userNS *runtime.IDRange, noUserNS string) (*Runtime, error) {
+	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true, UserNS: userNS, NoUserNS: noUserNS,
 		NoCheckpoint: "runc checkpoints with CRIU, which is not installed or does not work on this kernel; use the gvisor runtime to pause"})
+}
+
+// UserNamespace says whether sandboxes can run in a user namespace.
+func (r *Runtime) UserNamespace() (*runtime.IDRange, string) {
+	if r.cfg.UserNS == nil {
+		reason := r.cfg.NoUserNS
+		if reason == "" {
+			reason = r.cfg.Name + " runs sandboxes without user namespaces"
+		}
+		return nil, reason
+	}
+	return r.cfg.UserNS, ""
 }
 
 func (r *Runtime) Name() string { return r.cfg.Name }

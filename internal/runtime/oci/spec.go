@@ -72,6 +72,19 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.Target, Type: "bind", Source: m.Source, Options: []string{"rbind", mode, "nosuid", "nodev"}})
 	}
+	if s.Sysfs != "" {
+		for i, m := range spec.Mounts {
+			if m.Destination == "/sys" {
+				spec.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: s.Sysfs, Options: []string{"rbind", "ro", "nosuid", "noexec", "nodev"}}
+			}
+		}
+	}
+	if u := s.UserNS; u != nil {
+		// Root inside is an unprivileged uid of the host.
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: u.HostID, Size: u.Size}}
+		spec.Linux.UIDMappings, spec.Linux.GIDMappings = m, m
+	}
 	if s.AgentToken != "" {
 		spec.Process.Env = append(spec.Process.Env, guest.TokenEnv+"="+s.AgentToken)
 	}
@@ -123,29 +136,106 @@ func resources(res runtime.Resources) *specs.LinuxResources {
 	return out
 }
 
-// seccompProfile allows everything except syscalls a sandbox has no use
-// for and that widen the kernel's attack surface: module loading, kexec,
-// BPF, keyrings, perf, userfaultfd, namespace and mount changes.
+// seccompProfile is an allow-list, as strict as Docker's default: the
+// syscalls ordinary programs use, and nothing that only privileged ones
+// need (mount, namespaces, modules, kexec, BPF, keyrings, perf,
+// userfaultfd) or that widens the kernel's attack surface for little use
+// (io_uring). clone may not create namespaces; clone3, whose flags sit
+// where a filter cannot read them, answers ENOSYS so libc falls back to
+// clone. Everything else answers EPERM.
 func seccompProfile() *specs.LinuxSeccomp {
-	denied := []string{
-		"acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module",
-		"delete_module", "finit_module", "fsconfig", "fsmount", "fsopen", "fspick",
-		"get_kernel_syms", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load",
-		"kexec_load", "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount",
-		"name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
-		"perf_event_open", "pivot_root", "query_module", "quotactl", "reboot", "request_key", "setns",
-		"settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
-		"umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
+	allow := func(names ...string) specs.LinuxSyscall {
+		return specs.LinuxSyscall{Names: names, Action: specs.ActAllow}
 	}
-	return &specs.LinuxSeccomp{
-		DefaultAction: specs.ActAllow,
-		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64},
-		Syscalls: []specs.LinuxSyscall{{
-			Names:    denied,
-			Action:   specs.ActErrno,
-			ErrnoRet: ptr(uint(1)), // EPERM
-		}},
+	p := &specs.LinuxSeccomp{
+		DefaultAction:   specs.ActErrno,
+		DefaultErrnoRet: ptr(uint(unix.EPERM)),
+		Architectures:   []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Syscalls:        []specs.LinuxSyscall{allow(allowedSyscalls...)},
 	}
+	// clone without any CLONE_NEW* flag (on x86 the flags are argument 0).
+	p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{
+		Names: []string{"clone"}, Action: specs.ActAllow,
+		Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}},
+	})
+	p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: ptr(uint(unix.ENOSYS))})
+	// personality: only the personas programs ask for (and the query).
+	for _, persona := range []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff} {
+		p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{
+			Names: []string{"personality"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: persona, Op: specs.OpEqualTo}},
+		})
+	}
+	return p
+}
+
+// namespaceFlags are clone's CLONE_NEW* flags.
+const namespaceFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWUSER |
+	unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+
+// allowedSyscalls are allowed without conditions.
+var allowedSyscalls = []string{
+	// Files and directories.
+	"access", "chdir", "chmod", "chown", "chown32", "close", "close_range", "copy_file_range", "creat",
+	"dup", "dup2", "dup3", "faccessat", "faccessat2", "fadvise64", "fadvise64_64", "fallocate",
+	"fchdir", "fchmod", "fchmodat", "fchmodat2", "fchown", "fchown32", "fchownat", "fcntl", "fcntl64",
+	"fdatasync", "flock", "fstat", "fstat64", "fstatat64", "fstatfs", "fstatfs64", "fsync", "ftruncate",
+	"ftruncate64", "futimesat", "getcwd", "getdents", "getdents64", "lchown", "lchown32", "link", "linkat",
+	"_llseek", "lseek", "lstat", "lstat64", "mkdir", "mkdirat", "mknod", "mknodat", "newfstatat", "open",
+	"openat", "openat2", "pread64", "preadv", "preadv2", "pwrite64", "pwritev", "pwritev2", "read",
+	"readahead", "readlink", "readlinkat", "readv", "rename", "renameat", "renameat2", "rmdir", "sendfile",
+	"sendfile64", "splice", "stat", "stat64", "statfs", "statfs64", "statx", "symlink", "symlinkat", "sync",
+	"sync_file_range", "syncfs", "tee", "truncate", "truncate64", "umask", "unlink", "unlinkat", "utime",
+	"utimensat", "utimensat_time64", "utimes", "vmsplice", "write", "writev", "chroot", "cachestat",
+	// Extended attributes.
+	"fgetxattr", "flistxattr", "fremovexattr", "fsetxattr", "getxattr", "lgetxattr", "listxattr",
+	"llistxattr", "lremovexattr", "lsetxattr", "removexattr", "setxattr",
+	// Waiting for events.
+	"epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait", "epoll_pwait2",
+	"epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "inotify_add_watch", "inotify_init",
+	"inotify_init1", "inotify_rm_watch", "_newselect", "poll", "ppoll", "ppoll_time64", "pselect6",
+	"pselect6_time64", "select", "signalfd", "signalfd4", "timerfd_create", "timerfd_gettime",
+	"timerfd_gettime64", "timerfd_settime", "timerfd_settime64", "fanotify_mark",
+	// Asynchronous I/O (not io_uring).
+	"io_cancel", "io_destroy", "io_getevents", "io_pgetevents", "io_pgetevents_time64", "io_setup", "io_submit",
+	// Memory.
+	"brk", "madvise", "map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore", "mlock",
+	"mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mremap", "msync", "munlock", "munlockall", "munmap",
+	"pkey_alloc", "pkey_free", "pkey_mprotect", "remap_file_pages", "process_mrelease",
+	// Processes, threads and signals.
+	"arch_prctl", "capget", "capset", "execve", "execveat", "exit", "exit_group", "fork", "vfork",
+	"get_robust_list", "set_robust_list", "get_thread_area", "set_thread_area", "set_tid_address", "getcpu",
+	"getegid", "getegid32", "geteuid", "geteuid32", "getgid", "getgid32", "getgroups", "getgroups32",
+	"getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getresgid", "getresgid32", "getresuid",
+	"getresuid32", "getrlimit", "getrusage", "getsid", "gettid", "getuid", "getuid32", "ioprio_get",
+	"ioprio_set", "kill", "pause", "pidfd_getfd", "pidfd_open", "pidfd_send_signal", "prctl", "prlimit64",
+	"ptrace", "process_vm_readv", "process_vm_writev", "restart_syscall", "rseq", "rt_sigaction",
+	"rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait",
+	"rt_sigtimedwait_time64", "rt_tgsigqueueinfo", "sched_getaffinity", "sched_getattr", "sched_getparam",
+	"sched_get_priority_max", "sched_get_priority_min", "sched_getscheduler", "sched_rr_get_interval",
+	"sched_rr_get_interval_time64", "sched_setaffinity", "sched_setattr", "sched_setparam",
+	"sched_setscheduler", "sched_yield", "seccomp", "setfsgid", "setfsgid32", "setfsuid", "setfsuid32",
+	"setgid", "setgid32", "setgroups", "setgroups32", "setpgid", "setpriority", "setregid", "setregid32",
+	"setresgid", "setresgid32", "setresuid", "setresuid32", "setreuid", "setreuid32", "setrlimit", "setsid",
+	"setuid", "setuid32", "sigaltstack", "sigprocmask", "sigreturn", "tgkill", "tkill", "ugetrlimit",
+	"wait4", "waitid", "waitpid", "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self",
+	// Futexes.
+	"futex", "futex_requeue", "futex_time64", "futex_wait", "futex_waitv", "futex_wake",
+	// Time.
+	"alarm", "clock_getres", "clock_getres_time64", "clock_gettime", "clock_gettime64", "clock_nanosleep",
+	"clock_nanosleep_time64", "getitimer", "gettimeofday", "nanosleep", "setitimer", "time", "timer_create",
+	"timer_delete", "timer_getoverrun", "timer_gettime", "timer_gettime64", "timer_settime",
+	"timer_settime64", "times",
+	// Sockets.
+	"accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen", "recv",
+	"recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "send", "sendmmsg", "sendmsg", "sendto",
+	"setsockopt", "shutdown", "socket", "socketcall", "socketpair",
+	// System V and POSIX IPC (in the sandbox's own IPC namespace).
+	"ipc", "mq_getsetattr", "mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64",
+	"mq_timedsend", "mq_timedsend_time64", "mq_unlink", "msgctl", "msgget", "msgrcv", "msgsnd", "semctl",
+	"semget", "semop", "semtimedop", "semtimedop_time64", "shmat", "shmctl", "shmdt", "shmget",
+	// Devices and the rest.
+	"ioctl", "getrandom", "pipe", "pipe2", "sysinfo", "uname",
 }
 
 func ptr[T any](v T) *T { return &v }
