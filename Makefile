@@ -17,7 +17,14 @@ WARREN_LISTEN ?= 127.0.0.1:7070
 WARREN_IMAGE_DIR ?= $(CACHE)/images
 export WARREN_DATA_DIR WARREN_LISTEN WARREN_IMAGE_DIR
 
-.PHONY: all deps build run test test-short vet clean
+# Native Go fuzzers: package:target. `make test` runs each briefly;
+# `make fuzz` for longer (FUZZTIME=10m make fuzz).
+FUZZ_TARGETS := ./internal/guest:FuzzCollectExec ./internal/guest:FuzzGreeting \
+	./internal/network:FuzzPolicy ./internal/preview:FuzzMatch ./internal/preview:FuzzVerify \
+	./internal/sandbox:FuzzCreateRequest ./internal/api:FuzzWriteJSONString
+FUZZTIME ?= 2m
+
+.PHONY: all deps build run test test-short vet clean fuzz
 
 all: build
 
@@ -33,9 +40,18 @@ run: deps build
 # The suite drives real runsc and runc sandboxes; it needs root.
 test: deps build
 	go vet ./...
+	# The hostile-guest suite, with the race detector.
+	go test -race -count=1 ./internal/guest/
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	CGO_ENABLED=0 WARREN_BIN=$(BIN) WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) WARREN_TEST_IMAGE_DIR=$(WARREN_IMAGE_DIR) \
 		WARREN_SIDECAR_DIR=$(CACHE)/sidecars \
 		go test -count=1 -timeout 25m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t##*:} for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 vet:
 	go vet ./...

@@ -142,8 +142,10 @@ func New(cfg Config) (*Manager, error) {
 			gid, mode = owner(r), 0o710
 		}
 	}
-	if err := os.Chown(dir, 0, gid); err != nil {
-		return nil, fmt.Errorf("set the sandboxes dir's group: %w", err)
+	if gid != 0 {
+		if err := os.Chown(dir, 0, gid); err != nil {
+			return nil, fmt.Errorf("set the sandboxes dir's group: %w", err)
+		}
 	}
 	if err := os.Chmod(dir, mode); err != nil {
 		return nil, fmt.Errorf("set the sandboxes dir's mode: %w", err)
@@ -274,9 +276,9 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 		}
 	}
 	if err != nil {
-		log.Error("create failed", "err", err)
+		log.Error("create failed", "err", redact(err.Error()))
 		m.teardown(bootCtx, row.ID, rt)
-		reason := "create failed: " + err.Error()
+		reason := redact("create failed: " + err.Error())
 		_, _ = m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
 		var e *Error
 		if errors.As(err, &e) {
@@ -327,7 +329,7 @@ func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, 
 	ctx = context.WithoutCancel(ctx)
 	timings := map[string]int64{"claim_ms": time.Since(start).Milliseconds()}
 	if err := m.runStartup(ctx, l, req, timings); err != nil {
-		m.failRow(ctx, row, l.rt, "create failed: "+err.Error())
+		m.failRow(ctx, row, l.rt, redact("create failed: "+err.Error()))
 		var e *Error
 		if errors.As(err, &e) {
 			return nil, err

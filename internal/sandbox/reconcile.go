@@ -201,6 +201,7 @@ func runtimeCommandRuns(id, sub string) bool {
 // finished while a reconcile pass looked at an old copy), nothing is torn
 // down.
 func (m *Manager) failRow(ctx context.Context, row *store.Sandbox, rt runtime.Runtime, reason string) {
+	reason = redact(reason)
 	_, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateFailed, store.Change{Reason: &reason, Ended: true})
 	if errors.Is(err, store.ErrConflict) {
 		return

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,7 +161,8 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 			return fmt.Errorf("git clone: %w", err)
 		}
 		if res.ExitCode != 0 {
-			return badRequest("startup.git", "git clone %s failed (exit %d): %s", g.URL, res.ExitCode, tail(res.Stderr+res.Stdout))
+			// The URL may carry credentials, and git may repeat it.
+			return badRequest("startup.git", "%s", redact(fmt.Sprintf("git clone %s failed (exit %d): %s", g.URL, res.ExitCode, tail(res.Stderr+res.Stdout))))
 		}
 		timings["git_ms"] = time.Since(t).Milliseconds()
 		cwd = "/workspace"
@@ -208,6 +210,12 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 	}
 	return nil
 }
+
+// credentialsInURL matches the user[:password]@ part of a URL.
+var credentialsInURL = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@`)
+
+// redact hides credentials in URLs, for what is stored and logged.
+func redact(s string) string { return credentialsInURL.ReplaceAllString(s, "${1}***@") }
 
 // tail keeps the end of a command's output for an error message.
 func tail(s string) string {
