@@ -207,12 +207,7 @@ func TestSymlinkEscapes(t *testing.T) {
 			}
 			// Pause and resume, then fork: the host rewrites the copy's
 			// /etc/hosts, /etc/hostname and /etc/resolv.conf.
-			if _, err := s.c.Pause(ctx, sb.ID); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.c.Resume(ctx, sb.ID); err != nil {
-				t.Fatal(err)
-			}
+			s.pauseResume(t, sb.ID)
 			canaryUntouched(t, canary)
 			copies, err := s.c.Fork(ctx, sb.ID, 1)
 			if err != nil {
@@ -279,12 +274,7 @@ func TestDiskLimit(t *testing.T) {
 			if rt != "gvisor" {
 				return
 			}
-			if _, err := s.c.Pause(ctx, sb.ID); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.c.Resume(ctx, sb.ID); err != nil {
-				t.Fatal(err)
-			}
+			s.pauseResume(t, sb.ID)
 			fill(sb.ID)
 			copies, err := s.c.Fork(ctx, sb.ID, 1)
 			if err != nil {
@@ -342,4 +332,16 @@ func TestCredentialsNotKept(t *testing.T) {
 	}
 	s2.key = rotated
 	s2.c = client.New(s2.url, rotated)
+}
+
+// pauseResume pauses a sandbox and resumes it.
+func (s *server) pauseResume(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.c.Pause(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.c.Resume(ctx, id); err != nil {
+		t.Fatal(err)
+	}
 }

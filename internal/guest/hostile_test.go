@@ -227,7 +227,8 @@ func TestConnectStorm(t *testing.T) {
 	if extra := peak.Load() - int64(base); extra > 300+maxGreeting+20 {
 		t.Fatalf("goroutines grew by %d during the storm", extra)
 	}
-	eventually(t, func() bool { return runtime.NumGoroutine() <= base+5 }, "goroutines back to normal")
+	// Nothing per connection is left (300 connections; a leak shows).
+	eventually(t, func() bool { return runtime.NumGoroutine() <= base+30 }, "goroutines back to normal")
 }
 
 func eventually(t *testing.T, ok func() bool, what string) {
@@ -241,18 +242,27 @@ func eventually(t *testing.T, ok func() bool, what string) {
 	}
 }
 
-// hostileAgent is a compromised agent: it has the token and speaks the
-// transport, but answers with whatever handler says.
-func hostileAgent(t *testing.T, handler http.Handler) *Client {
+// impostor connects to sock with the right greeting and speaks the
+// transport: a compromised agent, or root in the sandbox that read the
+// token.
+func impostor(t *testing.T, sock, token string) *yamux.Session {
 	t.Helper()
-	token := NewToken()
-	c, sock := listen(t, token)
 	conn := dial(t, sock)
 	conn.Write(Greeting(token))
 	s, err := yamux.Server(conn, sessionConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// hostileAgent is a compromised agent: it has the token and speaks the
+// transport, but answers with whatever handler says.
+func hostileAgent(t *testing.T, handler http.Handler) *Client {
+	t.Helper()
+	token := NewToken()
+	c, sock := listen(t, token)
+	s := impostor(t, sock, token)
 	srv := &http.Server{Handler: handler}
 	go srv.Serve(s)
 	t.Cleanup(func() { srv.Close(); s.Close() })
@@ -264,7 +274,9 @@ func hostileAgent(t *testing.T, handler http.Handler) *Client {
 	return c
 }
 
-// Small answers are allowed 24 MiB: the answer's limit, what yamux buffers
+// Cases that read next to nothing are allowed 8 MiB: what the runtime
+// itself allocates meanwhile (yamux, HTTP, the sampler). Small answers are
+// allowed 24 MiB: the answer's limit, what yamux buffers
 // for one stream (its 4 MiB window, in a buffer that grows by doubling)
 // and the decoder's own buffer.
 
@@ -353,21 +365,21 @@ func TestHostileAgentAnswers(t *testing.T) {
 		}, func(c *Client) error {
 			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
 			return err
-		}, "without exit_code", 1 << 20},
+		}, "without exit_code", 8 << 20},
 		{"malformed frames", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)
 			w.Write([]byte("{\"type\":\"stdout\",\"data\":\n"))
 		}, func(c *Client) error {
 			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
 			return err
-		}, "malformed frame", 1 << 20},
+		}, "malformed frame", 8 << 20},
 		{"wrong types", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)
 			w.Write([]byte(`{"type":["exit"],"exit_code":"zero"}` + "\n"))
 		}, func(c *Client) error {
 			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
 			return err
-		}, "malformed frame", 1 << 20},
+		}, "malformed frame", 8 << 20},
 		{"endless legacy JSON", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write([]byte(`{"exit_code":0,"stdout":"`))
@@ -419,7 +431,7 @@ func TestHostileAgentAnswers(t *testing.T) {
 				return errors.New("made up an exit code")
 			}
 			return err
-		}, "", 1 << 20},
+		}, "", 8 << 20},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -485,12 +497,7 @@ func TestHostileAgentStreams(t *testing.T) {
 func TestAgentOpensStream(t *testing.T) {
 	token := NewToken()
 	c, sock := listen(t, token)
-	conn := dial(t, sock)
-	conn.Write(Greeting(token))
-	s, err := yamux.Server(conn, sessionConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := impostor(t, sock, token)
 	defer s.Close()
 	eventually(t, c.Connected, "connected")
 	st, err := s.Open()
@@ -511,18 +518,12 @@ func TestConnectDisconnectStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for i := 0; i < 200; i++ {
-		conn, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn.Write(Greeting(token))
-		s, _ := yamux.Server(conn, sessionConfig())
+	for i := int64(1); i <= 200; i++ {
+		s := impostor(t, sock, token)
 		eventually(t, c.Connected, "connected")
 		s.Close()
-		eventually(t, func() bool { return !c.Connected() }, "disconnected")
+		eventually(t, func() bool { return disconnects.Load() == i }, "the disconnect reported")
 	}
-	eventually(t, func() bool { return disconnects.Load() == 200 }, "200 disconnects reported")
 	realAgent(t, c, sock, token)
 	mustServe(t, c)
 }

@@ -58,18 +58,25 @@ func split(name string) (dir, base string, err error) {
 	return strings.TrimPrefix(filepath.Dir(clean), "/"), filepath.Base(clean), nil
 }
 
-// WriteFile writes data to name inside root, replacing what is there —
-// a symlink is replaced, never followed — in one rename, so readers see
-// the old file or the new one. The directory must exist.
-func WriteFile(root, name string, data []byte, perm os.FileMode) error {
+// openParent opens the directory holding name inside root, and returns
+// it with name's last element.
+func openParent(root, name string) (dfd int, base string, err error) {
 	dir, base, err := split(name)
 	if err != nil {
-		return err
+		return -1, "", err
 	}
 	if dir == "" {
 		dir = "."
 	}
-	dfd, err := openIn(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0, resolve)
+	dfd, err = openIn(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0, resolve)
+	return dfd, base, err
+}
+
+// WriteFile writes data to name inside root, replacing what is there —
+// a symlink is replaced, never followed — in one rename, so readers see
+// the old file or the new one. The directory must exist.
+func WriteFile(root, name string, data []byte, perm os.FileMode) error {
+	dfd, base, err := openParent(root, name)
 	if err != nil {
 		return err
 	}
@@ -77,7 +84,7 @@ func WriteFile(root, name string, data []byte, perm os.FileMode) error {
 	tmp := "." + base + ".warren-" + randomSuffix()
 	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 	if err != nil {
-		return &os.PathError{Op: "create", Path: filepath.Join(root, dir, tmp), Err: err}
+		return &os.PathError{Op: "create", Path: filepath.Join(root, filepath.Dir(name), tmp), Err: err}
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	_, err = f.Write(data)
@@ -101,14 +108,7 @@ func WriteFile(root, name string, data []byte, perm os.FileMode) error {
 // Chown changes the owner of name inside root; a symlink there is
 // changed itself, never followed.
 func Chown(root, name string, uid, gid int) error {
-	dir, base, err := split(name)
-	if err != nil {
-		return err
-	}
-	if dir == "" {
-		dir = "."
-	}
-	dfd, err := openIn(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0, resolve)
+	dfd, base, err := openParent(root, name)
 	if err != nil {
 		return err
 	}
