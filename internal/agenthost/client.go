@@ -32,6 +32,9 @@ func BearerClient(url, token string) *Client {
 	return c
 }
 
+// maxAnswer bounds an answer the client reads.
+const maxAnswer = 64 << 20
+
 // StatusError is an answer other than 2xx, with the server's message.
 type StatusError struct {
 	Method, Path string
@@ -66,7 +69,14 @@ func (c *Client) Call(ctx context.Context, method, path string, body, out any) (
 		return 0, fmt.Errorf("reach the workspace server at %s: %w", c.URL, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	// Answers proxied from OpenCode come from inside a sandbox: bounded.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err == nil && len(b) > maxAnswer {
+		err = fmt.Errorf("the answer is larger than %d bytes", maxAnswer)
+	}
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("read %s %s: %w", method, path, err)
+	}
 	if resp.StatusCode >= 300 {
 		var e struct {
 			Error struct{ Message string } `json:"error"`

@@ -192,7 +192,7 @@ func (h *Host) handleReply(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Reply string `json:"reply"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Reply != "allow" && req.Reply != "deny") {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || (req.Reply != "allow" && req.Reply != "deny") {
 		writeJSONError(w, http.StatusBadRequest, "bad_request", `reply: want "allow" or "deny"`)
 		return
 	}
@@ -221,7 +221,7 @@ func (h *Host) handleMint(w http.ResponseWriter, r *http.Request) {
 		Scope string `json:"scope"`
 		Label string `json:"label"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "decode body: "+err.Error())
 		return
 	}
