@@ -432,25 +432,39 @@ func (b *outputBuffer) String() string {
 	return s
 }
 
-// FrameReader reads NDJSON frames, refusing any line over MaxFrame.
-type FrameReader struct{ r *bufio.Reader }
+// FrameReader reads NDJSON frames, refusing any line over MaxFrame. Its
+// buffer starts small: most frames are a few bytes, and an exec must not
+// pay for clearing a megabyte.
+type FrameReader struct {
+	r    *bufio.Reader
+	line []byte
+}
 
 // NewFrameReader reads frames from r.
 func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{r: bufio.NewReaderSize(r, MaxFrame)}
+	return &FrameReader{r: bufio.NewReaderSize(r, 32<<10)}
 }
 
 // Next returns the next frame; io.EOF at a clean end.
 func (fr *FrameReader) Next() (*Frame, error) {
 	for {
-		line, err := fr.r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, fmt.Errorf("a frame is longer than %d bytes", MaxFrame)
+		fr.line = fr.line[:0]
+		var err error
+		for {
+			var chunk []byte
+			chunk, err = fr.r.ReadSlice('\n')
+			if len(fr.line)+len(chunk) > MaxFrame {
+				return nil, fmt.Errorf("a frame is longer than %d bytes", MaxFrame)
+			}
+			fr.line = append(fr.line, chunk...)
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				break
+			}
 		}
-		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+		if err != nil && (len(fr.line) == 0 || !errors.Is(err, io.EOF)) {
 			return nil, err
 		}
-		line = bytes.TrimSpace(line)
+		line := bytes.TrimSpace(fr.line)
 		if len(line) == 0 {
 			if err != nil {
 				return nil, err

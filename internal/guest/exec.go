@@ -377,10 +377,15 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 	conn.Close(websocket.StatusNormalClosure, "")
 }
 
+// frameBuffers are the pumps' read buffers, reused across commands.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // pumpFrames sends what r produces as frames, never splitting a UTF-8
 // sequence across two frames.
 func pumpFrames(r io.Reader, stream string, send func(Frame)) {
-	buf := make([]byte, 32<<10)
+	bp := frameBuffers.Get().(*[]byte)
+	defer frameBuffers.Put(bp)
+	buf := *bp
 	carry := 0
 	for {
 		n, err := r.Read(buf[carry:])

@@ -19,7 +19,7 @@ import (
 )
 
 // startAgent runs a real agent on the host, dialing a real client's socket.
-func startAgent(t *testing.T) *Client {
+func startAgent(t testing.TB) *Client {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, SocketName)

@@ -1,0 +1,18 @@
+package guest
+
+import (
+	"context"
+	"testing"
+)
+
+// BenchmarkExec times a synchronous exec of true through the real agent
+// over the real transport, without a sandbox around it.
+func BenchmarkExec(b *testing.B) {
+	c := startAgent(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := c.Exec(ctx, &ExecRequest{Argv: []string{"true"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
