@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,7 +61,19 @@ func TestMain(m *testing.M) {
 	if imageDir == "" {
 		imageDir = filepath.Join(root, ".cache/images")
 	}
-	os.Exit(m.Run())
+	// warren starts LXCFS for runc sandboxes and leaves it serving (it
+	// outlives warren, as sandboxes do); stop it if these tests did.
+	_, lxcfsBefore := os.Stat("/var/lib/lxcfs/proc/meminfo")
+	code := m.Run()
+	if lxcfsBefore != nil {
+		if b, err := os.ReadFile("/run/warren-lxcfs.pid"); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		_ = syscall.Unmount("/var/lib/lxcfs", syscall.MNT_DETACH)
+	}
+	os.Exit(code)
 }
 
 // server is one warren serve process.

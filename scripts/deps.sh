@@ -9,7 +9,7 @@ CACHE=$(dirname "$(dirname "$(dirname "$RUNSC")")")
 mkdir -p "$CACHE"
 
 need=()
-for pkg in runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs; do
+for pkg in runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -39,6 +39,7 @@ func TestWriteExecResult(t *testing.T) {
 	for _, res := range []guest.ExecResult{
 		{ExitCode: 3, Stdout: "out\n", Stderr: "err \xff", DurationMs: 12},
 		{ExitCode: 124, TimedOut: true, Truncated: true, Stdout: strings.Repeat("\x01é", 70000)},
+		{ExitCode: 137, OOMKilled: true},
 	} {
 		rec := httptest.NewRecorder()
 		writeExecResult(rec, &res)

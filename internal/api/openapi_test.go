@@ -52,7 +52,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	types := map[string]any{
-		"CreateRequest": sandbox.CreateRequest{}, "Resources": sandbox.Resources{}, "Sandbox": sandbox.Sandbox{},
+		"CreateRequest": sandbox.CreateRequest{}, "Resources": sandbox.Resources{}, "Sandbox": sandbox.Sandbox{}, "Memory": sandbox.Memory{},
 		"ExecRequest": guest.ExecRequest{}, "ExecResult": guest.ExecResult{}, "Frame": guest.Frame{},
 		"FileInfo": guest.FileInfo{}, "Image": image.Image{}, "ImageEvent": image.Event{},
 		"ErrorBody": ErrorBody{}, "ErrorDetail": ErrorDetail{}, "NetworkPolicy": network.Policy{}, "Port": sandbox.Port{}, "PortToken": PortToken{},

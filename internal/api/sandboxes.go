@@ -345,6 +345,9 @@ func writeExecResult(w http.ResponseWriter, res *guest.ExecResult) {
 	if res.Truncated {
 		bw.WriteString(",\n  \"truncated\": true")
 	}
+	if res.OOMKilled {
+		bw.WriteString(",\n  \"oom_killed\": true")
+	}
 	fmt.Fprintf(bw, ",\n  \"duration_ms\": %d\n}\n", res.DurationMs)
 	_ = bw.Flush()
 }

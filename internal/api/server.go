@@ -15,6 +15,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
@@ -32,13 +33,14 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	patterns []string
+	metrics  http.Handler
 	// Preview serves exposed ports; nil disables previews.
 	Preview *preview.Proxy
 }
 
 // New builds the API server.
 func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.Logger) *Server {
-	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now()}
+	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now(), metrics: metrics.Handler(mgr)}
 	for _, r := range s.routes() {
 		h := r.handler
 		if r.auth {
@@ -62,6 +64,7 @@ type route struct {
 func (s *Server) routes() []route {
 	return []route{
 		{"GET /healthz", s.handleHealth, false},
+		{"GET /metrics", s.handleMetrics, true},
 		{"GET /v1/openapi.json", s.handleOpenAPI, false},
 		{"GET /v1/info", s.handleInfo, true},
 		{"POST /v1/sandboxes", s.handleCreate, true},
@@ -285,6 +288,10 @@ func decode(r *http.Request, v any) error {
 		return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "request body is empty; send a JSON object"}
 	}
 	return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "invalid request body: " + err.Error()}
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	s.metrics.ServeHTTP(w, r)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

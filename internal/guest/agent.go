@@ -32,6 +32,7 @@ type Agent struct {
 
 	bgOnce     sync.Once
 	background *background
+	memory     *memoryGuard
 }
 
 // Run dials the host and serves its requests until ctx ends, dialing again
@@ -40,6 +41,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.Logf == nil {
 		a.Logf = log.Printf
 	}
+	if a.memory == nil {
+		a.memory = newMemoryGuard()
+	}
+	go a.memory.run(ctx)
 	handler := a.handler()
 	backoff := time.Millisecond
 	for ctx.Err() == nil {
@@ -120,6 +125,8 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /commands", a.handleListCommands)
 	mux.HandleFunc("GET /commands/{name}/logs", a.handleCommandLogs)
 	mux.HandleFunc("POST /ready", a.handleReady)
+	mux.HandleFunc("GET /memory", a.handleMemory)
+	mux.HandleFunc("POST /memory/pressure", a.handlePressure)
 	return mux
 }
 

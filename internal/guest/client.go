@@ -336,12 +336,18 @@ func (c *Client) WaitReady(ctx context.Context) error {
 	return err
 }
 
-// Close stops accepting agents and drops the current session.
+// Close stops accepting agents and drops the current session. Calls
+// waiting for the agent to dial again fail at once.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	s := c.session
 	c.session = nil
+	select {
+	case <-c.ready:
+	default:
+		close(c.ready)
+	}
 	c.mu.Unlock()
 	if s != nil {
 		s.Close()
@@ -400,6 +406,7 @@ func CollectExec(r io.Reader) (*ExecResult, error) {
 				Stdout:     stdout.String(),
 				Stderr:     stderr.String(),
 				TimedOut:   f.TimedOut,
+				OOMKilled:  f.OOMKilled,
 				Truncated:  f.Truncated || stdout.truncated || stderr.truncated,
 				DurationMs: max(f.DurationMs, 0),
 			}, nil
@@ -678,6 +685,21 @@ func (c *Client) CommandLogs(ctx context.Context, name string, follow bool) (io.
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// Memory reports the sandbox's memory as its agent sees it.
+func (c *Client) Memory(ctx context.Context) (*MemoryState, error) {
+	var st MemoryState
+	if err := c.do(ctx, http.MethodGet, "/memory", nil, nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Pressure tells the agent memory is getting tight; with always, that the
+// host cannot say so and the agent must look by itself.
+func (c *Client) Pressure(ctx context.Context, always bool) error {
+	return c.do(ctx, http.MethodPost, "/memory/pressure", url.Values{"always": {strconv.FormatBool(always)}}, nil, nil)
 }
 
 // ReadyResult is the outcome of a ready check.

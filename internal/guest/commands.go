@@ -25,10 +25,13 @@ type CommandRequest struct {
 
 // Command is a background command's state.
 type Command struct {
-	Name      string     `json:"name"`
-	Cmd       string     `json:"cmd"`
-	State     string     `json:"state"` // running or exited
-	ExitCode  *int       `json:"exit_code,omitempty"`
+	Name     string `json:"name"`
+	Cmd      string `json:"cmd"`
+	State    string `json:"state"` // running or exited
+	ExitCode *int   `json:"exit_code,omitempty"`
+	// OOMKilled: a process of the command was killed because the
+	// sandbox ran out of memory.
+	OOMKilled bool       `json:"oom_killed,omitempty"`
 	PID       int        `json:"pid"`
 	StartedAt time.Time  `json:"started_at"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
@@ -117,6 +120,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	cmd.Stderr = cmd.Stdout
 	cmd.WaitDelay = 0
 	c.info = Command{Name: req.Name, Cmd: req.Cmd, State: "running", StartedAt: time.Now().UTC()}
+	mark := a.memory.mark()
 	if err := cmd.Start(); err != nil {
 		code, msg := startError(err)
 		f.WriteString(msg)
@@ -132,8 +136,9 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 		code, _ := exitCode(cmd.Wait())
 		f.Close()
 		now := time.Now().UTC()
+		oom := a.memory.lostToOOM(mark, cmd.Process.Pid, code)
 		c.mu.Lock()
-		c.info.State, c.info.ExitCode, c.info.EndedAt = "exited", &code, &now
+		c.info.State, c.info.ExitCode, c.info.EndedAt, c.info.OOMKilled = "exited", &code, &now, oom
 		c.mu.Unlock()
 		c.notify()
 	}()

@@ -191,7 +191,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	start := time.Now()
-	code, timedOut, err := streamCommand(r.Context(), cmd, &req, send, func(stdin io.WriteCloser) {
+	code, timedOut, oom, err := a.streamCommand(r.Context(), cmd, &req, send, func(stdin io.WriteCloser) {
 		if req.Stdin != "" {
 			_, _ = io.WriteString(stdin, req.Stdin)
 		}
@@ -204,17 +204,18 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	mu.Lock()
 	cut := truncated
 	mu.Unlock()
-	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, Truncated: cut, DurationMs: time.Since(start).Milliseconds()})
+	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom, Truncated: cut, DurationMs: time.Since(start).Milliseconds()})
 }
 
 // streamCommand starts cmd with its output sent as frames, hands its
 // stdin to withStdin, and waits for it to end (or its timeout, or ctx).
-// It returns the shell-style exit code; a command that cannot start
-// answers 127 or 126 with the reason on stderr.
-func streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send func(Frame), withStdin func(io.WriteCloser)) (code int, timedOut bool, err error) {
+// It returns the shell-style exit code, and whether a process of the
+// command was killed because the sandbox ran out of memory; a command
+// that cannot start answers 127 or 126 with the reason on stderr.
+func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send func(Frame), withStdin func(io.WriteCloser)) (code int, timedOut, oom bool, err error) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	var pumps sync.WaitGroup
 	var writers []*io.PipeWriter
@@ -236,12 +237,13 @@ func streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send fu
 			w.Close()
 		}
 	}
+	mark := a.memory.mark()
 	if err := cmd.Start(); err != nil {
 		closeWriters()
 		pumps.Wait()
 		code, msg := startError(err)
 		send(Frame{Type: "stderr", Data: msg})
-		return code, false, nil
+		return code, false, false, nil
 	}
 	limitChild(cmd.Process.Pid)
 	withStdin(stdin)
@@ -252,12 +254,13 @@ func streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send fu
 	closeWriters()
 	pumps.Wait()
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
+	oom = a.memory.lostToOOM(mark, cmd.Process.Pid, code)
 	if timedOut {
 		code = 124
 	}
-	return code, timedOut, nil
+	return code, timedOut, oom, nil
 }
 
 func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
@@ -348,7 +351,7 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		conn.Close(websocket.StatusNormalClosure, "")
 		return
 	}
-	code, timedOut, err := streamCommand(ctx, cmd, &req, send, func(stdin io.WriteCloser) {
+	code, timedOut, oom, err := a.streamCommand(ctx, cmd, &req, send, func(stdin io.WriteCloser) {
 		if req.Stdin != "" {
 			_, _ = io.WriteString(stdin, req.Stdin)
 		}
@@ -373,7 +376,7 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		send(Frame{Type: "error", Message: err.Error()})
 	}
-	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut})
+	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom})
 	conn.Close(websocket.StatusNormalClosure, "")
 }
 

@@ -89,7 +89,10 @@ type ExecResult struct {
 	// TimedOut is set when the command was killed at its timeout.
 	TimedOut bool `json:"timed_out,omitempty"`
 	// Truncated is set when output beyond MaxCapturedOutput was dropped.
-	Truncated  bool  `json:"truncated,omitempty"`
+	Truncated bool `json:"truncated,omitempty"`
+	// OOMKilled is set when the sandbox ran out of memory and a process
+	// of this command was killed for it.
+	OOMKilled  bool  `json:"oom_killed,omitempty"`
 	DurationMs int64 `json:"duration_ms"`
 }
 
@@ -111,6 +114,9 @@ type Frame struct {
 	Data     string `json:"data,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
 	TimedOut bool   `json:"timed_out,omitempty"`
+	// OOMKilled (exit frames): a process of the command was killed
+	// because the sandbox ran out of memory.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 	// Truncated and DurationMs close a synchronous exec (exit frames).
 	Truncated  bool   `json:"truncated,omitempty"`
 	DurationMs int64  `json:"duration_ms,omitempty"`

@@ -161,3 +161,42 @@ func LogTail(path string, lines int) string {
 	}
 	return out
 }
+
+// MemoryGuarded is implemented by backends whose sandbox kernel has no
+// OOM killer of its own. gVisor's kernel shares the host cgroup with the
+// workload, so an allocation over the limit would make the host kill the
+// whole sandbox. Start and Restore leave the host limit at the requested
+// memory (what the sandbox sees as its total); GuardMemory then raises it
+// by MemoryHeadroom, so the host never kills the sandbox for its
+// workload's sake, and calls pressure when the host's charge for the
+// sandbox crosses half the requested memory, so that the agent inside can
+// watch closely and kill the workload's biggest process at the limit. It
+// returns once the watch is set; the watch ends with ctx or the sandbox.
+// ErrNoPressureEvents says the host cannot signal pressure (cgroup v2):
+// the agent must watch on its own.
+type MemoryGuarded interface {
+	GuardMemory(ctx context.Context, id string, limitBytes int64, pressure func()) error
+}
+
+// ErrNoPressureEvents: the host cannot signal memory pressure here.
+var ErrNoPressureEvents = errors.New("this host cannot signal memory pressure")
+
+// MemoryHeadroom is how far above a gVisor sandbox's requested memory its
+// host cgroup limit is set: room for the sandbox's kernel and gofer, and
+// for what the workload allocates between the agent's looks.
+func MemoryHeadroom(limitBytes int64) int64 { return 256<<20 + limitBytes/16 }
+
+// MemoryStats is what the host charges a sandbox for memory.
+type MemoryStats struct {
+	CurrentBytes int64
+	PeakBytes    int64
+	// OOMKills counts processes the host kernel's OOM killer ended in
+	// the sandbox's cgroup.
+	OOMKills int64
+}
+
+// MemoryReporter is implemented by backends that can say what a sandbox
+// costs in memory.
+type MemoryReporter interface {
+	MemoryStats(id string) (MemoryStats, error)
+}

@@ -85,6 +85,8 @@ type live struct {
 	flushed time.Time // lastUse as last written to the store
 	streams int       // open exec streams and terminals
 	ops     int       // agent calls in flight, at most MaxOperations
+	// stopGuard ends the memory guard (see guardMemory).
+	stopGuard func()
 }
 
 func (l *live) owner() string {
@@ -272,7 +274,7 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	timings, l, err := m.boot(bootCtx, row.ID, img, rt, sp)
 	if err == nil {
 		if err = m.runStartup(bootCtx, l, req, timings); err != nil {
-			l.agent.Close()
+			l.close()
 		}
 	}
 	if err != nil {
@@ -415,6 +417,7 @@ func (m *Manager) boot(ctx context.Context, id, img string, rt runtime.Runtime, 
 		return nil, nil, err
 	}
 	timings["agent_ms"] = time.Since(t).Milliseconds()
+	m.guardMemory(l, sp)
 	return timings, l, nil
 }
 
@@ -501,7 +504,7 @@ func (m *Manager) detach(id string) {
 	delete(m.live, id)
 	m.mu.Unlock()
 	if l != nil {
-		l.agent.Close()
+		l.close()
 	}
 }
 
@@ -614,13 +617,17 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 	return nil
 }
 
-// Get returns a sandbox of org.
+// Get returns a sandbox of org, with its memory use when it runs.
 func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
-	return m.view(row), nil
+	v := m.view(row)
+	if row.State == StateRunning {
+		v.Memory = m.memory(ctx, id)
+	}
+	return v, nil
 }
 
 // List lists sandboxes of org.

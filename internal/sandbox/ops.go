@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/internal/store"
 )
 
 var readFile = os.ReadFile
@@ -81,7 +83,7 @@ func (m *Manager) agentFor(ctx context.Context, org, id string) (*live, error) {
 			return nil, conflict("sandbox %s is busy (%s); try again", id, row.State)
 		}
 		if row.State != StatePaused {
-			return nil, conflict("sandbox %s is %s, not running", id, row.State)
+			return nil, gone(row)
 		}
 		// Using a paused sandbox wakes it.
 		if _, err := m.Resume(ctx, org, id); err != nil {
@@ -124,7 +126,7 @@ func (m *Manager) Exec(ctx context.Context, org, id string, req *guest.ExecReque
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	res, err := l.agent.Exec(ctx, &r)
-	return res, agentError(err)
+	return res, m.callFailed(ctx, l, err)
 }
 
 func validateExec(req *guest.ExecRequest) error {
@@ -162,7 +164,7 @@ func (m *Manager) ExecStream(ctx context.Context, org, id string, req *guest.Exe
 	conn, err = l.agent.ExecStream(ctx)
 	if err != nil {
 		done()
-		return nil, nil, agentError(err)
+		return nil, nil, m.callFailed(ctx, l, err)
 	}
 	r := *req
 	r.Env = l.withEnv(req.Env)
@@ -193,7 +195,7 @@ func (m *Manager) PTY(ctx context.Context, org, id string, cols, rows int, env m
 	conn, err = l.agent.PTY(ctx, q)
 	if err != nil {
 		done()
-		return nil, nil, agentError(err)
+		return nil, nil, m.callFailed(ctx, l, err)
 	}
 	return conn, both(l.hold(), done), nil
 }
@@ -207,7 +209,7 @@ func (m *Manager) ReadFile(ctx context.Context, org, id, path string) (io.ReadCl
 	rc, n, err := l.agent.ReadFile(ctx, path)
 	if err != nil {
 		done()
-		return nil, 0, agentError(err)
+		return nil, 0, m.callFailed(ctx, l, err)
 	}
 	return &closeHook{ReadCloser: rc, hook: done}, n, nil
 }
@@ -220,7 +222,7 @@ func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r i
 	}
 	defer done()
 	fi, err := l.agent.WriteFile(ctx, path, mode, r)
-	return fi, agentError(err)
+	return fi, m.callFailed(ctx, l, err)
 }
 
 // ListFiles lists a directory in a sandbox.
@@ -231,7 +233,7 @@ func (m *Manager) ListFiles(ctx context.Context, org, id, path string) ([]guest.
 	}
 	defer done()
 	out, err := l.agent.List(ctx, path)
-	return out, agentError(err)
+	return out, m.callFailed(ctx, l, err)
 }
 
 // StatFile describes a path in a sandbox.
@@ -242,7 +244,7 @@ func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*guest.Fi
 	}
 	defer done()
 	fi, err := l.agent.Stat(ctx, path)
-	return fi, agentError(err)
+	return fi, m.callFailed(ctx, l, err)
 }
 
 // Mkdir creates a directory in a sandbox.
@@ -253,7 +255,7 @@ func (m *Manager) Mkdir(ctx context.Context, org, id, path string) (*guest.FileI
 	}
 	defer done()
 	fi, err := l.agent.Mkdir(ctx, path)
-	return fi, agentError(err)
+	return fi, m.callFailed(ctx, l, err)
 }
 
 // RemoveFile removes a path in a sandbox.
@@ -263,7 +265,46 @@ func (m *Manager) RemoveFile(ctx context.Context, org, id, path string, recursiv
 		return err
 	}
 	defer done()
-	return agentError(l.agent.Remove(ctx, path, recursive))
+	return m.callFailed(ctx, l, l.agent.Remove(ctx, path, recursive))
+}
+
+// callFailed turns a failed call to a sandbox's agent into what the
+// caller should hear. An agent that answered gets its answer mapped. A
+// lost connection may mean the sandbox died (out of memory, a crash): the
+// runtime is asked at once, and a dead sandbox is recorded failed and
+// answered as a 409 with the reason, never a 500 or a wait.
+func (m *Manager) callFailed(ctx context.Context, l *live, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *guest.AgentError
+	if errors.As(err, &ae) || ctx.Err() != nil {
+		return agentError(err)
+	}
+	bg := context.WithoutCancel(ctx)
+	for try := 0; try < 10; try++ {
+		row, gerr := m.cfg.Store.GetSandbox(bg, "", l.id)
+		if gerr != nil {
+			break
+		}
+		if row.State != StateRunning {
+			return gone(row)
+		}
+		// The runtime may take a moment to see its sandbox gone.
+		if m.checkLive(bg, row, l.rt) && l.agent.Connected() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return &Error{Kind: KindUnavailable, Message: "lost the connection to the sandbox's agent; try again: " + err.Error(), Err: err}
+}
+
+// gone is the answer for a sandbox that is no longer running.
+func gone(row *store.Sandbox) error {
+	if row.Reason != "" {
+		return conflict("sandbox %s is %s: %s", row.ID, row.State, row.Reason)
+	}
+	return conflict("sandbox %s is %s, not running", row.ID, row.State)
 }
 
 // agentError turns the agent's answers into errors the API can classify.

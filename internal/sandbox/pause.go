@@ -262,5 +262,6 @@ func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime
 		agent.Close()
 		return nil, err
 	}
+	m.guardMemory(l, sp)
 	return l, nil
 }

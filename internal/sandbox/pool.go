@@ -148,7 +148,7 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 	}
 	boot := BootHotPool
 	if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateCreating}, StatePooled, store.Change{BootPath: &boot, Timings: timings}); err != nil {
-		l.agent.Close()
+		l.close()
 		m.teardown(context.WithoutCancel(ctx), row.ID, m.cfg.Runtimes[rtName])
 		return "", err
 	}

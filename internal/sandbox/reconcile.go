@@ -262,7 +262,8 @@ func (m *Manager) agentLost(id string) func() {
 			}()
 			ctx := context.Background()
 			// The runtime may take a moment to notice its sandbox died.
-			for _, wait := range []time.Duration{0, 200 * time.Millisecond, time.Second, 3 * time.Second} {
+			for _, wait := range []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond,
+				400 * time.Millisecond, time.Second, 2 * time.Second, 3 * time.Second} {
 				time.Sleep(wait)
 				row, err := m.cfg.Store.GetSandbox(ctx, "", id)
 				if err != nil || row.State != StateRunning {
@@ -307,6 +308,7 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	}
 	l := newLive(row.ID, rt, agent, &sp, last)
 	l.expiresAt = row.ExpiresAt
+	m.guardMemory(l, &sp)
 	m.goLive(l, row.Org)
 	m.log.Info("reattached sandbox", "sandbox.id", row.ID)
 	return nil
@@ -434,6 +436,6 @@ func (m *Manager) Shutdown() {
 		last := l.lastUse
 		l.mu.Unlock()
 		_ = m.cfg.Store.Touch(context.Background(), l.id, last)
-		l.agent.Close()
+		l.close()
 	}
 }

@@ -245,7 +245,7 @@ func (m *Manager) StartCommand(ctx context.Context, org, id string, req *guest.C
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	c, err := l.agent.StartCommand(ctx, &r)
-	return c, agentError(err)
+	return c, m.callFailed(ctx, l, err)
 }
 
 // Commands lists a sandbox's background commands.
@@ -256,7 +256,7 @@ func (m *Manager) Commands(ctx context.Context, org, id string) ([]guest.Command
 	}
 	defer done()
 	out, err := l.agent.Commands(ctx)
-	return out, agentError(err)
+	return out, m.callFailed(ctx, l, err)
 }
 
 // CommandLogs streams a background command's output; with follow it
@@ -269,7 +269,7 @@ func (m *Manager) CommandLogs(ctx context.Context, org, id, name string, follow 
 	rc, err := l.agent.CommandLogs(ctx, name, follow)
 	if err != nil {
 		done()
-		return nil, nil, agentError(err)
+		return nil, nil, m.callFailed(ctx, l, err)
 	}
 	return rc, both(l.hold(), done), nil
 }

@@ -139,6 +139,23 @@ type Sandbox struct {
 	Timings   map[string]int64 `json:"timings,omitempty"`
 	// Reason says why a sandbox failed or was ended by warren.
 	Reason string `json:"reason,omitempty"`
+	// Memory is what a running sandbox uses (GET of one sandbox only).
+	Memory *Memory `json:"memory,omitempty"`
+}
+
+// Memory is a running sandbox's memory use.
+type Memory struct {
+	// LimitMB is the requested memory: what the sandbox sees as its total.
+	LimitMB int `json:"limit_mb"`
+	// UsedMB is what its processes use, as its own kernel accounts it.
+	UsedMB float64 `json:"used_mb"`
+	// HostMB and HostPeakMB are what the host charges for the sandbox,
+	// its runtime included (gVisor's kernel and gofer), now and at most.
+	HostMB     float64 `json:"host_mb"`
+	HostPeakMB float64 `json:"host_peak_mb"`
+	// OOMKills counts processes killed because the sandbox ran out of
+	// memory.
+	OOMKills int64 `json:"oom_kills"`
 }
 
 // Kind classifies an Error for the API.

@@ -24,6 +24,7 @@ import (
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/idmap"
 	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/lxcfs"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/preview"
@@ -318,7 +319,15 @@ func Runtimes(choice, runsc, runc, dataDir, imageDir string, log *slog.Logger) (
 		if userNS == nil {
 			log.Warn("runc sandboxes run WITHOUT a user namespace: root inside them is root on this host", "reason", why)
 		}
-		if rt, err := oci.Runc(p, filepath.Join(stateDir, "runc"), userNS, why); err == nil {
+		procFiles := map[string]string{}
+		if dir, err := lxcfs.Ensure(); err == nil {
+			for _, f := range lxcfs.Files {
+				procFiles[f] = filepath.Join(dir, "proc", f)
+			}
+		} else {
+			log.Warn("runc sandboxes see the host's /proc/meminfo, not their own memory limit", "reason", err.Error())
+		}
+		if rt, err := oci.Runc(p, filepath.Join(stateDir, "runc"), userNS, why, procFiles); err == nil {
 			out["runc"] = rt
 		} else {
 			problems = append(problems, err)

@@ -154,6 +154,25 @@ func (s *Store) TokenRevoked(ctx context.Context, tokenID string) (bool, error) 
 	return n > 0, nil
 }
 
+// CountByState counts sandboxes by state, deleted ones left out.
+func (s *Store) CountByState(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM sandboxes WHERE state != 'deleted' GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count sandboxes: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
+
 // CountAPIKeys counts stored keys.
 func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
 	var n int

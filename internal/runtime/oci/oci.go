@@ -37,6 +37,16 @@ type Config struct {
 	PIDsInSandbox bool
 	// NoCheckpoint, when set, says why this runtime cannot checkpoint.
 	NoCheckpoint string
+	// CgroupInside mounts the sandbox's own cgroup, read-only, at
+	// /sys/fs/cgroup (runc: its kernel is the host's).
+	CgroupInside bool
+	// GuardMemory: the sandbox's kernel has no OOM killer for its
+	// workload (gVisor); see runtime.MemoryGuarded.
+	GuardMemory bool
+	// ProcFiles, when set, is a directory of files to bind over their
+	// /proc counterparts (LXCFS's proc/, runc: so /proc/meminfo tells the
+	// sandbox's limit).
+	ProcFiles map[string]string
 	// UserNS, when set, is the user namespace sandboxes may run in;
 	// NoUserNS says why there is none.
 	UserNS   *runtime.IDRange
@@ -79,13 +89,16 @@ func GVisor(binary, stateDir string) (*Runtime, error) {
 			"--network=sandbox",
 		},
 		PIDsInSandbox: true,
+		GuardMemory:   true,
 	})
 }
 
 // Runc returns the runc backend. With userNS, sandboxes run in a user
 // namespace with that mapping; otherwise noUserNS says why not.
-func Runc(binary, stateDir string, userNS *runtime.IDRange, noUserNS string) (*Runtime, error) {
-	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true, UserNS: userNS, NoUserNS: noUserNS,
+// procFiles, when not empty, replace their /proc counterparts (see
+// Config.ProcFiles).
+func Runc(binary, stateDir string, userNS *runtime.IDRange, noUserNS string, procFiles map[string]string) (*Runtime, error) {
+	return New(Config{Name: "runc", Binary: binary, StateDir: stateDir, Seccomp: true, UserNS: userNS, NoUserNS: noUserNS, CgroupInside: true, ProcFiles: procFiles,
 		NoCheckpoint: "runc checkpoints with CRIU, which is not installed or does not work on this kernel; use the gvisor runtime to pause"})
 }
 
@@ -234,10 +247,26 @@ func (r *Runtime) Status(ctx context.Context, id string) (runtime.Status, error)
 	if err := json.Unmarshal(out, &st); err != nil {
 		return "", fmt.Errorf("decode %s state: %w", r.cfg.Name, err)
 	}
-	if st.Status == "running" {
+	// The runtime's own state lags a sandbox process that was killed
+	// (seconds, for runsc): its process says at once.
+	if st.Status == "running" && processAlive(st.Pid) {
 		return runtime.StatusRunning, nil
 	}
 	return runtime.StatusStopped, nil
+}
+
+// processAlive says whether pid runs (and is not a zombie).
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	rest := b[bytes.LastIndexByte(b, ')')+1:]
+	f := bytes.Fields(rest)
+	return len(f) > 0 && string(f[0]) != "Z" && string(f[0]) != "X"
 }
 
 func (r *Runtime) List(ctx context.Context) ([]string, error) {

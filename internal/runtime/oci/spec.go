@@ -3,6 +3,7 @@ package oci
 import (
 	"fmt"
 	"golang.org/x/sys/unix"
+	"sort"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -88,8 +89,27 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 	if s.AgentToken != "" {
 		spec.Process.Env = append(spec.Process.Env, guest.TokenEnv+"="+s.AgentToken)
 	}
+	// The agent enforces the memory limit where the sandbox's kernel has
+	// no OOM killer for its workload, and reports the kernel's otherwise.
+	mode := "kernel"
+	if r.cfg.GuardMemory {
+		mode = "enforce"
+	}
+	if s.Resources.MemoryMB > 0 {
+		spec.Process.Env = append(spec.Process.Env, fmt.Sprintf("%s=%d", guest.MemoryLimitEnv, int64(s.Resources.MemoryMB)<<20), guest.OOMModeEnv+"="+mode)
+	}
 	if r.cfg.Seccomp {
 		spec.Linux.Seccomp = seccompProfile()
+	}
+	for _, name := range sortedKeys(r.cfg.ProcFiles) {
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/proc/" + name, Type: "bind", Source: r.cfg.ProcFiles[name], Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+	}
+	if r.cfg.CgroupInside {
+		// The sandbox sees its own cgroup (read-only, in a cgroup
+		// namespace of its own): its limits, for runtimes that size
+		// themselves, and its OOM kill count, for the agent.
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}})
 	}
 	if r.cfg.PIDsInSandbox {
 		// The host cgroup would count the sentry's own threads too, and
@@ -239,6 +259,15 @@ var allowedSyscalls = []string{
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
 
 // nofile is the open-files limit for sandboxes: nofileLimit, or less where
 // warren's own hard limit is lower (the runtime may not raise it once it
