@@ -358,13 +358,14 @@ func writeJSONString(w io.Writer, s string) {
 	io.WriteString(w, `"`)
 	for len(s) > 0 {
 		n := min(len(s), 32<<10)
-		if n < len(s) {
-			cut := n
-			for k := 0; k < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); k++ {
-				n--
-			}
-			if n == 0 {
-				n = cut
+		// Only a valid rune straddling the cut must stay whole: invalid
+		// bytes become U+FFFD one at a time wherever the cut falls.
+		for back := 1; n < len(s) && back < utf8.UTFMax && back <= n; back++ {
+			if utf8.RuneStart(s[n-back]) {
+				if _, size := utf8.DecodeRuneInString(s[n-back:]); size > back {
+					n -= back
+				}
+				break
 			}
 		}
 		b, _ := json.Marshal(s[:n])
