@@ -58,6 +58,9 @@ type Info struct {
 	DefaultRuntime string       `json:"default_runtime"`
 	Pools          []PoolStatus `json:"pools"`
 	Org            string       `json:"org"`
+	// Warnings say where the node's isolation is weaker than its
+	// default (runc without a user namespace, the process runtime).
+	Warnings []string `json:"warnings"`
 }
 
 // Client calls one warren server.

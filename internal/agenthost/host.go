@@ -288,6 +288,8 @@ type Pairing struct {
 	HostToken   string             `json:"host_token"`
 	Approval    string             `json:"approval"`
 	Workspaces  []WorkspacePairing `json:"workspaces"`
+	// Warnings say where isolation is weaker than a gVisor sandbox.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // WorkspacePairing is one workspace's part of the pairing details.
@@ -304,10 +306,25 @@ type WorkspacePairing struct {
 	Attach           string `json:"attach"`
 }
 
+// Warnings say where this host's isolation is weaker than a gVisor
+// sandbox: the node's own warnings, and workspaces run with no sandbox.
+func (h *Host) Warnings() []string {
+	var out []string
+	if h.cfg.Manager != nil {
+		out = h.cfg.Manager.Warnings()
+	}
+	for _, w := range h.Workspaces() {
+		if w.Runtime == "none" {
+			out = append(out, fmt.Sprintf("workspace %s: OpenCode runs directly on this host, with no sandbox (--sandbox none)", w.Name))
+		}
+	}
+	return out
+}
+
 // Pairing returns the connect details.
 func (h *Host) Pairing() *Pairing {
 	p := &Pairing{RunID: h.cfg.RunID, URL: h.URL(), ConnectURL: h.ConnectURL(),
-		ClientToken: h.st.f.ClientToken, HostToken: h.st.f.HostToken, Approval: h.cfg.Approval}
+		ClientToken: h.st.f.ClientToken, HostToken: h.st.f.HostToken, Approval: h.cfg.Approval, Warnings: h.Warnings()}
 	for _, w := range h.Workspaces() {
 		p.Workspaces = append(p.Workspaces, WorkspacePairing{
 			ID: w.ID, Name: w.Name, Path: w.Path, Sandbox: w.Runtime, SandboxID: w.SandboxID,

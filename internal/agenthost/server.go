@@ -90,7 +90,7 @@ func (h *Host) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ok": true, "version": h.cfg.Version, "uptimeMs": time.Since(h.started).Milliseconds(), "runId": h.cfg.RunID,
 		"approval":   map[string]any{"mode": h.cfg.Approval, "timeoutMs": h.cfg.ApprovalTimeout.Milliseconds()},
-		"workspaces": len(services), "services": services,
+		"workspaces": len(services), "services": services, "warnings": h.Warnings(),
 	})
 }
 

@@ -303,6 +303,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"version":         Version,
 		"runtimes":        s.sandbox.Runtimes(),
 		"default_runtime": s.sandbox.DefaultRuntime(),
+		"warnings":        s.sandbox.Warnings(),
 		"pools":           s.sandbox.Pools(),
 		"org":             callerFrom(r.Context()).Org,
 	})

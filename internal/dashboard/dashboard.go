@@ -53,6 +53,7 @@ type status struct {
 	OK       bool      `json:"ok"`
 	UptimeMs int64     `json:"uptimeMs"`
 	Services []service `json:"services"`
+	Warnings []string  `json:"warnings"`
 	Approval struct {
 		Mode string `json:"mode"`
 	} `json:"approval"`
@@ -153,6 +154,16 @@ func (m *model) render() string {
 	var b strings.Builder
 	p := m.run.Pairing
 	fmt.Fprintf(&b, "warren start — run %s — pid %d\n\n", m.run.RunID, m.run.PID)
+	warnings := p.Warnings
+	if m.st != nil {
+		warnings = m.st.Warnings
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(&b, "WARNING: %s\n", w)
+	}
+	if len(warnings) > 0 {
+		b.WriteString("\n")
+	}
 	b.WriteString("SERVICE            STATE      SANDBOX                        URL                              UPTIME\n")
 	server := "starting"
 	var up time.Duration

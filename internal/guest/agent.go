@@ -147,6 +147,11 @@ func RunInit(args []string) int {
 	token := os.Getenv(TokenEnv)
 	_ = os.Unsetenv(TokenEnv)
 	cmd := exec.Command(self, args...)
+	if self == LoaderPath {
+		// A dynamically linked agent: the loader started us, and starts
+		// the agent the same way.
+		cmd = exec.Command(LoaderPath, append([]string{"--library-path", LibDir, AgentPath}, args...)...)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	var tokenW *os.File
 	if token != "" {

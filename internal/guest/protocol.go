@@ -21,6 +21,11 @@ const (
 	Dir = "/.warren"
 	// AgentPath is where the runtime places the agent binary.
 	AgentPath = Dir + "/agent"
+	// LibDir holds the ELF loader and libraries of a dynamically linked
+	// agent, which runs as "LoaderPath --library-path LibDir AgentPath".
+	LibDir = Dir + "/lib"
+	// LoaderPath is the loader in LibDir.
+	LoaderPath = LibDir + "/ld.so"
 	// RunDir is bind-mounted from the host and holds the host's socket.
 	RunDir = Dir + "/run"
 	// SocketName is the host socket's name in RunDir.

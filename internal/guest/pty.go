@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // handlePTY runs a shell on a pseudo-terminal. Binary frames carry terminal
@@ -42,7 +43,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 	cmd.Dir = q.Get("cwd")
 	if cmd.Dir == "" {
 		cmd.Dir = "/root"
-		if _, err := os.Stat(cmd.Dir); err != nil {
+		if unix.Access(cmd.Dir, unix.X_OK) != nil {
 			cmd.Dir = "/"
 		}
 	}

@@ -25,8 +25,13 @@ type Spec struct {
 	// RunDir is the host directory that appears at /.warren/run inside the
 	// sandbox; it holds the host socket the agent dials.
 	RunDir string
-	// Agent is the host path of the static agent binary.
+	// Agent is the host path of the agent binary.
 	Agent string
+	// AgentLibs, for a dynamically linked agent, is the host directory
+	// holding the ELF loader and the libraries it needs (see agentbin);
+	// a backend binds it at guest.LibDir and starts the agent through
+	// that loader. Empty for a static agent.
+	AgentLibs string
 	// AgentToken is what the agent greets the host with. A backend hands
 	// it to the agent so that nothing else in the sandbox can read it
 	// (guest.TokenEnv of the sandbox's init, which is non-dumpable).

@@ -36,8 +36,14 @@ type Config struct {
 	Runtimes map[string]runtime.Runtime
 	// DefaultRuntime is used when a request names none.
 	DefaultRuntime string
-	// Agent is the host path of the static agent binary.
+	// Warnings say where this node's isolation is weaker than warren's
+	// default (shown by /v1/info and the agent host).
+	Warnings []string
+	// Agent is the host path of the agent binary.
 	Agent string
+	// AgentLibs holds the loader and libraries of a dynamically linked
+	// agent; empty for a static one.
+	AgentLibs string
 	// Network wires sandboxes to the host and enforces egress policy.
 	Network *network.Manager
 	// PreviewURL gives the URL an exposed port is served at, and
@@ -167,6 +173,9 @@ func (m *Manager) Runtimes() []string {
 
 // DefaultRuntime is the backend used when a request names none.
 func (m *Manager) DefaultRuntime() string { return m.cfg.DefaultRuntime }
+
+// Warnings say where this node's isolation is weaker than warren's default.
+func (m *Manager) Warnings() []string { return append([]string{}, m.cfg.Warnings...) }
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
@@ -582,7 +591,7 @@ func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *s
 	token, _ := m.agentToken(id)
 	return runtime.Spec{
 		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, AgentToken: token, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
+		Agent: m.cfg.Agent, AgentLibs: m.cfg.AgentLibs, AgentToken: token, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
 	}
 }
 

@@ -302,7 +302,7 @@ func (m *Manager) callFailed(ctx context.Context, l *live, err error) error {
 // gone is the answer for a sandbox that is no longer running.
 func gone(row *store.Sandbox) error {
 	if row.Reason != "" {
-		return conflict("sandbox %s is %s: %s", row.ID, row.State, row.Reason)
+		return conflict("sandbox %s is not running: it is %s (%s)", row.ID, row.State, row.Reason)
 	}
 	return conflict("sandbox %s is %s, not running", row.ID, row.State)
 }

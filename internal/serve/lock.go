@@ -37,3 +37,28 @@ func lockHost(dataDir string) (release func(), err error) {
 	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d, data dir %s\n", os.Getpid(), dataDir)), 0)
 	return func() { f.Close() }, nil
 }
+
+// NodeLockHolder says which node holds the host's node lock ("pid N, data
+// dir D"), or "" when none does.
+func NodeLockHolder() (string, error) {
+	f, err := os.Open(nodeLock)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", nodeLock, err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			holder, _ := os.ReadFile(nodeLock)
+			if h := strings.TrimSpace(string(holder)); h != "" {
+				return h, nil
+			}
+			return "holder unknown", nil
+		}
+		return "", fmt.Errorf("lock %s: %w", nodeLock, err)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return "", nil
+}

@@ -5,11 +5,8 @@ package serve
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenhq/warren/internal/agentbin"
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/idmap"
@@ -59,8 +57,9 @@ type Options struct {
 	// Pools are warm pools to keep booted ("busybox:6,base:2").
 	Pools string
 	Log   *slog.Logger
-	// Ready, if set, is called once the API is listening.
-	Ready func(url, adminKey string, keyIsNew bool)
+	// Ready, if set, is called once the API is listening, with the
+	// isolation warnings the user must see.
+	Ready func(url, adminKey string, keyIsNew bool, warnings []string)
 	// Alongside, if set, runs with the node once it is up (the agent
 	// host); when it returns, the node stops and Run returns its error.
 	Alongside func(ctx context.Context, mgr *sandbox.Manager) error
@@ -78,7 +77,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer release()
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+	// Parents as any directory; the data dir itself private.
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(o.DataDir)), 0o755); err != nil {
+		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
+	}
+	if err := os.Mkdir(o.DataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
 	}
 	if o.ImageDir == "" {
@@ -97,14 +100,15 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	runtimes, def, err := Runtimes(o.Runtime, o.Runsc, o.Runc, o.DataDir, o.ImageDir, log)
+	found, err := Runtimes(o.Runtime, o.Runsc, o.Runc, o.DataDir, o.ImageDir, log)
 	if err != nil {
 		return err
 	}
+	runtimes, def := found.Runtimes, found.Default
 	if err := openForUserNS(o.DataDir, runtimes); err != nil {
 		return err
 	}
-	agent, err := installAgent(o.DataDir)
+	agent, err := installAgent(ctx, o.DataDir)
 	if err != nil {
 		return err
 	}
@@ -134,7 +138,7 @@ func Run(ctx context.Context, o Options) error {
 	defer nets.Close()
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
-		DefaultRuntime: def, Agent: agent, Network: nets, PreviewURL: proxy.URL, PreviewPathURL: proxy.PathURL, Log: log,
+		DefaultRuntime: def, Warnings: found.Warnings, Agent: agent.Path, AgentLibs: agent.Libs, Network: nets, PreviewURL: proxy.URL, PreviewPathURL: proxy.PathURL, Log: log,
 		HostRestarted: hostRestarted(o.DataDir),
 	})
 	if err != nil {
@@ -166,7 +170,7 @@ func Run(ctx context.Context, o Options) error {
 	if ln != nil {
 		log.Info("warren serving", "url", url, "data_dir", o.DataDir, "runtimes", mgr.Runtimes(), "default_runtime", def)
 		if o.Ready != nil {
-			o.Ready(url, key, isNew)
+			o.Ready(url, key, isNew, found.Warnings)
 		}
 		go func() { errc <- fmt.Errorf("serve API: %w", srv.Serve(ln)) }()
 	}
@@ -299,25 +303,38 @@ func writeKeyFile(path, key string) error {
 	return os.Chmod(path, 0o600)
 }
 
-// Runtimes finds the backends this host can run and picks the default:
-// with "auto", the strongest available (gvisor, then runc).
-func Runtimes(choice, runsc, runc, dataDir, imageDir string, log *slog.Logger) (map[string]runtime.Runtime, string, error) {
+// Found is what Runtimes found on this host.
+type Found struct {
+	Runtimes map[string]runtime.Runtime
+	// Default serves requests that name no runtime.
+	Default string
+	// Warnings say where isolation is weaker than warren's default, for
+	// every place a user looks: the log, the CLI, /v1/info, /status.
+	Warnings []string
+}
+
+// Runtimes finds the backends this host can run and picks the default.
+// "auto" means gVisor and never falls back: a host without a working
+// runsc must choose runc by name, so isolation is never silently weaker
+// than a user expects.
+func Runtimes(choice, runsc, runc, dataDir, imageDir string, log *slog.Logger) (*Found, error) {
 	stateDir := filepath.Join(dataDir, "runtime")
-	out := map[string]runtime.Runtime{}
+	found := &Found{Runtimes: map[string]runtime.Runtime{}}
+	out := found.Runtimes
 	var problems []error
-	if p := lookPath(runsc, "runsc"); p != "" {
+	if p, looked := Locate(runsc, "runsc"); p != "" {
 		if rt, err := oci.GVisor(p, filepath.Join(stateDir, "runsc")); err == nil {
 			out["gvisor"] = rt
 		} else {
 			problems = append(problems, err)
 		}
 	} else {
-		problems = append(problems, errors.New("gvisor: runsc not found (set --runsc or WARREN_RUNSC)"))
+		problems = append(problems, fmt.Errorf("gvisor: runsc not found (looked in %s)", strings.Join(looked, ", ")))
 	}
-	if p := lookPath(runc, "runc"); p != "" {
-		userNS, why := probeUserNS(dataDir, imageDir)
+	if p, looked := Locate(runc, "runc"); p != "" {
+		userNS, why := ProbeUserNS(dataDir, imageDir)
 		if userNS == nil {
-			log.Warn("runc sandboxes run WITHOUT a user namespace: root inside them is root on this host", "reason", why)
+			found.Warnings = append(found.Warnings, "runc sandboxes run WITHOUT a user namespace: root inside them is root on this host ("+why+")")
 		}
 		procFiles := map[string]string{}
 		if dir, err := lxcfs.Ensure(); err == nil {
@@ -333,37 +350,67 @@ func Runtimes(choice, runsc, runc, dataDir, imageDir string, log *slog.Logger) (
 			problems = append(problems, err)
 		}
 	} else {
-		problems = append(problems, errors.New("runc: runc not found (set --runc or WARREN_RUNC)"))
+		problems = append(problems, fmt.Errorf("runc: runc not found (looked in %s)", strings.Join(looked, ", ")))
 	}
 	switch choice {
 	case "process":
 		rt, err := process.New(filepath.Join(stateDir, "process"))
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		log.Warn("RUNTIME process GIVES NO ISOLATION: sandboxed code runs directly on this host. Development only.")
 		out["process"] = rt
-		return out, "process", nil
-	case "", "auto":
-		for _, name := range []string{"gvisor", "runc"} {
-			if _, ok := out[name]; ok {
-				return out, name, nil
+		found.Default = "process"
+		found.Warnings = append(found.Warnings, "RUNTIME process GIVES NO ISOLATION: sandboxed code runs directly on this host. Development only.")
+	case "", "auto", "gvisor":
+		if _, ok := out["gvisor"]; !ok {
+			hint := ""
+			if _, ok := out["runc"]; ok {
+				hint = "; or choose --runtime runc (WARREN_RUNTIME=runc) to run sandboxes under runc, which shares this host's kernel"
 			}
+			return nil, fmt.Errorf("gVisor is not available, and warren does not fall back to weaker isolation by itself: %w\n"+
+				"install runsc beside warren (make install), give its path with --runsc (WARREN_RUNSC), or run `warren doctor`%s",
+				errors.Join(problems...), hint)
 		}
-		return nil, "", fmt.Errorf("no sandbox runtime available: %w", errors.Join(problems...))
-	case "gvisor", "runc":
-		if _, ok := out[choice]; !ok {
-			return nil, "", fmt.Errorf("runtime %s is not available: %w", choice, errors.Join(problems...))
+		found.Default = "gvisor"
+	case "runc":
+		if _, ok := out["runc"]; !ok {
+			return nil, fmt.Errorf("runtime runc is not available: %w", errors.Join(problems...))
 		}
-		return out, choice, nil
+		found.Default = "runc"
+	default:
+		return nil, fmt.Errorf("unknown runtime %q: choose auto, gvisor, runc or process", choice)
 	}
-	return nil, "", fmt.Errorf("unknown runtime %q: choose auto, gvisor, runc or process", choice)
+	for _, w := range found.Warnings {
+		log.Warn(w)
+	}
+	return found, nil
 }
 
-// probeUserNS checks that this kernel can give runc sandboxes a user
+// Locate finds a runtime's binary: the path given (a flag or environment
+// variable), else one beside warren's own binary (where `make build` and
+// `make install` put runsc), else PATH. Without one, it says where it
+// looked.
+func Locate(given, name string) (path string, looked []string) {
+	if given != "" {
+		return given, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), name)
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return beside, nil
+		}
+		looked = append(looked, filepath.Dir(self))
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", append(looked, "PATH")
+}
+
+// ProbeUserNS checks that this kernel can give runc sandboxes a user
 // namespace the way warren does it: an idmapped mount of an image
 // directory as the lower layer of an overlay.
-func probeUserNS(dataDir, imageDir string) (*runtime.IDRange, string) {
+func ProbeUserNS(dataDir, imageDir string) (*runtime.IDRange, string) {
 	r := idmap.Default
 	// runc mounts a sandbox's root as root of the sandbox: an
 	// unprivileged uid, which must be able to walk to it.
@@ -373,6 +420,9 @@ func probeUserNS(dataDir, imageDir string) (*runtime.IDRange, string) {
 	}
 	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // made at start, searchable
+		}
 		if err != nil {
 			return nil, err.Error()
 		}
@@ -434,83 +484,13 @@ func openForUserNS(dataDir string, runtimes map[string]runtime.Runtime) error {
 	return os.Chmod(dataDir, 0o700)
 }
 
-func lookPath(given, name string) string {
-	if given != "" {
-		return given
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return ""
-	}
-	return p
-}
-
-// installAgent copies this (static) binary into the data dir, where
-// runtimes bind-mount it into sandboxes as the guest agent. A stable copy
-// keeps running sandboxes independent of where the binary was started from.
-func installAgent(dataDir string) (string, error) {
+// installAgent installs this binary in the data dir, where runtimes
+// bind-mount it into sandboxes as the guest agent. A stable copy keeps
+// running sandboxes independent of where the binary was started from.
+func installAgent(ctx context.Context, dataDir string) (agentbin.Agent, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("find own binary: %w", err)
+		return agentbin.Agent{}, fmt.Errorf("find own binary: %w", err)
 	}
-	return InstallAgent(self, filepath.Join(dataDir, "agent"))
-}
-
-// InstallAgent places the static binary src in dir as the agent and returns
-// its path. The copy is named by content, so sandboxes still running an
-// older agent keep their file.
-func InstallAgent(src, dir string) (string, error) {
-	if err := checkStatic(src); err != nil {
-		return "", err
-	}
-	f, err := os.Open(src)
-	if err != nil {
-		return "", fmt.Errorf("open agent binary: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash agent binary: %w", err)
-	}
-	dst := filepath.Join(dir, fmt.Sprintf("warren-agent-%x", h.Sum(nil)[:8]))
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create agent dir: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	tmp, err := os.CreateTemp(dir, ".agent-*")
-	if err != nil {
-		return "", fmt.Errorf("copy agent: %w", err)
-	}
-	if _, err := io.Copy(tmp, f); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return "", fmt.Errorf("copy agent: %w", err)
-	}
-	tmp.Chmod(0o755)
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", fmt.Errorf("install agent: %w", err)
-	}
-	return dst, nil
-}
-
-// checkStatic refuses a dynamically linked binary: inside a sandbox there
-// may be no libc to load it with.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("read agent binary %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked; build warren with CGO_ENABLED=0 so it can run inside sandboxes", path)
-		}
-	}
-	return nil
+	return agentbin.Install(ctx, self, filepath.Join(dataDir, "agent"))
 }

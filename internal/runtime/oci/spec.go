@@ -66,6 +66,12 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	if s.AgentLibs != "" {
+		// A dynamically linked agent runs with the host's loader and
+		// libraries, never the sandbox's.
+		spec.Process.Args = append([]string{guest.LoaderPath, "--library-path", guest.LibDir}, spec.Process.Args...)
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: guest.LibDir, Type: "bind", Source: s.AgentLibs, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
 	for _, m := range s.Mounts {
 		mode := "rw"
 		if m.ReadOnly {
