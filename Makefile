@@ -26,18 +26,42 @@ FUZZ_TARGETS := ./internal/guest:FuzzCollectExec ./internal/guest:FuzzGreeting \
 FUZZTIME ?= 2m
 FUZZMINIMIZETIME ?= 60s
 
-.PHONY: all deps build run test test-short vet clean fuzz
+# make install: where things go. DESTDIR stages a package.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+STATEDIR ?= /var/lib/warren
+INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
+
+.PHONY: all deps build run test test-unit vet clean fuzz install uninstall
 
 all: build
 
 deps:
 	@RUNSC_VERSION=$(RUNSC_VERSION) RUNSC=$(RUNSC) scripts/deps.sh
 
+# warren finds runsc beside itself: bin/runsc is the one deps built.
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
+	@if [ -s $(CACHE)/runsc-path ]; then ln -sfn "$$(cat $(CACHE)/runsc-path)" $(dir $(BIN))runsc; fi
 
+# doctor first: a summary of what is missing beats a stack of errors.
 run: deps build
-	WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) $(BIN) serve
+	@$(BIN) doctor --brief
+	$(BIN) serve
+
+# Every test that needs no root and no sandbox; any user can run it.
+test-unit:
+	go vet ./...
+	go test -count=1 $$(go list ./... | grep -v /e2e$$)
+
+install: deps build
+	@BIN=$(BIN) RUNSC=$$(cat $(CACHE)/runsc-path) $(INSTALL_VARS) scripts/install.sh install
+
+uninstall:
+	@$(INSTALL_VARS) scripts/install.sh uninstall
 
 # The suite drives real runsc and runc sandboxes; it needs root.
 test: deps build

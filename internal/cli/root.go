@@ -81,6 +81,7 @@ func newRoot() *cobra.Command {
 		newWorkspaceCmd(g),
 		newInstanceCmd(g),
 		newApprovalsCmd(g),
+		newDoctorCmd(g),
 		newVersionCmd(g),
 	)
 	return root

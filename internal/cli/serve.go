@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -11,37 +12,90 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warrenhq/warren/internal/api"
+	"github.com/warrenhq/warren/internal/runtime/process"
 	"github.com/warrenhq/warren/internal/serve"
 )
 
+// nodeFlags are the settings of a node: warren serve's flags, which
+// warren doctor takes too, so that it checks the node serve would run.
+type nodeFlags struct {
+	serve.Options
+	config, logFormat, logLevel, workspace string
+}
+
+func (n *nodeFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	o := &n.Options
+	envString(f, &n.config, "config", "WARREN_CONFIG", "", "a TOML file setting any of these flags by name, and admin-key; flags and environment variables override it")
+	envString(f, &o.Listen, "listen", "WARREN_LISTEN", "127.0.0.1:7070", "address to serve the API on")
+	envString(f, &o.DataDir, "data-dir", "WARREN_DATA_DIR", DefaultDataDir(), "state directory")
+	envString(f, &o.ImageDir, "image-dir", "WARREN_IMAGE_DIR", "", "image cache directory (default DATA_DIR/images)")
+	envString(f, &o.Runtime, "runtime", "WARREN_RUNTIME", "auto", "sandbox runtime: auto (gvisor, never a weaker one by itself), gvisor, runc or process")
+	envString(f, &o.Runsc, "runsc", "WARREN_RUNSC", "", "path of runsc (default: beside warren, then PATH)")
+	envString(f, &o.Runc, "runc", "WARREN_RUNC", "", "path of runc (default: beside warren, then PATH)")
+	envString(f, &o.DebianMirror, "debian-mirror", "WARREN_DEBIAN_MIRROR", "", "Debian mirror for building the base image")
+	envString(f, &o.DNSUpstream, "dns-upstream", "WARREN_DNS_UPSTREAM", "", "DNS server for sandboxes' lookups, host:port (default: the host's)")
+	envString(f, &o.PublicURL, "public-url", "WARREN_PUBLIC_URL", "", "URL clients reach this server at, for preview links (default http://LISTEN)")
+	envString(f, &o.PreviewDomain, "preview-domain", "WARREN_PREVIEW_DOMAIN", "", "serve previews at PORT-ID.DOMAIN too")
+	f.StringVar(&n.workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
+	envString(f, &o.Pools, "pool", "WARREN_POOL", "", "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2")
+	envString(f, &n.logFormat, "log-format", "WARREN_LOG_FORMAT", "text", "log format: text or json")
+	envString(f, &n.logLevel, "log-level", "WARREN_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+// load applies the config file, if one is given, and the settings that
+// have no flag.
+func (n *nodeFlags) load(cmd *cobra.Command) error {
+	n.AdminKey = os.Getenv("WARREN_ADMIN_KEY")
+	if n.config == "" {
+		return nil
+	}
+	extras, err := applyConfig(cmd, n.config)
+	if err != nil {
+		return err
+	}
+	if k, ok := extras["admin-key"]; ok {
+		n.AdminKey = k
+	}
+	if v, ok := extras["allow-insecure-runtime"]; ok && (v == "true" || v == "1") {
+		// The process runtime reads its consent from the environment,
+		// wherever it was given.
+		os.Setenv(process.AllowEnv, "1")
+	}
+	return nil
+}
+
 func newServeCmd(g *globals) *cobra.Command {
-	o := serve.Options{}
-	var logFormat, logLevel, workspace string
+	n := &nodeFlags{}
+	o := &n.Options
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the API, scheduler and a local node on this machine",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if workspace != "" {
+			if err := n.load(cmd); err != nil {
+				return err
+			}
+			if n.workspace != "" {
 				// The agent host's log-only mode: warren start --no-tui.
 				start := newStartCmd(g)
-				start.SetArgs([]string{"--workspace", workspace, "--no-tui", "--data-dir", o.DataDir, "--log-format", logFormat, "--log-level", logLevel})
+				start.SetArgs([]string{"--workspace", n.workspace, "--no-tui", "--data-dir", o.DataDir, "--log-format", n.logFormat, "--log-level", n.logLevel})
 				return start.ExecuteContext(cmd.Context())
 			}
-			log, err := newLogger(logFormat, logLevel)
+			log, err := newLogger(n.logFormat, n.logLevel)
 			if err != nil {
 				return err
 			}
 			o.Log = log
-			o.AdminKey = os.Getenv("WARREN_ADMIN_KEY")
 			api.Version = Version
-			o.Ready = func(url, key string, isNew bool) {
+			o.Ready = func(url, key string, isNew bool, warnings []string) {
 				out := cmd.OutOrStdout()
 				if g.json {
-					g.print(out, map[string]any{"url": url, "admin_key": key, "admin_key_new": isNew, "data_dir": o.DataDir}, nil)
+					g.print(out, map[string]any{"url": url, "admin_key": key, "admin_key_new": isNew, "data_dir": o.DataDir, "warnings": warnings}, nil)
 					return
 				}
 				fmt.Fprintf(out, "\nwarren is serving at %s\n", url)
+				printWarnings(out, warnings)
 				if isNew {
 					fmt.Fprintf(out, "admin API key (shown once, also in %s/admin.key):\n  %s\n", o.DataDir, key)
 				} else {
@@ -51,25 +105,18 @@ func newServeCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return serve.Run(ctx, o)
+			return serve.Run(ctx, *o)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.Listen, "listen", envOr("WARREN_LISTEN", "127.0.0.1:7070"), "address to serve the API on (WARREN_LISTEN)")
-	f.StringVar(&o.DataDir, "data-dir", envOr("WARREN_DATA_DIR", DefaultDataDir()), "state directory (WARREN_DATA_DIR)")
-	f.StringVar(&o.ImageDir, "image-dir", os.Getenv("WARREN_IMAGE_DIR"), "image cache directory (WARREN_IMAGE_DIR; default DATA_DIR/images)")
-	f.StringVar(&o.Runtime, "runtime", envOr("WARREN_RUNTIME", "auto"), "sandbox runtime: auto, gvisor, runc or process (WARREN_RUNTIME)")
-	f.StringVar(&o.Runsc, "runsc", os.Getenv("WARREN_RUNSC"), "path of runsc (WARREN_RUNSC; default: PATH)")
-	f.StringVar(&o.Runc, "runc", os.Getenv("WARREN_RUNC"), "path of runc (WARREN_RUNC; default: PATH)")
-	f.StringVar(&o.DebianMirror, "debian-mirror", os.Getenv("WARREN_DEBIAN_MIRROR"), "Debian mirror for building the base image (WARREN_DEBIAN_MIRROR)")
-	f.StringVar(&o.DNSUpstream, "dns-upstream", os.Getenv("WARREN_DNS_UPSTREAM"), "DNS server for sandboxes' lookups, host:port (WARREN_DNS_UPSTREAM; default: the host's)")
-	f.StringVar(&o.PublicURL, "public-url", os.Getenv("WARREN_PUBLIC_URL"), "URL clients reach this server at, for preview links (WARREN_PUBLIC_URL; default http://LISTEN)")
-	f.StringVar(&o.PreviewDomain, "preview-domain", os.Getenv("WARREN_PREVIEW_DOMAIN"), "serve previews at PORT-ID.DOMAIN too (WARREN_PREVIEW_DOMAIN)")
-	f.StringVar(&workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
-	f.StringVar(&o.Pools, "pool", os.Getenv("WARREN_POOL"), "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2 (WARREN_POOL)")
-	f.StringVar(&logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json (WARREN_LOG_FORMAT)")
-	f.StringVar(&logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	n.register(cmd)
 	return cmd
+}
+
+// printWarnings shows isolation warnings where a user cannot miss them.
+func printWarnings(w io.Writer, warnings []string) {
+	for _, msg := range warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", msg)
+	}
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {

@@ -270,6 +270,7 @@ func printPairing(w io.Writer, p *agenthost.Pairing) {
 		fmt.Fprintf(w, "connect URL       %s\n", p.ConnectURL)
 	}
 	fmt.Fprintf(w, "client token      %s\nhost token        %s\nrun id            %s\napproval          %s\n", p.ClientToken, p.HostToken, p.RunID, p.Approval)
+	printWarnings(w, p.Warnings)
 	for _, ws := range p.Workspaces {
 		fmt.Fprintf(w, "\nworkspace %s (%s) in %s %s\n  proxy     %s\n  opencode  %s (user %s, password %s)\n  attach    %s\n",
 			ws.ID, ws.Path, ws.Sandbox, ws.SandboxID, ws.ProxyURL, ws.OpenCodeURL, ws.OpenCodeUsername, ws.OpenCodePassword, ws.Attach)

@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/warrenhq/warren/internal/runtime/process"
+)
+
+// envAnnotation records which environment variable sets a flag, so a
+// config file knows to give way to it.
+const envAnnotation = "warren.env"
+
+// envString registers a string flag that defaults to the environment
+// variable env, then def.
+func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
+	f.StringVar(p, name, envOr(env, def), usage+" ("+env+")")
+	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// configOnly are settings that have an environment variable but no flag
+// (a secret on a command line is visible to every user of the host).
+var configOnly = map[string]string{
+	"admin-key":              "WARREN_ADMIN_KEY",
+	"allow-insecure-runtime": process.AllowEnv,
+}
+
+// applyConfig sets cmd's flags from the TOML file at path, where each key
+// is a flag's name. A flag given on the command line wins, then its
+// environment variable, then the file, then the default. It returns the
+// settings that are not flags (configOnly) that the environment leaves
+// unset. An unknown key or a bad value is an error naming it.
+func applyConfig(cmd *cobra.Command, path string) (map[string]string, error) {
+	raw := map[string]any{}
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && raw["admin-key"] != nil {
+		return nil, fmt.Errorf("config %s holds admin-key but every user of this host can read it: chmod 600 it", path)
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	extras := map[string]string{}
+	sets := map[*pflag.Flag]string{}
+	for _, key := range keys {
+		val, err := configValue(raw[key])
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %s: %w", path, key, err)
+		}
+		if env, ok := configOnly[key]; ok {
+			if os.Getenv(env) == "" {
+				extras[key] = val
+			}
+			continue
+		}
+		f := cmd.Flags().Lookup(key)
+		if f == nil || key == "config" || key == "help" {
+			return nil, fmt.Errorf("config %s: unknown setting %q; the settings are: %s", path, key, strings.Join(configKeys(cmd), ", "))
+		}
+		if f.Changed {
+			continue
+		}
+		if env := f.Annotations[envAnnotation]; len(env) == 1 && os.Getenv(env[0]) != "" {
+			continue
+		}
+		sets[f] = val
+	}
+	// A bad value fails the command before anything starts.
+	for f, val := range sets {
+		if err := cmd.Flags().Set(f.Name, val); err != nil {
+			return nil, fmt.Errorf("config %s: %s = %q: %w", path, f.Name, val, err)
+		}
+	}
+	return extras, nil
+}
+
+// configValue turns a TOML value into what the flag would be given: a
+// list becomes comma-separated, like --pool a:1,b:2.
+func configValue(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, err := configValue(e)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return "", fmt.Errorf("want a string, number, boolean or list, got %T", v)
+}
+
+// configKeys lists what a config file may set.
+func configKeys(cmd *cobra.Command) []string {
+	var keys []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name != "config" && f.Name != "help" && !f.Hidden {
+			keys = append(keys, f.Name)
+		}
+	})
+	for k := range configOnly {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
