@@ -19,8 +19,14 @@ import (
 )
 
 // formatVersion changes when the layout warren needs inside an image
-// changes; images built under another version are rebuilt.
+// changes; images built under an older version are rebuilt, and ones a
+// newer warren built are left alone (refused, not rebuilt under it).
 const formatVersion = 1
+
+// newerFormat says an image was built by a newer warren.
+func newerFormat(img *Image) error {
+	return fmt.Errorf("image %s was built by a newer warren (image format %d; this warren knows up to %d): run that warren, or remove the image to rebuild it", img.Name, img.Format, formatVersion)
+}
 
 // Image describes one built image.
 type Image struct {
@@ -146,6 +152,9 @@ func (s *Store) Get(name string) (*Image, error) {
 		return &Image{Name: name, State: "building", Source: s.sources[name], Progress: b.progress}, nil
 	}
 	img, err := s.readMeta(name)
+	if err == nil && img.Format > formatVersion {
+		return &Image{Name: name, State: "failed", Source: s.sources[name], Format: img.Format, Error: newerFormat(img).Error()}, nil
+	}
 	if err != nil || img.Format != formatVersion {
 		return &Image{Name: name, State: "missing", Source: s.sources[name]}, nil
 	}
@@ -182,6 +191,8 @@ func (s *Store) Ensure(ctx context.Context, name string, watch func(Event)) (str
 		return "", err
 	} else if img.State == "ready" {
 		return s.RootfsPath(name), nil
+	} else if img.Format > formatVersion {
+		return "", newerFormat(img)
 	}
 	b, leader := s.join(name)
 	var ch chan Event
@@ -277,6 +288,8 @@ func (s *Store) build(ctx context.Context, name string, report func(step, msg st
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if img, err := s.readMeta(name); err == nil && img.Format == formatVersion {
 		return nil
+	} else if err == nil && img.Format > formatVersion {
+		return newerFormat(img)
 	}
 	start := time.Now()
 	scratch := filepath.Join(s.dir, ".build-"+name)

@@ -6,13 +6,16 @@ package store
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite"
 )
 
@@ -25,38 +28,15 @@ var ErrConflict = errors.New("state conflict")
 // Store is a SQLite database.
 type Store struct{ db *sql.DB }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS api_keys (
-	id TEXT PRIMARY KEY,
-	org TEXT NOT NULL,
-	name TEXT NOT NULL,
-	hash TEXT NOT NULL UNIQUE,
-	created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sandboxes (
-	id TEXT PRIMARY KEY,
-	org TEXT NOT NULL,
-	state TEXT NOT NULL,
-	runtime TEXT NOT NULL,
-	image TEXT NOT NULL,
-	spec TEXT NOT NULL,
-	metadata TEXT NOT NULL,
-	boot_path TEXT NOT NULL DEFAULT '',
-	timings TEXT NOT NULL DEFAULT '{}',
-	reason TEXT NOT NULL DEFAULT '',
-	created_at INTEGER NOT NULL,
-	updated_at INTEGER NOT NULL,
-	expires_at INTEGER NOT NULL DEFAULT 0,
-	last_active_at INTEGER NOT NULL DEFAULT 0,
-	ended_at INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sandboxes_org_state ON sandboxes(org, state);
-CREATE TABLE IF NOT EXISTS revoked_tokens (
-	id TEXT PRIMARY KEY,
-	sandbox_id TEXT NOT NULL,
-	expires_at INTEGER NOT NULL
-);
-`
+// migrations hold the schema, one numbered file per change; Open applies
+// the ones a database lacks.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrNewerSchema is returned for a database that a newer warren has
+// migrated past what this one knows.
+var ErrNewerSchema = errors.New("database schema is newer than this warren")
 
 // Open opens (creating if needed) the database at path.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -68,9 +48,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's rule; one connection keeps
 	// transactions from tripping over each other's locks.
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, db, path); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+		return nil, err
 	}
 	// Only warren reads its database.
 	for _, f := range []string{path, path + "-wal", path + "-shm"} {
@@ -80,6 +60,46 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 	}
 	return &Store{db: db}, nil
+}
+
+// migrate brings the schema up to date, and refuses a database that a
+// newer warren has changed: this one would misread it.
+func migrate(ctx context.Context, db *sql.DB, path string) error {
+	p, err := provider(db)
+	if err != nil {
+		return err
+	}
+	sources := p.ListSources()
+	latest := sources[len(sources)-1].Version
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read the schema version of %s: %w", path, err)
+	}
+	if current > latest {
+		return fmt.Errorf("%w: %s is at schema version %d, and this warren knows up to %d; run the warren that wrote it (or a newer one), or restore a backup from before the upgrade",
+			ErrNewerSchema, path, current, latest)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate %s from schema version %d to %d: %w", path, current, latest, err)
+	}
+	return nil
+}
+
+func provider(db *sql.DB) (*goose.Provider, error) {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	return goose.NewProvider(goose.DialectSQLite3, db, fsys, goose.WithTableName("schema_versions"), goose.WithDisableGlobalRegistry(true))
+}
+
+// SchemaVersion is the database's schema version.
+func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
+	p, err := provider(s.db)
+	if err != nil {
+		return 0, err
+	}
+	return p.GetDBVersion(ctx)
 }
 
 // Close closes the database.

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,5 +120,81 @@ func TestListFilters(t *testing.T) {
 	list, _ = s.ListSandboxes(ctx, Filter{Metadata: map[string]string{`odd "key"`: "x"}})
 	if len(list) != 1 || list[0].ID != "sbx_a" {
 		t.Fatalf("metadata key with quotes: %+v", list)
+	}
+}
+
+// A database written by a release from before schema versions is
+// migrated in place, and keeps every row.
+func TestUpgradeFromFirstReleases(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "warren.db")
+	dump, err := os.ReadFile("testdata/release-ba52a1e.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, string(dump)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.SchemaVersion(ctx); err != nil || v != 2 {
+		t.Fatalf("schema version %d, %v; want 2", v, err)
+	}
+	running, err := st.GetSandbox(ctx, "default", "sbx_626jfsa7xd3757s6zsmq")
+	if err != nil || running.State != "running" || running.Metadata["purpose"] != "upgrade-fixture" {
+		t.Fatalf("the old running sandbox: %+v, %v", running, err)
+	}
+	deleted, err := st.GetSandbox(ctx, "default", "sbx_2y5nim35m46ewbk7bksa")
+	if err != nil || deleted.State != "deleted" || deleted.Reason != "deleted by request" {
+		t.Fatalf("the old deleted sandbox: %+v, %v", deleted, err)
+	}
+	if k, err := st.APIKeyByHash(ctx, "1e892d96dc68b7eb4b64abf192c519685e980c97cc7692f8dae17907b266beee"); err != nil || k.Name != "admin (WARREN_ADMIN_KEY)" {
+		t.Fatalf("the old admin key: %+v, %v", k, err)
+	}
+	// What the new schema added works on the old data.
+	if err := st.RevokeToken(ctx, "tok_1", running.ID, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	// Opening again migrates nothing and loses nothing.
+	st, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if ok, err := st.TokenRevoked(ctx, "tok_1"); err != nil || !ok {
+		t.Fatalf("revocation lost on reopen: %v %v", ok, err)
+	}
+}
+
+// A database a newer warren migrated is refused, and left as it was.
+func TestNewerSchemaRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "warren.db")
+	st, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, _ := sql.Open("sqlite", "file:"+path)
+	if _, err := db.ExecContext(ctx, `INSERT INTO schema_versions(version_id, is_applied) VALUES(99, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, _ := os.ReadFile(path)
+	_, err = Open(ctx, path)
+	if !errors.Is(err, ErrNewerSchema) || !strings.Contains(err.Error(), "version 99") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("got %v; want ErrNewerSchema naming the file and version 99", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("a refused open changed the database")
 	}
 }

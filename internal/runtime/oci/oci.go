@@ -210,9 +210,14 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, dir string) er
 	if err := r.CanCheckpoint(); err != nil {
 		return err
 	}
-	bundle, err := r.writeBundle(spec)
-	if err != nil {
-		return err
+	// A sandbox resumes with the spec it booted with: the checkpoint
+	// holds its mounts as they were, and a warren upgraded since may
+	// write another spec. A fork's new sandbox has no bundle yet.
+	bundle := filepath.Join(spec.Dir, "bundle")
+	if _, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil {
+		if bundle, err = r.writeBundle(spec); err != nil {
+			return err
+		}
 	}
 	return r.launch(ctx, spec, "restore", "--image-path", dir, "--detach", "--bundle", bundle, spec.ID)
 }
