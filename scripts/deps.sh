@@ -9,7 +9,7 @@ CACHE=$(dirname "$(dirname "$(dirname "$RUNSC")")")
 mkdir -p "$CACHE"
 
 need=()
-for pkg in runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs; do
+for pkg in runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs jq; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,8 +31,10 @@ probe() {
 	timeout 60 "$bin" --root "$dir/state" --platform=systrap --network=sandbox run --bundle "$dir" "probe-$$" >/dev/null 2>&1
 }
 
+# The path is recorded resolved: a checkout may reach the cache through a
+# link.
 if [ -x "$RUNSC" ]; then
-	echo "$RUNSC" > "$CACHE/runsc-path"
+	realpath "$RUNSC" > "$CACHE/runsc-path"
 elif command -v runsc >/dev/null && probe "$(command -v runsc)"; then
 	echo "deps: using $(command -v runsc) (probe passed)"
 	command -v runsc > "$CACHE/runsc-path"
@@ -44,5 +46,5 @@ else
 	mv "$tmp/runsc" "$RUNSC"
 	rm -rf "$tmp"
 	probe "$RUNSC" || { echo "deps: the built runsc failed its probe" >&2; exit 1; }
-	echo "$RUNSC" > "$CACHE/runsc-path"
+	realpath "$RUNSC" > "$CACHE/runsc-path"
 fi
