@@ -6,11 +6,12 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/warrenhq/warren/internal/cgroups"
 )
 
 // How the agent learns about memory (set in its environment by the
@@ -48,7 +49,7 @@ type memoryGuard struct {
 	limit   int64
 	enforce bool
 	poke    chan struct{}
-	cgroup  string // the memory cgroup inside the sandbox (kernel mode)
+	cgroup  cgroups.Memory // the sandbox's own, as its cgroup namespace shows it (kernel mode)
 	self    int
 
 	mu     sync.Mutex
@@ -73,7 +74,7 @@ func newMemoryGuard() *memoryGuard {
 	_ = os.Unsetenv(OOMModeEnv)
 	return &memoryGuard{
 		limit: limit, enforce: mode == "enforce" && limit > 0, poke: make(chan struct{}, 1),
-		cgroup: "/sys/fs/cgroup/memory", self: os.Getpid(), killed: map[int]time.Time{},
+		cgroup: cgroups.MemoryOf(cgroups.Root, ""), self: os.Getpid(), killed: map[int]time.Time{},
 	}
 }
 
@@ -150,7 +151,7 @@ func (g *memoryGuard) notePeak(used int64) {
 // own kernel accounts it: its total less what is free.
 func (g *memoryGuard) usage() (int64, error) {
 	if !g.enforce {
-		return readInt(filepath.Join(g.cgroup, "memory.usage_in_bytes"))
+		return g.cgroup.Usage()
 	}
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
@@ -280,22 +281,7 @@ func (g *memoryGuard) lostToOOM(m oomMark, group, code int) bool {
 }
 
 // kernelKills is the OOM kill count of the sandbox's memory cgroup.
-func (g *memoryGuard) kernelKills() int64 {
-	b, err := os.ReadFile(filepath.Join(g.cgroup, "memory.oom_control"))
-	if err != nil {
-		return 0
-	}
-	i := bytes.Index(b, []byte("oom_kill "))
-	if i < 0 {
-		return 0
-	}
-	f := bytes.Fields(b[i+len("oom_kill "):])
-	if len(f) == 0 {
-		return 0
-	}
-	n, _ := strconv.ParseInt(string(f[0]), 10, 64)
-	return n
-}
+func (g *memoryGuard) kernelKills() int64 { return g.cgroup.OOMKills() }
 
 // state reports the sandbox's memory.
 func (g *memoryGuard) state() MemoryState {
@@ -306,19 +292,11 @@ func (g *memoryGuard) state() MemoryState {
 	g.mu.Unlock()
 	if !g.enforce {
 		st.OOMKills = g.kernelKills()
-		if peak, err := readInt(filepath.Join(g.cgroup, "memory.max_usage_in_bytes")); err == nil {
+		if peak, err := g.cgroup.Peak(); err == nil {
 			st.PeakBytes = peak
 		}
 	}
 	return st
-}
-
-func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
 }
 
 func (a *Agent) handleMemory(w http.ResponseWriter, r *http.Request) {

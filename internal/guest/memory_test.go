@@ -2,9 +2,12 @@ package guest
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warrenhq/warren/internal/cgroups"
 )
 
 func TestMeminfo(t *testing.T) {
@@ -45,5 +48,43 @@ func TestLostToOOM(t *testing.T) {
 	g.killed[9] = before.start
 	if g.lostToOOM(later, 9, 137) {
 		t.Fatal("a kill from before the command started marks it")
+	}
+}
+
+// Kernel mode (runc) reads the sandbox's own cgroup, v1 or v2, as its
+// cgroup namespace shows it: a fake of each.
+func TestKernelModeCgroups(t *testing.T) {
+	v2 := t.TempDir()
+	putFile(t, v2+"/cgroup.controllers", "memory pids\n")
+	putFile(t, v2+"/memory.current", "3145728\n")
+	putFile(t, v2+"/memory.peak", "4194304\n")
+	putFile(t, v2+"/memory.events", "oom 1\noom_kill 1\n")
+	v1 := t.TempDir()
+	putFile(t, v1+"/memory/memory.usage_in_bytes", "3145728\n")
+	putFile(t, v1+"/memory/memory.max_usage_in_bytes", "4194304\n")
+	putFile(t, v1+"/memory/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+	for name, root := range map[string]string{"v1": v1, "v2": v2} {
+		g := &memoryGuard{limit: 8 << 20, cgroup: cgroups.MemoryOf(root, ""), killed: map[int]time.Time{}}
+		st := g.state()
+		if st.UsedBytes != 3<<20 || st.PeakBytes != 4<<20 || st.OOMKills != 1 || st.Enforced {
+			t.Errorf("%s: %+v", name, st)
+		}
+		mark := oomMark{oomKills: 0}
+		if !g.lostToOOM(mark, 1, 137) {
+			t.Errorf("%s: a SIGKILLed command after an OOM kill is not marked", name)
+		}
+		if g.lostToOOM(oomMark{oomKills: 1}, 1, 137) {
+			t.Errorf("%s: marked with no new OOM kill", name)
+		}
+	}
+}
+
+func putFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,76 +1,28 @@
 package oci
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/warrenhq/warren/internal/cgroups"
 )
 
-const cgroupRoot = "/sys/fs/cgroup"
-
-// cgroupDirs lists where a sandbox's cgroup can live: one directory per v1
-// controller hierarchy, or one in the v2 unified tree.
-func cgroupDirs(parent, id string) []string {
-	dirs := []string{filepath.Join(cgroupRoot, parent, id)}
-	entries, _ := os.ReadDir(cgroupRoot)
-	for _, e := range entries {
-		if e.IsDir() {
-			dirs = append(dirs, filepath.Join(cgroupRoot, e.Name(), parent, id))
-		}
-	}
-	return dirs
-}
+// cgroup is a sandbox's cgroup path, relative to the hierarchy's root.
+func (r *Runtime) cgroup(id string) string { return filepath.Join(r.cfg.CgroupParent, id) }
 
 // removeCgroups removes a stopped sandbox's cgroups. The runtime normally
 // does this itself; this catches what a crash mid-create leaves.
-func removeCgroups(parent, id string) error {
-	var errs []error
-	for _, d := range cgroupDirs(parent, id) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
+func (r *Runtime) removeCgroups(id string) error {
+	return cgroups.Remove(r.cfg.CgroupRoot, r.cgroup(id))
 }
 
-// CgroupIDs lists the sandbox ids that have a cgroup under parent.
-func CgroupIDs(parent string) []string {
-	seen := map[string]bool{}
-	var ids []string
-	for _, d := range cgroupDirs(parent, "") {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			if e.IsDir() && !seen[e.Name()] {
-				seen[e.Name()] = true
-				ids = append(ids, e.Name())
-			}
-		}
-	}
-	return ids
+// CgroupIDs lists the sandbox ids that have a cgroup under this runtime's
+// parent.
+func (r *Runtime) CgroupIDs() []string {
+	return cgroups.Children(r.cfg.CgroupRoot, r.cfg.CgroupParent)
 }
-
-// RemoveCgroups frees the cgroups of a sandbox no backend holds any more.
-func RemoveCgroups(parent, id string) error { return removeCgroups(parent, id) }
 
 // OOMKilled reports whether the OOM killer has killed anything in the
 // sandbox's memory cgroup.
 func (r *Runtime) OOMKilled(id string) bool {
-	for _, f := range []string{
-		filepath.Join(cgroupRoot, "memory", r.cfg.CgroupParent, id, "memory.oom_control"), // v1
-		filepath.Join(cgroupRoot, r.cfg.CgroupParent, id, "memory.events"),                // v2
-	} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if n, ok := strings.CutPrefix(line, "oom_kill "); ok && strings.TrimSpace(n) != "0" {
-				return true
-			}
-		}
-	}
-	return false
+	return cgroups.MemoryOf(r.cfg.CgroupRoot, r.cgroup(id)).OOMKills() > 0
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/warrenhq/warren/internal/cgroups"
 	"github.com/warrenhq/warren/internal/runtime"
 )
 
@@ -32,6 +33,9 @@ type Config struct {
 	Seccomp bool
 	// CgroupParent is the cgroup under which every sandbox gets its own.
 	CgroupParent string
+	// CgroupRoot is where the cgroup hierarchy is mounted (default
+	// /sys/fs/cgroup; tests give a tree of their own).
+	CgroupRoot string
 	// PIDsInSandbox enforces the process limit inside the sandbox's own
 	// kernel (gVisor) rather than only in the host cgroup.
 	PIDsInSandbox bool
@@ -60,6 +64,9 @@ type Runtime struct{ cfg Config }
 func New(cfg Config) (*Runtime, error) {
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = "warren"
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = cgroups.Root
 	}
 	if _, err := os.Stat(cfg.Binary); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", cfg.Name, runtime.ErrUnavailable, err)
@@ -227,11 +234,11 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 	if err != nil && !isNotExist(err) {
 		// Check again: a concurrent delete may have won.
 		if st, serr := r.Status(ctx, id); serr == nil && st == runtime.StatusMissing {
-			return removeCgroups(r.cfg.CgroupParent, id)
+			return r.removeCgroups(id)
 		}
 		return err
 	}
-	return removeCgroups(r.cfg.CgroupParent, id)
+	return r.removeCgroups(id)
 }
 
 type stateJSON struct {
