@@ -35,7 +35,7 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit vet clean fuzz install uninstall
+.PHONY: all deps build run test test-unit test-nonroot vet clean fuzz install uninstall
 
 all: build
 
@@ -57,6 +57,10 @@ test-unit:
 	go vet ./...
 	go test -count=1 $$(go list ./... | grep -v /e2e$$)
 
+# What test-unit runs, as the user nobody (run by make test, as root).
+test-nonroot:
+	scripts/test-nonroot.sh
+
 install: deps build
 	@BIN=$(BIN) RUNSC=$$(cat $(CACHE)/runsc-path) $(INSTALL_VARS) scripts/install.sh install
 
@@ -69,6 +73,8 @@ test: deps build
 	# The hostile-guest suite, with the race detector.
 	go test -race -count=1 ./internal/guest/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10000x FUZZMINIMIZETIME=200x
+	# The unit tests as a user without root; e2e must skip, not fail.
+	scripts/test-nonroot.sh
 	CGO_ENABLED=0 WARREN_BIN=$(BIN) WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) WARREN_TEST_IMAGE_DIR=$(WARREN_IMAGE_DIR) \
 		WARREN_SIDECAR_DIR=$(CACHE)/sidecars \
 		go test -count=1 -timeout 25m ./...
