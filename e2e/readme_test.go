@@ -6,7 +6,6 @@ package e2e
 // checked for success and for what its `# →` comment says it prints.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -92,23 +90,6 @@ func farm(t *testing.T, root string) string {
 		}
 	}
 	return dir
-}
-
-type ptyOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (p *ptyOutput) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.b.Write(b)
-}
-
-func (p *ptyOutput) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.b.String()
 }
 
 // waitFor waits until out holds s, or fails after timeout.
@@ -267,7 +248,7 @@ func goEnv(t *testing.T, name string) string {
 // command), so the test types the next only when the last has finished.
 type readmeShell struct {
 	tty *os.File
-	out *ptyOutput
+	out *syncBuffer
 }
 
 const rcMarker = "@@rc="
@@ -281,7 +262,7 @@ func newReadmeShell(t *testing.T, dir string, env []string) *readmeShell {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &readmeShell{tty: tty, out: &ptyOutput{}}
+	s := &readmeShell{tty: tty, out: &syncBuffer{}}
 	go func() { _, _ = copyAll(s.out, tty) }()
 	t.Cleanup(func() {
 		tty.Close()
@@ -294,7 +275,7 @@ func newReadmeShell(t *testing.T, dir string, env []string) *readmeShell {
 	return s
 }
 
-func copyAll(dst *ptyOutput, src *os.File) (int64, error) {
+func copyAll(dst *syncBuffer, src *os.File) (int64, error) {
 	buf := make([]byte, 32<<10)
 	var n int64
 	for {

@@ -339,22 +339,31 @@ func CheckCgroups(root, procCgroups string) Check {
 	return c
 }
 
-func checkRunsc(ctx context.Context, o Options) Check {
-	c := Check{Name: "runsc (gVisor)"}
-	path, looked := serve.Locate(o.Runsc, "runsc")
+// findRuntime locates a runtime binary and asks its version: a check
+// with path and version in its detail, or one that says what is wrong
+// (missing), with a path of "".
+func findRuntime(ctx context.Context, name, given, label string, missing Status, fix string) (Check, string) {
+	c := Check{Name: label}
+	path, looked := serve.Locate(given, name)
 	if path == "" {
-		c.Status, c.Detail = Fail, "not found (looked in "+strings.Join(looked, ", ")+")"
-		c.Fix = "make install (or make deps), or --runsc PATH"
-		return c
+		c.Status, c.Detail, c.Fix = missing, "not found (looked in "+strings.Join(looked, ", ")+")", fix
+		return c, ""
 	}
 	version, err := versionOf(ctx, path)
 	if err != nil {
-		c.Status, c.Detail, c.Fix = Fail, path+": "+err.Error(), "reinstall runsc: make install"
+		c.Status, c.Detail, c.Fix = missing, path+": "+err.Error(), fix
+		return c, ""
+	}
+	c.Status, c.Detail = OK, path+" ("+version+")"
+	return c, path
+}
+
+func checkRunsc(ctx context.Context, o Options) Check {
+	c, path := findRuntime(ctx, "runsc", o.Runsc, "runsc (gVisor)", Fail, "make install (or make deps), or --runsc PATH")
+	if path == "" {
 		return c
 	}
-	c.Detail = path + " (" + version + ")"
 	if o.NoProbe {
-		c.Status = OK
 		c.Detail += "; not probed"
 		return c
 	}
@@ -364,25 +373,15 @@ func checkRunsc(ctx context.Context, o Options) Check {
 		c.Fix = "build a current runsc with CGO_ENABLED=0: make deps"
 		return c
 	}
-	c.Status = OK
 	c.Detail += "; booted a networked sandbox"
 	return c
 }
 
 func checkRunc(ctx context.Context, o Options) Check {
-	c := Check{Name: "runc"}
-	path, looked := serve.Locate(o.Runc, "runc")
+	c, path := findRuntime(ctx, "runc", o.Runc, "runc", Warn, "apt-get install runc")
 	if path == "" {
-		c.Status, c.Detail = Warn, "not found (looked in "+strings.Join(looked, ", ")+"); sandboxes can run under gVisor only"
-		c.Fix = "apt-get install runc"
-		return c
+		c.Detail += "; sandboxes can run under gVisor only"
 	}
-	version, err := versionOf(ctx, path)
-	if err != nil {
-		c.Status, c.Detail = Warn, path+": "+err.Error()
-		return c
-	}
-	c.Status, c.Detail = OK, path+" ("+version+")"
 	return c
 }
 
