@@ -19,7 +19,7 @@ import (
 func TestErrors(t *testing.T) {
 	s := startServer(t, "")
 	count := func() int {
-		list, err := s.c.ListSandboxes(context.Background(), client.ListOptions{States: []string{"creating", "running", "failed", "deleting", "deleted"}})
+		list, err := s.c.ListSandboxes(context.Background(), client.ListOptions{States: []client.State{"creating", "running", "failed", "deleting", "deleted"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func TestLimits(t *testing.T) {
 		t.Run(rt+"/pids", func(t *testing.T) {
 			sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt, Resources: &client.Resources{PIDs: 64}})
 			neighbour := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt})
-			res := s.exec(t, sb.ID, client.ExecRequest{Cmd: "bomb() { bomb | bomb & }; bomb; sleep 30", TimeoutSeconds: 3})
+			res := s.exec(t, sb.ID, client.ExecRequest{Cmd: "bomb() { bomb | bomb & }; bomb; sleep 30", TimeoutSeconds: bombSeconds()})
 			if !res.TimedOut {
 				t.Fatalf("fork bomb run: %+v", res)
 			}
@@ -172,12 +172,11 @@ func TestLimits(t *testing.T) {
 		t.Run(rt+"/cpu", func(t *testing.T) {
 			sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt, Resources: &client.Resources{CPU: 0.5}})
 			usage := func() time.Duration {
-				b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/warren", sb.ID, "cpuacct.usage"))
+				d, err := cpuUsage(sb.ID)
 				if err != nil {
 					t.Fatalf("read cpu usage: %v", err)
 				}
-				n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-				return time.Duration(n)
+				return d
 			}
 			before := usage()
 			start := time.Now()
@@ -192,6 +191,35 @@ func TestLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bombSeconds is how long the fork bomb runs: long enough to reach the
+// limit on an emulated machine too (WARREN_TEST_SLOW).
+func bombSeconds() float64 {
+	if os.Getenv("WARREN_TEST_SLOW") != "" {
+		return 20
+	}
+	return 3
+}
+
+// cpuUsage is the CPU time a sandbox's host cgroup has used, on cgroup v1
+// (cpuacct.usage, nanoseconds) or v2 (cpu.stat usage_usec).
+func cpuUsage(id string) (time.Duration, error) {
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/warren", id, "cpu.stat")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				return time.Duration(n) * time.Microsecond, err
+			}
+		}
+		return 0, fmt.Errorf("no usage_usec in cpu.stat of %s", id)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/warren", id, "cpuacct.usage"))
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return time.Duration(n), err
 }
 
 func truncate(s string) string {
@@ -337,7 +365,7 @@ func TestListFilters(t *testing.T) {
 	if _, err := s.c.DeleteSandbox(context.Background(), a.ID); err != nil {
 		t.Fatal(err)
 	}
-	list, _ = s.c.ListSandboxes(context.Background(), client.ListOptions{States: []string{"deleted"}})
+	list, _ = s.c.ListSandboxes(context.Background(), client.ListOptions{States: []client.State{"deleted"}})
 	if len(list) != 1 || list[0].ID != a.ID {
 		t.Fatalf("state filter: %+v", list)
 	}

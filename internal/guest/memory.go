@@ -65,6 +65,8 @@ const (
 	watchCalm  = 2 * time.Second
 	// alwaysEvery is the look interval where the host cannot signal.
 	alwaysEvery = 100 * time.Millisecond
+	// victimWait bounds the wait for a killed process to go.
+	victimWait = 10 * time.Second
 )
 
 func newMemoryGuard() *memoryGuard {
@@ -175,15 +177,19 @@ func meminfoKB(b []byte, key string) int64 {
 	return n
 }
 
-// settle waits, up to a second, for a killed process to be gone and its
-// memory to be back under the limit.
+// settle waits for a killed process to be gone (up to victimWait) and
+// then, up to a second, for its memory to be back under the limit.
 func (g *memoryGuard) settle(ctx context.Context, victim int) {
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(watchEvery)
-		if _, err := os.Stat("/proc/" + strconv.Itoa(victim)); err == nil {
-			continue
+	// First the victim must be gone, however long a loaded machine takes
+	// to end it: judging again before that kills a second process for
+	// the first one's pages.
+	for gone := time.Now().Add(victimWait); time.Now().Before(gone) && ctx.Err() == nil; time.Sleep(watchEvery) {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(victim)); err != nil {
+			break
 		}
+	}
+	// Then its memory must come back.
+	for back := time.Now().Add(time.Second); time.Now().Before(back) && ctx.Err() == nil; time.Sleep(watchEvery) {
 		if used, err := g.usage(); err != nil || used < g.limit {
 			return
 		}
