@@ -35,7 +35,10 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit test-nonroot vet clean fuzz install uninstall
+.PHONY: all deps build run test test-unit test-nonroot test-sdk-cross vet clean fuzz install uninstall
+
+# The Go SDK (and the packages it uses) build, tests included, for these.
+SDK_PLATFORMS := darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 linux/arm64 freebsd/amd64
 
 all: build
 
@@ -53,9 +56,13 @@ run: deps build
 	$(BIN) serve
 
 # Every test that needs no root and no sandbox; any user can run it.
-test-unit:
+test-unit: test-sdk-cross
 	go vet ./...
 	go test -count=1 $$(go list ./... | grep -v /e2e$$)
+
+test-sdk-cross:
+	@set -e; for p in $(SDK_PLATFORMS); do echo "go SDK for $$p"; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} go vet ./client ./wire ./dirtar; done
 
 # What test-unit runs, as the user nobody (run by make test, as root).
 test-nonroot:
@@ -68,7 +75,7 @@ uninstall:
 	@$(INSTALL_VARS) scripts/install.sh uninstall
 
 # The suite drives real runsc and runc sandboxes; it needs root.
-test: deps build
+test: deps build test-sdk-cross
 	go vet ./...
 	# The hostile-guest suite, with the race detector.
 	go test -race -count=1 ./internal/guest/

@@ -1,149 +1,246 @@
-// Package client is the Go SDK for warren's REST API.
+// Package client is the Go SDK for warren's HTTP API. It builds on every
+// OS Go does and pulls in nothing of the server: only the wire contract
+// (package wire), a directory tar helper and a WebSocket library.
 //
 //	c := client.New("http://127.0.0.1:7070", os.Getenv("WARREN_API_KEY"))
-//	sb, _ := c.CreateSandbox(ctx, &client.CreateRequest{Image: "base"})
-//	res, _ := c.Exec(ctx, sb.ID, &client.ExecRequest{Cmd: "echo hi"})
+//	sb, err := c.CreateSandbox(ctx, &client.CreateRequest{Image: "base"})
+//	if err != nil { ... }
+//	defer c.DeleteSandbox(context.WithoutCancel(ctx), sb.ID)
+//	res, err := c.Exec(ctx, sb.ID, &client.ExecRequest{Cmd: "echo hi"})
+//
+// Every method takes a context: cancelling it abandons the call (and, for
+// a streaming exec or a PTY, ends the command's connection). Errors from
+// the server are *Error values carrying the API's code and the field at
+// fault; IsNotFound and the other Is functions classify them. Requests
+// that change nothing are retried on a dropped connection or a 502, 503 or
+// 504; nothing else is retried.
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
+	"os"
 	"strings"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/coder/websocket/wsjson"
-
-	"github.com/warrenhq/warren/internal/api"
-	"github.com/warrenhq/warren/internal/guest"
-	"github.com/warrenhq/warren/internal/image"
-	"github.com/warrenhq/warren/internal/network"
-	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/wire"
 )
 
-// The API's shapes.
+// The API's shapes, from package wire.
 type (
-	CreateRequest  = sandbox.CreateRequest
-	Resources      = sandbox.Resources
-	Sandbox        = sandbox.Sandbox
-	ExecRequest    = guest.ExecRequest
-	ExecResult     = guest.ExecResult
-	Frame          = guest.Frame
-	FileInfo       = guest.FileInfo
-	Image          = image.Image
-	ImageEvent     = image.Event
-	NetworkPolicy  = network.Policy
-	Port           = sandbox.Port
-	Startup        = sandbox.Startup
-	StartupCmd     = sandbox.StartupCommand
-	Git            = sandbox.Git
-	File           = sandbox.File
-	ReadyCheck     = guest.ReadyCheck
-	Command        = guest.Command
-	CommandRequest = guest.CommandRequest
-	PoolStatus     = sandbox.PoolStatus
+	CreateRequest  = wire.CreateRequest
+	Resources      = wire.Resources
+	Sandbox        = wire.Sandbox
+	State          = wire.State
+	Memory         = wire.Memory
+	ExecRequest    = wire.ExecRequest
+	ExecResult     = wire.ExecResult
+	Frame          = wire.Frame
+	FileInfo       = wire.FileInfo
+	Image          = wire.Image
+	ImageEvent     = wire.ImageEvent
+	NetworkPolicy  = wire.NetworkPolicy
+	Port           = wire.Port
+	PortToken      = wire.PortToken
+	Startup        = wire.Startup
+	StartupCmd     = wire.StartupCommand
+	Git            = wire.Git
+	File           = wire.File
+	ReadyCheck     = wire.ReadyCheck
+	Command        = wire.Command
+	CommandRequest = wire.CommandRequest
+	PoolStatus     = wire.PoolStatus
+	Info           = wire.Info
 )
 
-// Info is what a server says about itself.
-type Info struct {
-	Version        string       `json:"version"`
-	Runtimes       []string     `json:"runtimes"`
-	DefaultRuntime string       `json:"default_runtime"`
-	Pools          []PoolStatus `json:"pools"`
-	Org            string       `json:"org"`
-	// Warnings say where the node's isolation is weaker than its
-	// default (runc without a user namespace, the process runtime).
-	Warnings []string `json:"warnings"`
-}
-
-// Client calls one warren server.
+// Client calls one warren server. Its fields may be set before first use.
 type Client struct {
+	// BaseURL is the server's address, e.g. http://127.0.0.1:7070.
 	BaseURL string
-	APIKey  string
-	HTTP    *http.Client
+	// APIKey is sent as a bearer token.
+	APIKey string
+	// HTTP carries every request; the default has no overall timeout,
+	// since streams last as long as their commands (use contexts).
+	HTTP *http.Client
+	// Retries is how many times a request that changes nothing is tried
+	// again after a dropped connection or a 502/503/504. Default 2.
+	Retries int
 }
 
 // New returns a client for the server at baseURL.
 func New(baseURL, apiKey string) *Client {
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), APIKey: apiKey, HTTP: &http.Client{}}
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), APIKey: apiKey, HTTP: &http.Client{}, Retries: 2}
+}
+
+// DefaultURL is where a local warren listens.
+const DefaultURL = "http://127.0.0.1:7070"
+
+// NewFromEnv returns a client for WARREN_URL (default DefaultURL) with
+// WARREN_API_KEY, the variables the warren CLI reads too.
+func NewFromEnv() *Client {
+	u := os.Getenv("WARREN_URL")
+	if u == "" {
+		u = DefaultURL
+	}
+	return New(u, os.Getenv("WARREN_API_KEY"))
 }
 
 // Error is an error answer from the server.
 type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
+	// Status is the HTTP status (0 for an error frame on a WebSocket).
+	Status int
+	// Code says what kind of failure it is; branch on it.
+	Code    wire.ErrorCode
+	Message string
+	// Field names the request field, query parameter or path at fault.
+	Field string
 }
 
 func (e *Error) Error() string {
-	if e.Field != "" {
-		return fmt.Sprintf("%s (%s, field %s)", e.Message, e.Code, e.Field)
-	}
-	return fmt.Sprintf("%s (%s)", e.Message, e.Code)
+	w := wire.Error{Code: e.Code, Message: e.Message, Field: e.Field}
+	return w.Error()
 }
 
-func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Request, error) {
-	u := c.BaseURL + path
+func newError(status int, e wire.Error) *Error {
+	return &Error{Status: status, Code: e.Code, Message: e.Message, Field: e.Field}
+}
+
+// Code is the API's error code of err, or "" if err did not come from the
+// server.
+func Code(err error) wire.ErrorCode {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// Field is the request field the server named as wrong, if any.
+func Field(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Field
+	}
+	return ""
+}
+
+// IsNotFound reports whether the sandbox, file, command or image does not
+// exist.
+func IsNotFound(err error) bool { return Code(err) == wire.CodeNotFound }
+
+// IsBadRequest reports whether the request was refused as invalid; Field
+// says which input.
+func IsBadRequest(err error) bool { return Code(err) == wire.CodeBadRequest }
+
+// IsConflict reports whether the sandbox's state does not allow the call
+// (exec in a paused sandbox, pausing a paused one).
+func IsConflict(err error) bool { return Code(err) == wire.CodeConflict }
+
+// IsUnauthorized reports whether the API key was missing or wrong.
+func IsUnauthorized(err error) bool { return Code(err) == wire.CodeUnauthorized }
+
+// IsTooManyRequests reports whether a limit on work in flight was reached;
+// try again later.
+func IsTooManyRequests(err error) bool { return Code(err) == wire.CodeTooManyRequests }
+
+func (c *Client) url(path string, q url.Values) string {
+	u := strings.TrimRight(c.BaseURL, "/") + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, err
-	}
-	if c.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	}
-	return req, nil
+	return u
 }
 
-// send performs a request and returns the response if it succeeded.
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// send performs a request and returns the response if it succeeded. A
+// body is read from a fresh reader on each try: retries happen only for
+// requests without one.
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := c.newRequest(ctx, method, path, q, body)
-	if err != nil {
-		return nil, err
+	tries := 1
+	if body == nil && (method == http.MethodGet || method == http.MethodHead) {
+		tries += max(c.Retries, 0)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if c.APIKey != "" {
+			req.Header.Set("Authorization", "Bearer "+c.APIKey)
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := c.httpClient().Do(req)
+		retry := attempt < tries && ctx.Err() == nil
+		if err != nil {
+			if retry {
+				backoff(ctx, attempt)
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if resp.StatusCode < 300 {
+			return resp, nil
+		}
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			if retry {
+				resp.Body.Close()
+				backoff(ctx, attempt)
+				continue
+			}
+		}
 		defer resp.Body.Close()
 		return nil, decodeError(resp)
 	}
-	return resp, nil
 }
 
+func backoff(ctx context.Context, attempt int) {
+	t := time.NewTimer(time.Duration(attempt) * 200 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// decodeError reads an error answer; one without the API's body (from a
+// proxy, say) gets the code its status implies.
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var body struct {
-		Error Error `json:"error"`
+	var body wire.ErrorBody
+	if json.Unmarshal(b, &body) != nil || body.Error.Code == "" {
+		msg := strings.TrimSpace(string(b))
+		if msg == "" {
+			msg = resp.Status
+		}
+		body.Error = wire.Error{Code: wire.CodeForStatus(resp.StatusCode), Message: msg}
 	}
-	if json.Unmarshal(b, &body) != nil || body.Error.Message == "" {
-		body.Error = Error{Code: "http_" + strconv.Itoa(resp.StatusCode), Message: strings.TrimSpace(string(b))}
-	}
-	body.Error.Status = resp.StatusCode
-	return &body.Error
+	return newError(resp.StatusCode, body.Error)
 }
 
+// call sends in as JSON (if not nil) and decodes the answer into out (if
+// not nil).
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, in, out any) error {
 	var body io.Reader
 	ct := ""
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 		body, ct = bytes.NewReader(b), "application/json"
 	}
@@ -153,7 +250,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, in
 	}
 	defer resp.Body.Close()
 	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -166,320 +263,9 @@ func sandboxPath(id string, rest ...string) string {
 	return "/v1/sandboxes/" + url.PathEscape(id) + strings.Join(rest, "")
 }
 
-// CreateSandbox creates a sandbox and returns it running.
-func (c *Client) CreateSandbox(ctx context.Context, req *CreateRequest) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodPost, "/v1/sandboxes", nil, req, &sb)
-}
-
-// GetSandbox returns one sandbox.
-func (c *Client) GetSandbox(ctx context.Context, id string) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodGet, sandboxPath(id), nil, nil, &sb)
-}
-
-// ListOptions filters ListSandboxes.
-type ListOptions struct {
-	States   []string
-	Metadata map[string]string
-}
-
-// ListSandboxes lists sandboxes.
-func (c *Client) ListSandboxes(ctx context.Context, opts ListOptions) ([]*Sandbox, error) {
-	q := url.Values{}
-	if len(opts.States) > 0 {
-		q.Set("state", strings.Join(opts.States, ","))
-	}
-	for k, v := range opts.Metadata {
-		q.Set("metadata."+k, v)
-	}
-	var out struct {
-		Sandboxes []*Sandbox `json:"sandboxes"`
-	}
-	return out.Sandboxes, c.call(ctx, http.MethodGet, "/v1/sandboxes", q, nil, &out)
-}
-
-// DeleteSandbox ends a sandbox.
-func (c *Client) DeleteSandbox(ctx context.Context, id string) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodDelete, sandboxPath(id), nil, nil, &sb)
-}
-
-// SetNetwork changes a running sandbox's egress policy.
-func (c *Client) SetNetwork(ctx context.Context, id string, p *NetworkPolicy) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodPut, sandboxPath(id, "/network"), nil, p, &sb)
-}
-
-// ExposePort makes a port reachable through the preview proxy.
-func (c *Client) ExposePort(ctx context.Context, id string, port int) (*Port, error) {
-	var p Port
-	return &p, c.call(ctx, http.MethodPost, sandboxPath(id, "/ports/"+strconv.Itoa(port)), nil, nil, &p)
-}
-
-// UnexposePort stops previewing a port.
-func (c *Client) UnexposePort(ctx context.Context, id string, port int) error {
-	return c.call(ctx, http.MethodDelete, sandboxPath(id, "/ports/"+strconv.Itoa(port)), nil, nil, nil)
-}
-
-// PortToken is a signed, expiring preview link.
-type PortToken = api.PortToken
-
-// PreviewToken signs a preview URL valid for ttl.
-func (c *Client) PreviewToken(ctx context.Context, id string, port int, ttl time.Duration) (*PortToken, error) {
-	var t PortToken
-	body := map[string]int64{"ttl_seconds": int64(ttl.Seconds())}
-	return &t, c.call(ctx, http.MethodPost, sandboxPath(id, "/ports/"+strconv.Itoa(port)+"/token"), nil, body, &t)
-}
-
-// StartCommand starts a named background command.
-func (c *Client) StartCommand(ctx context.Context, id string, req *CommandRequest) (*Command, error) {
-	var out Command
-	return &out, c.call(ctx, http.MethodPost, sandboxPath(id, "/commands"), nil, req, &out)
-}
-
-// Commands lists a sandbox's background commands.
-func (c *Client) Commands(ctx context.Context, id string) ([]Command, error) {
-	var out struct {
-		Commands []Command `json:"commands"`
-	}
-	return out.Commands, c.call(ctx, http.MethodGet, sandboxPath(id, "/commands"), nil, nil, &out)
-}
-
-// CommandLogs streams a background command's output; with follow, until it
-// exits. The caller closes it.
-func (c *Client) CommandLogs(ctx context.Context, id, name string, follow bool) (io.ReadCloser, error) {
-	resp, err := c.send(ctx, http.MethodGet, sandboxPath(id, "/commands/"+url.PathEscape(name)+"/logs"), url.Values{"follow": {strconv.FormatBool(follow)}}, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-// Pause saves a running sandbox's memory and files and stops it.
-func (c *Client) Pause(ctx context.Context, id string) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodPost, sandboxPath(id, "/pause"), nil, nil, &sb)
-}
-
-// Resume brings a paused sandbox back where it was.
-func (c *Client) Resume(ctx context.Context, id string) (*Sandbox, error) {
-	var sb Sandbox
-	return &sb, c.call(ctx, http.MethodPost, sandboxPath(id, "/resume"), nil, nil, &sb)
-}
-
-// Fork copies a running sandbox into count new ones.
-func (c *Client) Fork(ctx context.Context, id string, count int) ([]*Sandbox, error) {
-	var out struct {
-		Sandboxes []*Sandbox `json:"sandboxes"`
-	}
-	return out.Sandboxes, c.call(ctx, http.MethodPost, sandboxPath(id, "/fork"), nil, map[string]int{"count": count}, &out)
-}
-
-// Exec runs a command to completion.
-func (c *Client) Exec(ctx context.Context, id string, req *ExecRequest) (*ExecResult, error) {
-	var res ExecResult
-	return &res, c.call(ctx, http.MethodPost, sandboxPath(id, "/exec"), nil, req, &res)
-}
-
-// ExecNDJSON runs a command and calls fn with each frame as it arrives,
-// over the chunked-HTTP streaming variant.
-func (c *Client) ExecNDJSON(ctx context.Context, id string, req *ExecRequest, fn func(Frame)) error {
-	b, _ := json.Marshal(req)
-	resp, err := c.send(ctx, http.MethodPost, sandboxPath(id, "/exec/stream"), nil, bytes.NewReader(b), "application/json")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), guest.MaxCapturedOutput)
-	for sc.Scan() {
-		var f Frame
-		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
-			return fmt.Errorf("decode exec frame: %w", err)
-		}
-		fn(f)
-	}
-	return sc.Err()
-}
-
-// ExecSession is a command running over a WebSocket.
-type ExecSession struct{ conn *websocket.Conn }
-
-// ExecStream starts a command whose stdin and output stream both ways.
-func (c *Client) ExecStream(ctx context.Context, id string, req *ExecRequest) (*ExecSession, error) {
-	conn, err := c.dialWS(ctx, sandboxPath(id, "/exec/ws"), nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := wsjson.Write(ctx, conn, req); err != nil {
-		conn.CloseNow()
-		return nil, err
-	}
-	return &ExecSession{conn: conn}, nil
-}
-
-// Stdin sends input to the command.
-func (s *ExecSession) Stdin(ctx context.Context, data []byte) error {
-	return wsjson.Write(ctx, s.conn, Frame{Type: "stdin", Data: string(data)})
-}
-
-// CloseStdin signals end of input.
-func (s *ExecSession) CloseStdin(ctx context.Context) error {
-	return wsjson.Write(ctx, s.conn, Frame{Type: "stdin_close"})
-}
-
-// Kill ends the command and everything it started.
-func (s *ExecSession) Kill(ctx context.Context) error {
-	return wsjson.Write(ctx, s.conn, Frame{Type: "kill"})
-}
-
-// Recv returns the next frame: stdout, stderr, then exit (or error).
-func (s *ExecSession) Recv(ctx context.Context) (Frame, error) {
-	_, data, err := s.conn.Read(ctx)
-	if err != nil {
-		return Frame{}, err
-	}
-	var f Frame
-	var e struct {
-		Error *Error `json:"error"`
-	}
-	if json.Unmarshal(data, &e) == nil && e.Error != nil {
-		return Frame{}, e.Error
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		return Frame{}, fmt.Errorf("decode exec frame: %w", err)
-	}
-	return f, nil
-}
-
-// Close ends the session.
-func (s *ExecSession) Close() error { return s.conn.CloseNow() }
-
-// PTY opens a terminal. Binary messages carry terminal bytes both ways;
-// send {"type":"resize","cols":C,"rows":R} as a text message to resize.
-func (c *Client) PTY(ctx context.Context, id string, cols, rows int) (*websocket.Conn, error) {
-	q := url.Values{"cols": {strconv.Itoa(cols)}, "rows": {strconv.Itoa(rows)}}
-	return c.dialWS(ctx, sandboxPath(id, "/pty"), q)
-}
-
-func (c *Client) dialWS(ctx context.Context, path string, q url.Values) (*websocket.Conn, error) {
-	u := c.BaseURL + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	h := http.Header{}
-	if c.APIKey != "" {
-		h.Set("Authorization", "Bearer "+c.APIKey)
-	}
-	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h, HTTPClient: c.HTTP})
-	if err != nil {
-		if resp != nil && resp.StatusCode >= 300 {
-			return nil, decodeError(resp)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	conn.SetReadLimit(guest.MaxCapturedOutput)
-	return conn, nil
-}
-
-// ReadFile streams a file out of a sandbox. The caller closes it.
-func (c *Client) ReadFile(ctx context.Context, id, path string) (io.ReadCloser, error) {
-	resp, err := c.send(ctx, http.MethodGet, sandboxPath(id, "/files"), url.Values{"path": {path}}, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
-}
-
-// WriteFile streams r into a file, creating parent directories.
-func (c *Client) WriteFile(ctx context.Context, id, path string, r io.Reader) (*FileInfo, error) {
-	resp, err := c.send(ctx, http.MethodPut, sandboxPath(id, "/files"), url.Values{"path": {path}}, r, "application/octet-stream")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var fi FileInfo
-	return &fi, json.NewDecoder(resp.Body).Decode(&fi)
-}
-
-// ListFiles lists a directory.
-func (c *Client) ListFiles(ctx context.Context, id, path string) ([]FileInfo, error) {
-	var out struct {
-		Entries []FileInfo `json:"entries"`
-	}
-	return out.Entries, c.call(ctx, http.MethodGet, sandboxPath(id, "/files/list"), url.Values{"path": {path}}, nil, &out)
-}
-
-// StatFile describes a path.
-func (c *Client) StatFile(ctx context.Context, id, path string) (*FileInfo, error) {
-	var fi FileInfo
-	return &fi, c.call(ctx, http.MethodGet, sandboxPath(id, "/files/stat"), url.Values{"path": {path}}, nil, &fi)
-}
-
-// Mkdir creates a directory and its parents.
-func (c *Client) Mkdir(ctx context.Context, id, path string) (*FileInfo, error) {
-	var fi FileInfo
-	return &fi, c.call(ctx, http.MethodPost, sandboxPath(id, "/files/mkdir"), url.Values{"path": {path}}, nil, &fi)
-}
-
-// RemoveFile removes a path.
-func (c *Client) RemoveFile(ctx context.Context, id, path string, recursive bool) error {
-	return c.call(ctx, http.MethodDelete, sandboxPath(id, "/files"), url.Values{"path": {path}, "recursive": {strconv.FormatBool(recursive)}}, nil, nil)
-}
-
-// Info describes the server: version, runtimes and warm pools.
+// Info describes the server: version, runtimes, warm pools and isolation
+// warnings.
 func (c *Client) Info(ctx context.Context) (*Info, error) {
 	var out Info
 	return &out, c.call(ctx, http.MethodGet, "/v1/info", nil, nil, &out)
-}
-
-// Images lists images and their state.
-func (c *Client) Images(ctx context.Context) ([]*Image, error) {
-	var out struct {
-		Images []*Image `json:"images"`
-	}
-	return out.Images, c.call(ctx, http.MethodGet, "/v1/images", nil, nil, &out)
-}
-
-// Image describes one image.
-func (c *Client) Image(ctx context.Context, name string) (*Image, error) {
-	var img Image
-	return &img, c.call(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(name), nil, nil, &img)
-}
-
-// BuildImage builds an image if needed, calling progress with each step.
-func (c *Client) BuildImage(ctx context.Context, name string, progress func(ImageEvent)) (*Image, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/images/"+url.PathEscape(name)+"/build", nil, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		// Progress lines are events; the last line is {"done":true,"image":{...}}.
-		var end struct {
-			Done  bool            `json:"done"`
-			Image json.RawMessage `json:"image"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &end); err != nil {
-			return nil, fmt.Errorf("decode build progress: %w", err)
-		}
-		if end.Done && len(end.Image) > 0 && end.Image[0] == '{' {
-			var img Image
-			return &img, json.Unmarshal(end.Image, &img)
-		}
-		var ev ImageEvent
-		_ = json.Unmarshal(sc.Bytes(), &ev)
-		if ev.Error != "" {
-			return nil, fmt.Errorf("build image %s: %s", name, ev.Error)
-		}
-		if progress != nil {
-			progress(ev)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return nil, fmt.Errorf("build image %s: the server ended the stream early", name)
 }

@@ -84,7 +84,7 @@ func (s *server) dies(t *testing.T) {
 
 func ids(t *testing.T, s *server) map[string]*client.Sandbox {
 	t.Helper()
-	list, err := s.c.ListSandboxes(context.Background(), client.ListOptions{States: []string{"creating", "running", "paused", "pausing", "resuming", "forking", "deleting", "deleted", "failed"}})
+	list, err := s.c.ListSandboxes(context.Background(), client.ListOptions{States: []client.State{"creating", "running", "paused", "pausing", "resuming", "forking", "deleting", "deleted", "failed"}})
 	if err != nil {
 		t.Fatal(err)
 	}

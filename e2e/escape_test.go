@@ -313,7 +313,7 @@ func TestCredentialsNotKept(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("create with a failing clone: %v", err)
 	}
-	list, _ := s.c.ListSandboxes(ctx, client.ListOptions{States: []string{"failed"}})
+	list, _ := s.c.ListSandboxes(ctx, client.ListOptions{States: []client.State{"failed"}})
 	if len(list) != 1 || !strings.Contains(list[0].Reason, "git clone") {
 		t.Fatalf("failed sandboxes: %+v", list)
 	}

@@ -192,7 +192,7 @@ func (s *server) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if list, err := s.c.ListSandboxes(ctx, client.ListOptions{States: []string{"running", "failed"}}); err == nil {
+	if list, err := s.c.ListSandboxes(ctx, client.ListOptions{States: []client.State{"running", "failed"}}); err == nil {
 		for _, sb := range list {
 			_, _ = s.c.DeleteSandbox(ctx, sb.ID)
 		}

@@ -20,7 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/warrenhq/warren/client"
-	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/wire"
 )
 
 // dnsQuery asks a DNS server for NAME's A records from inside a sandbox,
@@ -235,7 +235,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 7000), H).serve_forever()`)
 			})
 
 			t.Run("dns only through its own resolver", func(t *testing.T) {
-				none := s.create(t, client.CreateRequest{Runtime: rt, Network: &network.Policy{Egress: "none"}})
+				none := s.create(t, client.CreateRequest{Runtime: rt, Network: &wire.NetworkPolicy{Egress: "none"}})
 				if out := py(sb.ID, dnsQuery, gateway(sb.Address), "allowed.test"); !strings.Contains(out, "got "+publicA) {
 					t.Fatalf("its own resolver: %s", out)
 				}
@@ -282,7 +282,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 7000), H).serve_forever()`)
 			})
 
 			t.Run("dns answers are screened", func(t *testing.T) {
-				al := s.create(t, client.CreateRequest{Runtime: rt, Network: &network.Policy{Egress: "allowlist", Allow: []string{"rebind.test"}}})
+				al := s.create(t, client.CreateRequest{Runtime: rt, Network: &wire.NetworkPolicy{Egress: "allowlist", Allow: []string{"rebind.test"}}})
 				out := py(al.ID, dnsQuery, gateway(al.Address), "rebind.test")
 				if !strings.Contains(out, "got "+publicA) || strings.Contains(out, "169.254") || strings.Contains(out, private) {
 					t.Fatalf("answer not screened: %s", out)
@@ -317,7 +317,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 7000), H).serve_forever()`)
 					}
 					return nil
 				})
-				if _, err := s.c.SetNetwork(ctx, open.ID, &network.Policy{Egress: "none"}); err != nil {
+				if _, err := s.c.SetNetwork(ctx, open.ID, &wire.NetworkPolicy{Egress: "none"}); err != nil {
 					t.Fatal(err)
 				}
 				changed := float64(time.Now().UnixNano()) / 1e9

@@ -12,7 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/warrenhq/warren/client"
-	"github.com/warrenhq/warren/internal/network"
+	"github.com/warrenhq/warren/wire"
 )
 
 // peer is a stand-in for the internet: a network namespace with
@@ -160,7 +160,7 @@ func TestEgress(t *testing.T) {
 				}
 			}
 			// none: nothing leaves, but exec, files and PTY still work.
-			none := s.create(t, client.CreateRequest{Image: "base", Runtime: rt, Network: &network.Policy{Egress: "none"}})
+			none := s.create(t, client.CreateRequest{Image: "base", Runtime: rt, Network: &wire.NetworkPolicy{Egress: "none"}})
 			if reach(t, s, none.ID, "http://"+publicA+"/") || reach(t, s, none.ID, "http://allowed.test/") {
 				t.Error("none: traffic left the sandbox")
 			}
@@ -168,7 +168,7 @@ func TestEgress(t *testing.T) {
 				t.Errorf("none: files broke: %v", err)
 			}
 			// allowlist: only the listed CIDR and the names it allows.
-			al := s.create(t, client.CreateRequest{Image: "base", Runtime: rt, Network: &network.Policy{
+			al := s.create(t, client.CreateRequest{Image: "base", Runtime: rt, Network: &wire.NetworkPolicy{
 				Egress: "allowlist", Allow: []string{publicC + "/32", "allowed.test", "*.wild.test"}}})
 			if reach(t, s, al.ID, "http://"+publicA+"/") {
 				t.Error("allowlist: an address nobody resolved is reachable")
@@ -189,13 +189,13 @@ func TestEgress(t *testing.T) {
 				t.Error("allowlist: an unlisted address is reachable")
 			}
 			// A policy change on a running sandbox takes effect at once.
-			if _, err := s.c.SetNetwork(ctx, sb.ID, &network.Policy{Egress: "none"}); err != nil {
+			if _, err := s.c.SetNetwork(ctx, sb.ID, &wire.NetworkPolicy{Egress: "none"}); err != nil {
 				t.Fatal(err)
 			}
 			if reach(t, s, sb.ID, "http://"+publicA+"/") {
 				t.Error("after switching to none the sandbox still reaches out")
 			}
-			if _, err := s.c.SetNetwork(ctx, sb.ID, &network.Policy{Egress: "default", Deny: []string{publicA}}); err != nil {
+			if _, err := s.c.SetNetwork(ctx, sb.ID, &wire.NetworkPolicy{Egress: "default", Deny: []string{publicA}}); err != nil {
 				t.Fatal(err)
 			}
 			if reach(t, s, sb.ID, "http://"+publicA+"/") || !reach(t, s, sb.ID, "http://"+publicC+"/") {

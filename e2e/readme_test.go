@@ -223,7 +223,7 @@ func deleteAll(dataDir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := client.New(hello.URL, adminKey)
-	list, err := c.ListSandboxes(ctx, client.ListOptions{States: []string{"running", "paused", "failed"}})
+	list, err := c.ListSandboxes(ctx, client.ListOptions{States: []client.State{"running", "paused", "failed"}})
 	if err != nil {
 		return err
 	}

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/warrenhq/warren/client"
 )
@@ -72,7 +69,10 @@ func TestExecStreaming(t *testing.T) {
 	var lines []string
 	var times []time.Time
 	var exit *int
-	err := s.c.ExecNDJSON(ctx, sb.ID, &client.ExecRequest{Cmd: "for i in 1 2 3 4; do echo n$i; sleep 0.25; done; exit 3"}, func(f client.Frame) {
+	for f, err := range s.c.ExecFrames(ctx, sb.ID, &client.ExecRequest{Cmd: "for i in 1 2 3 4; do echo n$i; sleep 0.25; done; exit 3"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
 		switch f.Type {
 		case "stdout":
 			lines = append(lines, f.Data)
@@ -80,9 +80,6 @@ func TestExecStreaming(t *testing.T) {
 		case "exit":
 			exit = f.ExitCode
 		}
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if strings.Join(lines, "") != "n1\nn2\nn3\nn4\n" || exit == nil || *exit != 3 {
 		t.Fatalf("ndjson frames %q exit %v", lines, exit)
@@ -91,7 +88,7 @@ func TestExecStreaming(t *testing.T) {
 		t.Fatalf("ndjson output arrived all at once (spread %v): not streamed", spread)
 	}
 
-	sess, err := s.c.ExecStream(ctx, sb.ID, &client.ExecRequest{Cmd: "while read l; do echo got:$l; done; echo done >&2"})
+	sess, err := s.c.ExecInteractive(ctx, sb.ID, &client.ExecRequest{Cmd: "while read l; do echo got:$l; done; echo done >&2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,26 +200,25 @@ func TestPTY(t *testing.T) {
 			sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			conn, err := s.c.PTY(ctx, sb.ID, 90, 20)
+			pty, err := s.c.PTY(ctx, sb.ID, 90, 20)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer conn.CloseNow()
+			defer pty.Close()
 			var screen bytes.Buffer
 			expect := func(want string) {
 				t.Helper()
+				buf := make([]byte, 4096)
 				for !strings.Contains(screen.String(), want) {
-					typ, data, err := conn.Read(ctx)
+					n, err := pty.Read(buf)
 					if err != nil {
 						t.Fatalf("waiting for %q: %v; screen: %q", want, err, screen.String())
 					}
-					if typ == websocket.MessageBinary {
-						screen.Write(data)
-					}
+					screen.Write(buf[:n])
 				}
 			}
 			write := func(s string) {
-				if err := conn.Write(ctx, websocket.MessageBinary, []byte(s)); err != nil {
+				if _, err := pty.Write([]byte(s)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -230,8 +226,7 @@ func TestPTY(t *testing.T) {
 			expect("/dev/pts/")
 			expect("20 90")
 			expect("echo-42")
-			resize, _ := json.Marshal(map[string]any{"type": "resize", "cols": 120, "rows": 40})
-			if err := conn.Write(ctx, websocket.MessageText, resize); err != nil {
+			if err := pty.Resize(120, 40); err != nil {
 				t.Fatal(err)
 			}
 			write("stty size\n")

@@ -161,7 +161,7 @@ func TestStartup(t *testing.T) {
 	if status != 400 || field(resp) != "startup.ready" {
 		t.Fatalf("ready timeout: %d %v", status, resp)
 	}
-	failed, _ := s.c.ListSandboxes(ctx, client.ListOptions{States: []string{"failed"}})
+	failed, _ := s.c.ListSandboxes(ctx, client.ListOptions{States: []client.State{"failed"}})
 	if len(failed) != 2 {
 		t.Fatalf("want the 2 failed creates on record, got %d", len(failed))
 	}

@@ -16,9 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Paths inside a workspace sandbox.
@@ -107,10 +107,12 @@ func (h *Host) startInSandbox(ctx context.Context, w *Workspace) error {
 		{Source: filepath.Dir(h.cfg.OpenCode.Path), Target: sidecarMount, ReadOnly: true},
 	}, git...)
 	sb, err := mgr.Create(ctx, h.cfg.Org, &sandbox.CreateRequest{
-		Image:      h.cfg.Image,
-		Runtime:    rt,
-		Resources:  &sandbox.Resources{CPU: 2, MemoryMB: 4096},
-		Metadata:   map[string]string{"warren.workspace": w.ID, "warren.run": h.cfg.RunID},
+		CreateRequest: wire.CreateRequest{
+			Image:     h.cfg.Image,
+			Runtime:   rt,
+			Resources: &wire.Resources{CPU: 2, MemoryMB: 4096},
+			Metadata:  map[string]string{"warren.workspace": w.ID, "warren.run": h.cfg.RunID},
+		},
 		HostMounts: append(mounts, h.cfg.Mounts...),
 	})
 	if err != nil {
@@ -122,7 +124,7 @@ func (h *Host) startInSandbox(ctx context.Context, w *Workspace) error {
 		return err
 	}
 	bin := sidecarMount + "/" + filepath.Base(h.cfg.OpenCode.Path)
-	_, err = mgr.StartCommand(ctx, h.cfg.Org, sb.ID, &guest.CommandRequest{
+	_, err = mgr.StartCommand(ctx, h.cfg.Org, sb.ID, &wire.CommandRequest{
 		Name: "opencode",
 		Cmd:  fmt.Sprintf("exec %s serve --hostname 0.0.0.0 --port %d --print-logs", bin, openCodePort),
 		Cwd:  workspaceMount,

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/wire"
 )
 
 // FuzzWriteJSONString: the piecewise escaper says exactly what
@@ -41,14 +41,14 @@ func FuzzWriteJSONString(f *testing.F) {
 }
 
 func TestWriteExecResult(t *testing.T) {
-	for _, res := range []guest.ExecResult{
+	for _, res := range []wire.ExecResult{
 		{ExitCode: 3, Stdout: "out\n", Stderr: "err \xff", DurationMs: 12},
 		{ExitCode: 124, TimedOut: true, Truncated: true, Stdout: strings.Repeat("\x01é", 70000)},
 		{ExitCode: 137, OOMKilled: true},
 	} {
 		rec := httptest.NewRecorder()
 		writeExecResult(rec, &res)
-		var got guest.ExecResult
+		var got wire.ExecResult
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 			t.Fatal(err)
 		}
@@ -58,5 +58,21 @@ func TestWriteExecResult(t *testing.T) {
 		if got != want {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
+	}
+}
+
+func TestProtocolKey(t *testing.T) {
+	r := httptest.NewRequest("GET", "/v1/sandboxes/x/pty", nil)
+	r.Header.Set("Sec-WebSocket-Protocol", "warren.v1, warren.key.wrn_abc")
+	if _, ok := protocolKey(r); ok {
+		t.Fatal("a key was taken from a request that is not a WebSocket upgrade")
+	}
+	r.Header.Set("Upgrade", "websocket")
+	if key, ok := protocolKey(r); !ok || key != "wrn_abc" {
+		t.Fatalf("key %q %v", key, ok)
+	}
+	r.Header.Set("Sec-WebSocket-Protocol", "warren.v1")
+	if _, ok := protocolKey(r); ok {
+		t.Fatal("a key was found where none was offered")
 	}
 }

@@ -16,19 +16,18 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
-	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
-	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 func org(r *http.Request) string { return callerFrom(r.Context()).Org }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var req sandbox.CreateRequest
-	if err := decode(r, &req); err != nil {
+	if err := decode(r, &req.CreateRequest); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -47,8 +46,8 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		case k == "state":
 			for _, v := range vs {
 				for _, st := range strings.Split(v, ",") {
-					if !validState(st) {
-						writeError(w, http.StatusBadRequest, "bad_request", "unknown state "+strconv.Quote(st), "state")
+					if !wire.State(st).Valid() {
+						writeError(w, wire.CodeBadRequest, "unknown state "+strconv.Quote(st), "state")
 						return
 					}
 					f.States = append(f.States, st)
@@ -59,12 +58,12 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		case k == "limit":
 			n, err := strconv.Atoi(vs[0])
 			if err != nil || n < 1 {
-				writeError(w, http.StatusBadRequest, "bad_request", "limit must be a positive number", "limit")
+				writeError(w, wire.CodeBadRequest, "limit must be a positive number", "limit")
 				return
 			}
 			f.Limit = n
 		default:
-			writeError(w, http.StatusBadRequest, "bad_request", "unknown query parameter "+strconv.Quote(k), k)
+			writeError(w, wire.CodeBadRequest, "unknown query parameter "+strconv.Quote(k), k)
 			return
 		}
 	}
@@ -73,16 +72,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": list})
-}
-
-func validState(st string) bool {
-	switch st {
-	case sandbox.StateCreating, sandbox.StateRunning, sandbox.StatePaused, sandbox.StateDeleting, sandbox.StateDeleted, sandbox.StateFailed,
-		sandbox.StatePausing, sandbox.StateResuming, sandbox.StateForking:
-		return true
-	}
-	return false
+	writeJSON(w, http.StatusOK, wire.SandboxList{Sandboxes: list})
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +94,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSetNetwork(w http.ResponseWriter, r *http.Request) {
-	var p network.Policy
+	var p wire.NetworkPolicy
 	if err := decode(r, &p); err != nil {
 		s.fail(w, r, err)
 		return
@@ -152,16 +142,7 @@ func (s *Server) handleUnexposePort(w http.ResponseWriter, r *http.Request) {
 }
 
 // maxTokenTTL bounds a preview token's life.
-const maxTokenTTL = 7 * 24 * time.Hour
-
-// PortToken is the answer to a token request.
-type PortToken struct {
-	URL   string `json:"url"`
-	Token string `json:"token"`
-	// TokenID names the token for DELETE .../tokens/{token_id}.
-	TokenID   string    `json:"token_id"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
+const maxTokenTTL = wire.MaxTokenTTLSeconds * time.Second
 
 func (s *Server) handlePortToken(w http.ResponseWriter, r *http.Request) {
 	port, err := portParam(r)
@@ -169,27 +150,25 @@ func (s *Server) handlePortToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var req struct {
-		TTLSeconds int64 `json:"ttl_seconds"`
-	}
+	var req wire.TokenRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	ttl := time.Duration(req.TTLSeconds) * time.Second
 	if ttl <= 0 || ttl > maxTokenTTL {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("ttl_seconds must be between 1 and %d", int64(maxTokenTTL.Seconds())), "ttl_seconds")
+		writeError(w, wire.CodeBadRequest, fmt.Sprintf("ttl_seconds must be between 1 and %d", int64(maxTokenTTL.Seconds())), "ttl_seconds")
 		return
 	}
 	id := r.PathValue("id")
 	if _, err := s.sandbox.PreviewTarget(r.Context(), org(r), id, port); err != nil {
-		writeError(w, http.StatusNotFound, "not_found", "sandbox "+id+" has no exposed port "+strconv.Itoa(port), "")
+		writeError(w, wire.CodeNotFound, "sandbox "+id+" has no exposed port "+strconv.Itoa(port), "")
 		return
 	}
 	exp := time.Now().Add(ttl).UTC().Truncate(time.Second)
 	tok, tokID := s.Preview.Sign(id, port, exp)
 	u := s.Preview.URL(id, port) + "?" + preview.TokenParam + "=" + tok
-	writeJSON(w, http.StatusOK, PortToken{URL: u, Token: tok, TokenID: tokID, ExpiresAt: exp})
+	writeJSON(w, http.StatusOK, wire.PortToken{URL: u, Token: tok, TokenID: tokID, ExpiresAt: exp})
 }
 
 // handleRevokeTokens revokes one preview token of a port, or all of them.
@@ -223,7 +202,7 @@ func validTokenID(s string) bool {
 }
 
 func (s *Server) handleStartCommand(w http.ResponseWriter, r *http.Request) {
-	var req guest.CommandRequest
+	var req wire.CommandRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -243,9 +222,9 @@ func (s *Server) handleListCommands(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if cmds == nil {
-		cmds = []guest.Command{}
+		cmds = []wire.Command{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"commands": cmds})
+	writeJSON(w, http.StatusOK, wire.CommandList{Commands: cmds})
 }
 
 // handleCommandLogs streams a background command's output as text; with
@@ -299,9 +278,7 @@ func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleFork(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Count int `json:"count"`
-	}
+	var req wire.ForkRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -311,11 +288,11 @@ func (s *Server) handleFork(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"sandboxes": list})
+	writeJSON(w, http.StatusCreated, wire.SandboxList{Sandboxes: list})
 }
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
-	var req guest.ExecRequest
+	var req wire.ExecRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -331,7 +308,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 // writeExecResult writes an exec's result as writeJSON would, but escapes
 // the output in pieces straight to the client: a result holds up to
 // 2 x 16 MiB of output, which JSON escaping can grow six-fold.
-func writeExecResult(w http.ResponseWriter, res *guest.ExecResult) {
+func writeExecResult(w http.ResponseWriter, res *wire.ExecResult) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
@@ -378,7 +355,7 @@ func writeJSONString(w io.Writer, s string) {
 // handleExecStream answers with NDJSON frames, one per line, flushed as the
 // command produces output, ending with an exit frame.
 func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
-	var req guest.ExecRequest
+	var req wire.ExecRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -391,8 +368,8 @@ func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	defer agent.CloseNow()
 	// Closing stdin at once: this variant takes its stdin in the request.
-	_ = wsjson.Write(r.Context(), agent, guest.Frame{Type: "stdin_close"})
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	_ = wsjson.Write(r.Context(), agent, wire.Frame{Type: wire.FrameStdinClose})
+	w.Header().Set("Content-Type", wire.NDJSON)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -401,10 +378,10 @@ func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := json.NewEncoder(w)
 	for {
-		var f guest.Frame
+		var f wire.Frame
 		if err := wsjson.Read(r.Context(), agent, &f); err != nil {
 			if r.Context().Err() == nil {
-				_ = enc.Encode(guest.Frame{Type: "error", Message: "lost the sandbox's agent: " + err.Error()})
+				_ = enc.Encode(wire.Frame{Type: wire.FrameError, Message: "lost the sandbox's agent: " + err.Error()})
 			}
 			return
 		}
@@ -414,7 +391,7 @@ func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		if flusher != nil {
 			flusher.Flush()
 		}
-		if f.Type == "exit" {
+		if f.Type == wire.FrameExit {
 			return
 		}
 	}
@@ -423,25 +400,22 @@ func (s *Server) handleExecStream(w http.ResponseWriter, r *http.Request) {
 // acceptWS upgrades a request for a WebSocket, checking nothing about the
 // origin: callers authenticate with an API key, not a cookie.
 func acceptWS(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	// A client that offered its key as a subprotocol must see one of its
+	// offers selected, or a browser fails the handshake.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: []string{wire.Protocol}})
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadLimit(guest.MaxCapturedOutput)
+	c.SetReadLimit(wire.MaxCapturedOutput)
 	return c, nil
 }
 
-// closeWithError ends a WebSocket with a JSON error frame a client can show.
+// closeWithError ends a WebSocket with an error frame a client can show.
 func closeWithError(ctx context.Context, c *websocket.Conn, err error) {
-	kind, field := sandbox.KindOf(err)
-	code := map[sandbox.Kind]string{sandbox.KindBadRequest: "bad_request", sandbox.KindNotFound: "not_found",
-		sandbox.KindConflict: "conflict", sandbox.KindTooMany: "too_many_requests"}[kind]
-	if code == "" {
-		code = "internal"
-	}
-	b, _ := json.Marshal(map[string]any{"type": "error", "error": ErrorDetail{Code: code, Message: err.Error(), Field: field}})
+	e := errorOf(err)
+	b, _ := json.Marshal(wire.ErrorFrame{Type: wire.FrameError, Error: e})
 	_ = c.Write(ctx, websocket.MessageText, b)
-	c.Close(websocket.StatusPolicyViolation, code)
+	c.Close(websocket.StatusPolicyViolation, string(e.Code))
 }
 
 // handleExecWS runs a command over a WebSocket: the client's first text
@@ -454,7 +428,7 @@ func (s *Server) handleExecWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer client.CloseNow()
 	ctx := r.Context()
-	var req guest.ExecRequest
+	var req wire.ExecRequest
 	if err := wsjson.Read(ctx, client, &req); err != nil {
 		closeWithError(ctx, client, &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "first message must be the exec request: " + err.Error()})
 		return
@@ -500,7 +474,7 @@ func relay(ctx context.Context, client, agent *websocket.Conn) {
 		if e.agentSide {
 			// Most likely the sandbox went away: say so, rather than
 			// leave the client with a bare disconnect.
-			b, _ := json.Marshal(guest.Frame{Type: "error", Message: "lost the connection to the sandbox: " + e.err.Error()})
+			b, _ := json.Marshal(wire.Frame{Type: wire.FrameError, Message: "lost the connection to the sandbox: " + e.err.Error()})
 			_ = client.Write(ctx, websocket.MessageText, b)
 		}
 	}
@@ -512,7 +486,7 @@ func (s *Server) handlePTY(w http.ResponseWriter, r *http.Request) {
 	cols, _ := strconv.Atoi(r.URL.Query().Get("cols"))
 	rows, _ := strconv.Atoi(r.URL.Query().Get("rows"))
 	if cols < 0 || rows < 0 || cols > 1000 || rows > 1000 {
-		writeError(w, http.StatusBadRequest, "bad_request", "cols and rows must be between 1 and 1000", "cols")
+		writeError(w, wire.CodeBadRequest, "cols and rows must be between 1 and 1000", "cols")
 		return
 	}
 	// Open the sandbox side first so a missing sandbox is a plain 404, not
@@ -587,16 +561,42 @@ func (s *Server) writeFile(r *http.Request, org, id, p string) (any, error) {
 	return s.sandbox.WriteFile(r.Context(), org, id, p, r.URL.Query().Get("mode"), r.Body)
 }
 
+// handleReadArchive streams a directory as tar.
+func (s *Server) handleReadArchive(w http.ResponseWriter, r *http.Request) {
+	p, err := pathParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc, err := s.sandbox.ReadArchive(r.Context(), org(r), r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", wire.ArchiveContentType)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.Copy(w, rc)
+}
+
+func (s *Server) writeArchive(r *http.Request, org, id, p string) (any, error) {
+	return s.sandbox.WriteArchive(r.Context(), org, id, p, r.Body)
+}
+
 func (s *Server) removeFile(r *http.Request, org, id, p string) (any, error) {
 	return nil, s.sandbox.RemoveFile(r.Context(), org, id, p, r.URL.Query().Get("recursive") == "true")
 }
 
 func (s *Server) listFiles(r *http.Request, org, id, p string) (any, error) {
-	entries, err := s.sandbox.ListFiles(r.Context(), org, id, p)
-	if entries == nil {
-		entries = []guest.FileInfo{}
+	list, err := s.sandbox.ListFiles(r.Context(), org, id, p)
+	if err != nil {
+		return nil, err
 	}
-	return map[string]any{"path": p, "entries": entries}, err
+	list.Path = p
+	if list.Entries == nil {
+		list.Entries = []wire.FileInfo{}
+	}
+	return list, nil
 }
 
 func (s *Server) statFile(r *http.Request, org, id, p string) (any, error) {
@@ -608,13 +608,13 @@ func (s *Server) mkdir(r *http.Request, org, id, p string) (any, error) {
 }
 
 func (s *Server) handleListImages(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"images": s.images.List()})
+	writeJSON(w, http.StatusOK, wire.ImageList{Images: s.images.List()})
 }
 
 func (s *Server) imageOr404(w http.ResponseWriter, name string) *image.Image {
 	img, err := s.images.Get(name)
 	if errors.Is(err, image.ErrUnknown) {
-		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
+		writeError(w, wire.CodeNotFound, err.Error(), "")
 		return nil
 	}
 	return img
@@ -633,7 +633,7 @@ func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	if s.imageOr404(w, name) == nil {
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Type", wire.NDJSON)
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
@@ -650,5 +650,5 @@ func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	img, _ := s.images.Get(name)
-	emit(map[string]any{"done": true, "image": img, "elapsed_ms": time.Since(start).Milliseconds()})
+	emit(wire.ImageBuildEnd{Done: true, Image: img, ElapsedMs: time.Since(start).Milliseconds()})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Version is warren's version, set by the build.
@@ -50,7 +51,7 @@ func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.L
 		s.patterns = append(s.patterns, r.pattern)
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no route for "+r.Method+" "+r.URL.Path, "")
+		writeError(w, wire.CodeNotFound, "no route for "+r.Method+" "+r.URL.Path, "")
 	})
 	return s
 }
@@ -89,6 +90,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/sandboxes/{id}/files/list", s.fileRoute(s.listFiles), true},
 		{"GET /v1/sandboxes/{id}/files/stat", s.fileRoute(s.statFile), true},
 		{"POST /v1/sandboxes/{id}/files/mkdir", s.fileRoute(s.mkdir), true},
+		{"GET /v1/sandboxes/{id}/files/archive", s.handleReadArchive, true},
+		{"PUT /v1/sandboxes/{id}/files/archive", s.fileRoute(s.writeArchive), true},
 		{"GET /v1/sandboxes/{id}/pty", s.handlePTY, true},
 		{"POST /v1/sandboxes/{id}/commands", s.handleStartCommand, true},
 		{"GET /v1/sandboxes/{id}/commands", s.handleListCommands, true},
@@ -181,11 +184,31 @@ var errNoKey = errors.New("missing or malformed API key: send Authorization: Bea
 // keyOf looks up the request's API key.
 func (s *Server) keyOf(r *http.Request) (*store.APIKey, error) {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		key, ok = protocolKey(r)
+	}
 	key = strings.TrimSpace(key)
 	if !ok || !apikey.Valid(key) {
 		return nil, errNoKey
 	}
 	return s.store.APIKeyByHash(r.Context(), apikey.Hash(key))
+}
+
+// protocolKey finds an API key offered as a WebSocket subprotocol
+// (wire.ProtocolKeyPrefix + key): a browser cannot set headers on a
+// WebSocket, and a URL would leak the key into logs and history.
+func protocolKey(r *http.Request) (string, bool) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if key, ok := strings.CutPrefix(strings.TrimSpace(p), wire.ProtocolKeyPrefix); ok {
+				return key, true
+			}
+		}
+	}
+	return "", false
 }
 
 // OrgOf authenticates a request by API key, for the preview proxy.
@@ -202,30 +225,18 @@ func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
 		k, err := s.keyOf(r)
 		switch {
 		case errors.Is(err, errNoKey):
-			writeError(w, http.StatusUnauthorized, "unauthorized", err.Error(), "")
+			writeError(w, wire.CodeUnauthorized, err.Error(), "")
 			return
 		case errors.Is(err, store.ErrNotFound):
-			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid API key", "")
+			writeError(w, wire.CodeUnauthorized, "invalid API key", "")
 			return
 		case err != nil:
-			writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")
+			writeError(w, wire.CodeInternal, err.Error(), "")
 			return
 		}
 		ctx := context.WithValue(r.Context(), ctxKey{}, Caller{Org: k.Org, KeyID: k.ID})
 		next(w, r.WithContext(ctx))
 	}
-}
-
-// ErrorBody is the body of every error answer.
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
-
-// ErrorDetail says what went wrong and, for bad input, which field.
-type ErrorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -236,30 +247,45 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg, field string) {
-	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Field: field}})
+func writeError(w http.ResponseWriter, code wire.ErrorCode, msg, field string) {
+	writeJSON(w, code.Status(), wire.ErrorBody{Error: wire.Error{Code: code, Message: msg, Field: field}})
+}
+
+// codeOf maps the kinds of error the sandbox manager returns to the API's
+// codes: the one place both HTTP answers and WebSocket error frames take
+// theirs from.
+var codeOf = map[sandbox.Kind]wire.ErrorCode{
+	sandbox.KindInternal:    wire.CodeInternal,
+	sandbox.KindBadRequest:  wire.CodeBadRequest,
+	sandbox.KindNotFound:    wire.CodeNotFound,
+	sandbox.KindConflict:    wire.CodeConflict,
+	sandbox.KindUnavailable: wire.CodeUnavailable,
+	sandbox.KindTooMany:     wire.CodeTooManyRequests,
+	sandbox.KindNoSpace:     wire.CodeInsufficientStorage,
+	sandbox.KindTooLarge:    wire.CodeTooLarge,
+}
+
+// errorOf is what the API says about err.
+func errorOf(err error) wire.Error {
+	kind, field := sandbox.KindOf(err)
+	code, ok := codeOf[kind]
+	if !ok {
+		code = wire.CodeInternal
+	}
+	e := wire.Error{Code: code, Message: err.Error()}
+	if code == wire.CodeBadRequest {
+		e.Field = field
+	}
+	return e
 }
 
 // fail answers err with the status its kind calls for.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	kind, field := sandbox.KindOf(err)
-	switch kind {
-	case sandbox.KindBadRequest:
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error(), field)
-	case sandbox.KindNotFound:
-		writeError(w, http.StatusNotFound, "not_found", err.Error(), "")
-	case sandbox.KindConflict:
-		writeError(w, http.StatusConflict, "conflict", err.Error(), "")
-	case sandbox.KindUnavailable:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), "")
-	case sandbox.KindTooMany:
-		writeError(w, http.StatusTooManyRequests, "too_many_requests", err.Error(), "")
-	case sandbox.KindNoSpace:
-		writeError(w, http.StatusInsufficientStorage, "insufficient_storage", err.Error(), "")
-	default:
+	e := errorOf(err)
+	if e.Code == wire.CodeInternal {
 		s.log.Error("request failed", "http.method", r.Method, "http.path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", err.Error(), "")
 	}
+	writeJSON(w, e.Code.Status(), wire.ErrorBody{Error: e})
 }
 
 // decode reads a JSON body strictly; errors name the offending field.
@@ -267,6 +293,10 @@ func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 8<<20))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &sandbox.Error{Kind: sandbox.KindTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit)}
+	}
 	if err == nil {
 		if dec.More() {
 			return &sandbox.Error{Kind: sandbox.KindBadRequest, Message: "body has data after the JSON object"}
@@ -299,12 +329,12 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"version":         Version,
-		"runtimes":        s.sandbox.Runtimes(),
-		"default_runtime": s.sandbox.DefaultRuntime(),
-		"warnings":        s.sandbox.Warnings(),
-		"pools":           s.sandbox.Pools(),
-		"org":             callerFrom(r.Context()).Org,
+	writeJSON(w, http.StatusOK, wire.Info{
+		Version:        Version,
+		Runtimes:       s.sandbox.Runtimes(),
+		DefaultRuntime: s.sandbox.DefaultRuntime(),
+		Warnings:       s.sandbox.Warnings(),
+		Pools:          s.sandbox.Pools(),
+		Org:            callerFrom(r.Context()).Org,
 	})
 }

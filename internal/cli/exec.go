@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/wire"
 )
 
 func newExecCmd(g *globals) *cobra.Command {
@@ -73,7 +73,7 @@ func exitCodeOrNil(code int) error {
 
 // streamExec runs a command over the WebSocket exec, forwarding piped stdin.
 func streamExec(ctx context.Context, c *client.Client, id string, req *client.ExecRequest, stdin *os.File, stdout, stderr io.Writer) error {
-	sess, err := c.ExecStream(ctx, id, req)
+	sess, err := c.ExecInteractive(ctx, id, req)
 	if err != nil {
 		return err
 	}
@@ -101,13 +101,11 @@ func streamExec(ctx context.Context, c *client.Client, id string, req *client.Ex
 			return fmt.Errorf("exec stream: %w", err)
 		}
 		switch f.Type {
-		case "stdout":
+		case wire.FrameStdout:
 			io.WriteString(stdout, f.Data)
-		case "stderr":
+		case wire.FrameStderr:
 			io.WriteString(stderr, f.Data)
-		case "error":
-			return errors.New(f.Message)
-		case "exit":
+		case wire.FrameExit:
 			if f.TimedOut {
 				fmt.Fprintln(stderr, "warren: command timed out")
 			}

@@ -143,7 +143,7 @@ func newListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := g.client().ListSandboxes(cmd.Context(), client.ListOptions{States: states, Metadata: meta})
+			list, err := g.client().ListSandboxes(cmd.Context(), client.ListOptions{States: toStates(states), Metadata: meta})
 			if err != nil {
 				return err
 			}
@@ -246,4 +246,12 @@ func newRmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func toStates(s []string) []client.State {
+	out := make([]client.State, len(s))
+	for i, v := range s {
+		out[i] = client.State(v)
+	}
+	return out
 }

@@ -2,13 +2,12 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/coder/websocket"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -28,11 +27,11 @@ func newShellCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			conn, err := g.client().PTY(ctx, args[0], cols, rows)
+			pty, err := g.client().PTY(ctx, args[0], cols, rows)
 			if err != nil {
 				return err
 			}
-			defer conn.CloseNow()
+			defer pty.Close()
 			if term.IsTerminal(fd) {
 				old, err := term.MakeRaw(fd)
 				if err != nil {
@@ -45,50 +44,17 @@ func newShellCmd(g *globals) *cobra.Command {
 				go func() {
 					for range winch {
 						if w, h, err := term.GetSize(fd); err == nil {
-							b, _ := json.Marshal(map[string]any{"type": "resize", "cols": w, "rows": h})
-							_ = conn.Write(ctx, websocket.MessageText, b)
+							_ = pty.Resize(w, h)
 						}
 					}
 				}()
 			}
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := os.Stdin.Read(buf)
-					if n > 0 && conn.Write(ctx, websocket.MessageBinary, buf[:n]) != nil {
-						return
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-			code := 0
-			for {
-				typ, data, err := conn.Read(ctx)
-				if err != nil {
-					return exitCodeOrNil(code)
-				}
-				if typ == websocket.MessageBinary {
-					os.Stdout.Write(data)
-					continue
-				}
-				var f struct {
-					Type     string `json:"type"`
-					ExitCode *int   `json:"exit_code"`
-					Message  string `json:"message"`
-				}
-				if json.Unmarshal(data, &f) == nil {
-					switch f.Type {
-					case "exit":
-						if f.ExitCode != nil {
-							code = *f.ExitCode
-						}
-					case "error":
-						return fmt.Errorf("shell: %s", f.Message)
-					}
-				}
+			go func() { _, _ = io.Copy(pty, os.Stdin) }()
+			if _, err := io.Copy(os.Stdout, pty); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("shell: %w", err)
 			}
+			code, _ := pty.ExitCode()
+			return exitCodeOrNil(code)
 		},
 	}
 }

@@ -120,6 +120,8 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("GET /files/list", pathHandler(listDir))
 	mux.HandleFunc("GET /files/stat", pathHandler(func(p string, _ *http.Request) (any, error) { return statPath(p) }))
 	mux.HandleFunc("POST /files/mkdir", pathHandler(mkdir))
+	mux.HandleFunc("GET /files/archive", a.handleReadArchive)
+	mux.HandleFunc("PUT /files/archive", pathHandler(writeArchive))
 	mux.HandleFunc("GET /pty", a.handlePTY)
 	mux.HandleFunc("POST /commands", a.handleStartCommand)
 	mux.HandleFunc("GET /commands", a.handleListCommands)

@@ -3,6 +3,8 @@ package guest
 import (
 	"context"
 	"testing"
+
+	"github.com/warrenhq/warren/wire"
 )
 
 // BenchmarkExec times a synchronous exec of true through the real agent
@@ -11,7 +13,7 @@ func BenchmarkExec(b *testing.B) {
 	c := startAgent(b)
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := c.Exec(ctx, &ExecRequest{Argv: []string{"true"}}); err != nil {
+		if _, err := c.Exec(ctx, &wire.ExecRequest{Argv: []string{"true"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Client talks to one sandbox's agent. It owns the host end of the agent's
@@ -358,7 +359,7 @@ func (c *Client) Close() error {
 // Exec runs a command to completion. The agent streams the command's
 // output as frames; the host keeps at most MaxCapturedOutput of each
 // stream, whatever the agent sends, and marks the result truncated.
-func (c *Client) Exec(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
+func (c *Client) Exec(ctx context.Context, req *wire.ExecRequest) (*wire.ExecResult, error) {
 	body, _ := json.Marshal(req)
 	resp, err := c.requestWith(ctx, http.MethodPost, "/exec", nil, bytes.NewReader(body), map[string]string{"Accept": NDJSON})
 	if err != nil {
@@ -367,7 +368,7 @@ func (c *Client) Exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 	defer resp.Body.Close()
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), NDJSON) {
 		// An agent from before streamed answers: one JSON object.
-		var res ExecResult
+		var res wire.ExecResult
 		if err := decodeLimited(resp.Body, &res, 2*MaxCapturedOutput+MaxAnswer); err != nil {
 			return nil, fmt.Errorf("decode agent answer to exec: %w", err)
 		}
@@ -378,7 +379,7 @@ func (c *Client) Exec(ctx context.Context, req *ExecRequest) (*ExecResult, error
 
 // CollectExec reads a synchronous exec's frames into its result, keeping
 // at most MaxCapturedOutput per stream.
-func CollectExec(r io.Reader) (*ExecResult, error) {
+func CollectExec(r io.Reader) (*wire.ExecResult, error) {
 	stdout := &outputBuffer{max: MaxCapturedOutput}
 	stderr := &outputBuffer{max: MaxCapturedOutput}
 	fr := NewFrameReader(r)
@@ -401,7 +402,7 @@ func CollectExec(r io.Reader) (*ExecResult, error) {
 			if f.ExitCode == nil {
 				return nil, errors.New("read exec output: exit frame without exit_code")
 			}
-			return &ExecResult{
+			return &wire.ExecResult{
 				ExitCode:   *f.ExitCode,
 				Stdout:     stdout.String(),
 				Stderr:     stderr.String(),
@@ -453,7 +454,7 @@ func NewFrameReader(r io.Reader) *FrameReader {
 }
 
 // Next returns the next frame; io.EOF at a clean end.
-func (fr *FrameReader) Next() (*Frame, error) {
+func (fr *FrameReader) Next() (*wire.Frame, error) {
 	for {
 		fr.line = fr.line[:0]
 		var err error
@@ -478,7 +479,7 @@ func (fr *FrameReader) Next() (*Frame, error) {
 			}
 			continue
 		}
-		var f Frame
+		var f wire.Frame
 		if jerr := json.Unmarshal(line, &f); jerr != nil {
 			return nil, fmt.Errorf("malformed frame: %v", jerr)
 		}
@@ -514,32 +515,49 @@ func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, int6
 }
 
 // WriteFile streams r into path, creating parent directories.
-func (c *Client) WriteFile(ctx context.Context, path string, mode string, r io.Reader) (*FileInfo, error) {
+func (c *Client) WriteFile(ctx context.Context, path string, mode string, r io.Reader) (*wire.FileInfo, error) {
 	q := url.Values{"path": {path}}
 	if mode != "" {
 		q.Set("mode", mode)
 	}
-	var fi FileInfo
+	var fi wire.FileInfo
 	if err := c.do(ctx, http.MethodPut, "/files", q, r, &fi); err != nil {
 		return nil, err
 	}
 	return &fi, nil
 }
 
-// List lists a directory.
-func (c *Client) List(ctx context.Context, path string) ([]FileInfo, error) {
-	var out struct {
-		Entries []FileInfo `json:"entries"`
+// ReadArchive streams the tree under a directory as tar. The caller
+// closes it.
+func (c *Client) ReadArchive(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.request(ctx, http.MethodGet, "/files/archive", url.Values{"path": {path}}, nil)
+	if err != nil {
+		return nil, err
 	}
+	return resp.Body, nil
+}
+
+// WriteArchive unpacks the tar stream r into a directory, creating it.
+func (c *Client) WriteArchive(ctx context.Context, path string, r io.Reader) (*wire.FileInfo, error) {
+	var fi wire.FileInfo
+	if err := c.do(ctx, http.MethodPut, "/files/archive", url.Values{"path": {path}}, r, &fi); err != nil {
+		return nil, err
+	}
+	return &fi, nil
+}
+
+// List lists a directory.
+func (c *Client) List(ctx context.Context, path string) (*wire.FileList, error) {
+	var out wire.FileList
 	if err := c.doLimited(ctx, http.MethodGet, "/files/list", url.Values{"path": {path}}, nil, &out, MaxListAnswer); err != nil {
 		return nil, err
 	}
-	return out.Entries, nil
+	return &out, nil
 }
 
 // Stat describes one path.
-func (c *Client) Stat(ctx context.Context, path string) (*FileInfo, error) {
-	var fi FileInfo
+func (c *Client) Stat(ctx context.Context, path string) (*wire.FileInfo, error) {
+	var fi wire.FileInfo
 	if err := c.do(ctx, http.MethodGet, "/files/stat", url.Values{"path": {path}}, nil, &fi); err != nil {
 		return nil, err
 	}
@@ -547,8 +565,8 @@ func (c *Client) Stat(ctx context.Context, path string) (*FileInfo, error) {
 }
 
 // Mkdir creates a directory and its parents.
-func (c *Client) Mkdir(ctx context.Context, path string) (*FileInfo, error) {
-	var fi FileInfo
+func (c *Client) Mkdir(ctx context.Context, path string) (*wire.FileInfo, error) {
+	var fi wire.FileInfo
 	if err := c.do(ctx, http.MethodPost, "/files/mkdir", url.Values{"path": {path}}, nil, &fi); err != nil {
 		return nil, err
 	}
@@ -658,9 +676,9 @@ func decodeError(resp *http.Response) error {
 }
 
 // StartCommand starts a named background command.
-func (c *Client) StartCommand(ctx context.Context, req *CommandRequest) (*Command, error) {
+func (c *Client) StartCommand(ctx context.Context, req *wire.CommandRequest) (*wire.Command, error) {
 	body, _ := json.Marshal(req)
-	var out Command
+	var out wire.Command
 	if err := c.do(ctx, http.MethodPost, "/commands", nil, bytes.NewReader(body), &out); err != nil {
 		return nil, err
 	}
@@ -668,9 +686,9 @@ func (c *Client) StartCommand(ctx context.Context, req *CommandRequest) (*Comman
 }
 
 // Commands lists background commands.
-func (c *Client) Commands(ctx context.Context) ([]Command, error) {
+func (c *Client) Commands(ctx context.Context) ([]wire.Command, error) {
 	var out struct {
-		Commands []Command `json:"commands"`
+		Commands []wire.Command `json:"commands"`
 	}
 	if err := c.doLimited(ctx, http.MethodGet, "/commands", nil, nil, &out, MaxListAnswer); err != nil {
 		return nil, err
@@ -710,7 +728,7 @@ type ReadyResult struct {
 }
 
 // Ready waits, inside the sandbox, for the check to pass or time out.
-func (c *Client) Ready(ctx context.Context, rc *ReadyCheck) (*ReadyResult, error) {
+func (c *Client) Ready(ctx context.Context, rc *wire.ReadyCheck) (*ReadyResult, error) {
 	body, _ := json.Marshal(rc)
 	var out ReadyResult
 	if err := c.do(ctx, http.MethodPost, "/ready", nil, bytes.NewReader(body), &out); err != nil {

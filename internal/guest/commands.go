@@ -13,29 +13,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/warrenhq/warren/wire"
 )
-
-// CommandRequest starts a named background command.
-type CommandRequest struct {
-	Name string            `json:"name"`
-	Cmd  string            `json:"cmd"`
-	Env  map[string]string `json:"env,omitempty"`
-	Cwd  string            `json:"cwd,omitempty"`
-}
-
-// Command is a background command's state.
-type Command struct {
-	Name     string `json:"name"`
-	Cmd      string `json:"cmd"`
-	State    string `json:"state"` // running or exited
-	ExitCode *int   `json:"exit_code,omitempty"`
-	// OOMKilled: a process of the command was killed because the
-	// sandbox ran out of memory.
-	OOMKilled bool       `json:"oom_killed,omitempty"`
-	PID       int        `json:"pid"`
-	StartedAt time.Time  `json:"started_at"`
-	EndedAt   *time.Time `json:"ended_at,omitempty"`
-}
 
 // logDir holds background commands' combined output inside the sandbox.
 const logDir = Dir + "/logs"
@@ -52,7 +32,7 @@ type background struct {
 
 type bgCommand struct {
 	mu      sync.Mutex
-	info    Command
+	info    wire.Command
 	changed chan struct{} // closed and replaced on every write and at exit
 }
 
@@ -81,7 +61,7 @@ func (a *Agent) bg() *background {
 }
 
 func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
-	var req CommandRequest
+	var req wire.CommandRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || !ValidCommandName(req.Name) || req.Cmd == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "a command needs a name (letters, digits, _ . -) and cmd")
 		return
@@ -102,7 +82,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	b.cmds[req.Name] = c
 	b.mu.Unlock()
 
-	cmd, err := command(&ExecRequest{Cmd: req.Cmd, Env: req.Env, Cwd: req.Cwd})
+	cmd, err := command(&wire.ExecRequest{Cmd: req.Cmd, Env: req.Env, Cwd: req.Cwd})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -119,7 +99,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	cmd.Stdout = notifyWriter{f, c}
 	cmd.Stderr = cmd.Stdout
 	cmd.WaitDelay = 0
-	c.info = Command{Name: req.Name, Cmd: req.Cmd, State: "running", StartedAt: time.Now().UTC()}
+	c.info = wire.Command{Name: req.Name, Cmd: req.Cmd, State: "running", StartedAt: time.Now().UTC()}
 	mark := a.memory.mark()
 	if err := cmd.Start(); err != nil {
 		code, msg := startError(err)
@@ -148,7 +128,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleListCommands(w http.ResponseWriter, r *http.Request) {
 	b := a.bg()
 	b.mu.Lock()
-	out := make([]Command, 0, len(b.cmds))
+	out := make([]wire.Command, 0, len(b.cmds))
 	for _, c := range b.cmds {
 		c.mu.Lock()
 		out = append(out, c.info)
@@ -204,18 +184,8 @@ func (a *Agent) handleCommandLogs(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// ReadyCheck waits for a sandbox's app: an HTTP URL answering below 500, a
-// TCP address accepting, or a command exiting 0. It runs inside the
-// sandbox, so localhost means the sandbox and its egress policy applies.
-type ReadyCheck struct {
-	HTTP           string  `json:"http,omitempty"`
-	TCP            string  `json:"tcp,omitempty"`
-	Command        string  `json:"command,omitempty"`
-	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
-}
-
 func (a *Agent) handleReady(w http.ResponseWriter, r *http.Request) {
-	var rc ReadyCheck
+	var rc wire.ReadyCheck
 	if err := json.NewDecoder(r.Body).Decode(&rc); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
@@ -254,7 +224,7 @@ func (a *Agent) handleReady(w http.ResponseWriter, r *http.Request) {
 			c.Close()
 			return true
 		default:
-			res, err := runToCompletion(pctx, &ExecRequest{Cmd: rc.Command})
+			res, err := runToCompletion(pctx, &wire.ExecRequest{Cmd: rc.Command})
 			if err != nil {
 				last = err.Error()
 				return false

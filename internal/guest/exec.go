@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"github.com/warrenhq/warren/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // command builds the process for a request. Each command gets its own
 // process group so a timeout or kill ends everything it started.
-func command(req *ExecRequest) (*exec.Cmd, error) {
+func command(req *wire.ExecRequest) (*exec.Cmd, error) {
 	var argv []string
 	switch {
 	case len(req.Argv) > 0 && req.Cmd != "":
@@ -154,7 +155,7 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 // Streaming keeps the agent from holding the output and lets the host
 // bound what it reads.
 func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
-	var req ExecRequest
+	var req wire.ExecRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "decode exec request: "+err.Error())
 		return
@@ -171,7 +172,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	var mu sync.Mutex
 	sent := map[string]int{}
 	truncated := false
-	send := func(f Frame) {
+	send := func(f wire.Frame) {
 		mu.Lock()
 		defer mu.Unlock()
 		if f.Type == "stdout" || f.Type == "stderr" {
@@ -198,13 +199,13 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		_ = stdin.Close()
 	})
 	if err != nil {
-		send(Frame{Type: "error", Message: err.Error()})
+		send(wire.Frame{Type: "error", Message: err.Error()})
 		return
 	}
 	mu.Lock()
 	cut := truncated
 	mu.Unlock()
-	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom, Truncated: cut, DurationMs: time.Since(start).Milliseconds()})
+	send(wire.Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom, Truncated: cut, DurationMs: time.Since(start).Milliseconds()})
 }
 
 // streamCommand starts cmd with its output sent as frames, hands its
@@ -212,7 +213,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 // It returns the shell-style exit code, and whether a process of the
 // command was killed because the sandbox ran out of memory; a command
 // that cannot start answers 127 or 126 with the reason on stderr.
-func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecRequest, send func(Frame), withStdin func(io.WriteCloser)) (code int, timedOut, oom bool, err error) {
+func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *wire.ExecRequest, send func(wire.Frame), withStdin func(io.WriteCloser)) (code int, timedOut, oom bool, err error) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return 0, false, false, err
@@ -242,7 +243,7 @@ func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecReque
 		closeWriters()
 		pumps.Wait()
 		code, msg := startError(err)
-		send(Frame{Type: "stderr", Data: msg})
+		send(wire.Frame{Type: "stderr", Data: msg})
 		return code, false, false, nil
 	}
 	limitChild(cmd.Process.Pid)
@@ -263,7 +264,7 @@ func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *ExecReque
 	return code, timedOut, oom, nil
 }
 
-func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error) {
+func runToCompletion(ctx context.Context, req *wire.ExecRequest) (*wire.ExecResult, error) {
 	cmd, err := command(req)
 	if err != nil {
 		return nil, err
@@ -277,7 +278,7 @@ func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		code, msg := startError(err)
-		return &ExecResult{ExitCode: code, Stderr: msg}, nil
+		return &wire.ExecResult{ExitCode: code, Stderr: msg}, nil
 	}
 	limitChild(cmd.Process.Pid)
 	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
@@ -288,7 +289,7 @@ func runToCompletion(ctx context.Context, req *ExecRequest) (*ExecResult, error)
 	if timedOut {
 		code = 124
 	}
-	return &ExecResult{
+	return &wire.ExecResult{
 		ExitCode:   code,
 		Stdout:     stdout.buf.String(),
 		Stderr:     stderr.buf.String(),
@@ -334,20 +335,20 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	conn.SetReadLimit(MaxCapturedOutput)
 	ctx := r.Context()
-	var req ExecRequest
+	var req wire.ExecRequest
 	if err := wsjson.Read(ctx, conn, &req); err != nil {
 		conn.Close(websocket.StatusPolicyViolation, "first message must be the exec request")
 		return
 	}
 	var mu sync.Mutex
-	send := func(f Frame) {
+	send := func(f wire.Frame) {
 		mu.Lock()
 		defer mu.Unlock()
 		_ = wsjson.Write(ctx, conn, f)
 	}
 	cmd, err := command(&req)
 	if err != nil {
-		send(Frame{Type: "error", Message: err.Error()})
+		send(wire.Frame{Type: "error", Message: err.Error()})
 		conn.Close(websocket.StatusNormalClosure, "")
 		return
 	}
@@ -357,7 +358,7 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		}
 		go func() {
 			for {
-				var f Frame
+				var f wire.Frame
 				if err := wsjson.Read(ctx, conn, &f); err != nil {
 					return
 				}
@@ -374,9 +375,9 @@ func (a *Agent) handleExecStream(w http.ResponseWriter, r *http.Request) {
 		}()
 	})
 	if err != nil {
-		send(Frame{Type: "error", Message: err.Error()})
+		send(wire.Frame{Type: "error", Message: err.Error()})
 	}
-	send(Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom})
+	send(wire.Frame{Type: "exit", ExitCode: &code, TimedOut: timedOut, OOMKilled: oom})
 	conn.Close(websocket.StatusNormalClosure, "")
 }
 
@@ -385,7 +386,7 @@ var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return
 
 // pumpFrames sends what r produces as frames, never splitting a UTF-8
 // sequence across two frames.
-func pumpFrames(r io.Reader, stream string, send func(Frame)) {
+func pumpFrames(r io.Reader, stream string, send func(wire.Frame)) {
 	bp := frameBuffers.Get().(*[]byte)
 	defer frameBuffers.Put(bp)
 	buf := *bp
@@ -398,7 +399,7 @@ func pumpFrames(r io.Reader, stream string, send func(Frame)) {
 			cut = n
 		}
 		if cut > 0 {
-			send(Frame{Type: stream, Data: string(buf[:cut])})
+			send(wire.Frame{Type: stream, Data: string(buf[:cut])})
 		}
 		carry = copy(buf, buf[cut:n])
 		if err != nil {

@@ -12,6 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
+
+	"github.com/warrenhq/warren/dirtar"
+	"github.com/warrenhq/warren/wire"
 )
 
 // cleanPath validates a path from a request: absolute, cleaned.
@@ -26,7 +29,7 @@ func cleanPath(r *http.Request) (string, error) {
 	return filepath.Clean(p), nil
 }
 
-func fileInfo(path string, fi fs.FileInfo) FileInfo {
+func fileInfo(path string, fi fs.FileInfo) wire.FileInfo {
 	kind := "other"
 	switch {
 	case fi.Mode().IsRegular():
@@ -36,7 +39,7 @@ func fileInfo(path string, fi fs.FileInfo) FileInfo {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		kind = "symlink"
 	}
-	return FileInfo{
+	return wire.FileInfo{
 		Name:    fi.Name(),
 		Path:    path,
 		Type:    kind,
@@ -174,7 +177,7 @@ func listDir(p string, _ *http.Request) (any, error) {
 	if truncated {
 		entries = entries[:MaxListEntries]
 	}
-	out := make([]FileInfo, 0, len(entries))
+	out := make([]wire.FileInfo, 0, len(entries))
 	for _, e := range entries {
 		fi, err := e.Info()
 		if err != nil {
@@ -183,7 +186,35 @@ func listDir(p string, _ *http.Request) (any, error) {
 		out = append(out, fileInfo(filepath.Join(p, e.Name()), fi))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return map[string]any{"path": p, "entries": out, "truncated": truncated}, nil
+	return wire.FileList{Path: p, Entries: out, Truncated: truncated}, nil
+}
+
+// handleReadArchive streams the tree under a directory as tar.
+func (a *Agent) handleReadArchive(w http.ResponseWriter, r *http.Request) {
+	p, err := cleanPath(r)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = os.Stat(p); err == nil && !fi.IsDir() {
+			err = fmt.Errorf("%w: %s is not a directory", errBadRequest, p)
+		}
+	}
+	if err != nil {
+		fsError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", wire.ArchiveContentType)
+	w.WriteHeader(http.StatusOK)
+	// Once the answer has begun, a failure can only cut the stream
+	// short, which the reader sees as a truncated tar.
+	_ = dirtar.Pack(w, p)
+}
+
+// writeArchive unpacks a tar stream into a directory, creating it.
+func writeArchive(p string, r *http.Request) (any, error) {
+	if err := dirtar.Unpack(r.Body, p, dirtar.Options{Owners: true}); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return statPath(p)
 }
 
 func mkdir(p string, _ *http.Request) (any, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"github.com/warrenhq/warren/wire"
 )
 
 // startAgent runs a real agent on the host, dialing a real client's socket.
@@ -41,7 +42,7 @@ func startAgent(t testing.TB) *Client {
 	return c
 }
 
-func run(t *testing.T, c *Client, req ExecRequest) *ExecResult {
+func run(t *testing.T, c *Client, req wire.ExecRequest) *wire.ExecResult {
 	t.Helper()
 	res, err := c.Exec(context.Background(), &req)
 	if err != nil {
@@ -55,19 +56,19 @@ func TestExec(t *testing.T) {
 	cwd := t.TempDir()
 	cases := []struct {
 		name   string
-		req    ExecRequest
+		req    wire.ExecRequest
 		code   int
 		stdout string
 		stderr string
 	}{
-		{"argv", ExecRequest{Argv: []string{"echo", "hi"}}, 0, "hi\n", ""},
-		{"shell", ExecRequest{Cmd: "echo out; echo err >&2; exit 3"}, 3, "out\n", "err\n"},
-		{"stdin", ExecRequest{Cmd: "tr a-z A-Z", Stdin: "shout\n"}, 0, "SHOUT\n", ""},
-		{"env", ExecRequest{Cmd: `echo "$GREETING $HOME"`, Env: map[string]string{"GREETING": "hello"}}, 0, "hello /root\n", ""},
-		{"cwd", ExecRequest{Cmd: "pwd", Cwd: cwd}, 0, cwd + "\n", ""},
-		{"signal", ExecRequest{Cmd: "kill -9 $$"}, 137, "", ""},
-		{"missing binary", ExecRequest{Argv: []string{"/no/such/binary"}}, 127, "", "fork/exec /no/such/binary: no such file or directory\n"},
-		{"timeout", ExecRequest{Cmd: "echo before; sleep 5; echo after", TimeoutSeconds: 0.3}, 124, "before\n", ""},
+		{"argv", wire.ExecRequest{Argv: []string{"echo", "hi"}}, 0, "hi\n", ""},
+		{"shell", wire.ExecRequest{Cmd: "echo out; echo err >&2; exit 3"}, 3, "out\n", "err\n"},
+		{"stdin", wire.ExecRequest{Cmd: "tr a-z A-Z", Stdin: "shout\n"}, 0, "SHOUT\n", ""},
+		{"env", wire.ExecRequest{Cmd: `echo "$GREETING $HOME"`, Env: map[string]string{"GREETING": "hello"}}, 0, "hello /root\n", ""},
+		{"cwd", wire.ExecRequest{Cmd: "pwd", Cwd: cwd}, 0, cwd + "\n", ""},
+		{"signal", wire.ExecRequest{Cmd: "kill -9 $$"}, 137, "", ""},
+		{"missing binary", wire.ExecRequest{Argv: []string{"/no/such/binary"}}, 127, "", "fork/exec /no/such/binary: no such file or directory\n"},
+		{"timeout", wire.ExecRequest{Cmd: "echo before; sleep 5; echo after", TimeoutSeconds: 0.3}, 124, "before\n", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +86,7 @@ func TestExec(t *testing.T) {
 
 func TestExecRejectsBadRequest(t *testing.T) {
 	c := startAgent(t)
-	_, err := c.Exec(context.Background(), &ExecRequest{})
+	_, err := c.Exec(context.Background(), &wire.ExecRequest{})
 	var ae *AgentError
 	if !errors.As(err, &ae) || ae.Status != 400 {
 		t.Fatalf("empty request: got %v, want a 400", err)
@@ -102,14 +103,14 @@ func TestExecStreamOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	req := ExecRequest{Cmd: "for i in 1 2 3; do echo line$i; sleep 0.2; done; read x; echo got:$x; echo bye >&2"}
+	req := wire.ExecRequest{Cmd: "for i in 1 2 3; do echo line$i; sleep 0.2; done; read x; echo got:$x; echo bye >&2"}
 	if err := wsjson.Write(ctx, conn, req); err != nil {
 		t.Fatal(err)
 	}
 	var stdout []string
 	var arrivals []time.Time
 	for {
-		var f Frame
+		var f wire.Frame
 		if err := wsjson.Read(ctx, conn, &f); err != nil {
 			t.Fatalf("read frame: %v (so far %q)", err, stdout)
 		}
@@ -118,7 +119,7 @@ func TestExecStreamOrder(t *testing.T) {
 			stdout = append(stdout, f.Data)
 			arrivals = append(arrivals, time.Now())
 			if f.Data == "line3\n" {
-				if err := wsjson.Write(ctx, conn, Frame{Type: "stdin", Data: "ping\n"}); err != nil {
+				if err := wsjson.Write(ctx, conn, wire.Frame{Type: "stdin", Data: "ping\n"}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -151,14 +152,14 @@ func TestExecStreamKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	_ = wsjson.Write(ctx, conn, ExecRequest{Cmd: "echo started; sleep 30"})
+	_ = wsjson.Write(ctx, conn, wire.ExecRequest{Cmd: "echo started; sleep 30"})
 	for {
-		var f Frame
+		var f wire.Frame
 		if err := wsjson.Read(ctx, conn, &f); err != nil {
 			t.Fatal(err)
 		}
 		if f.Type == "stdout" {
-			_ = wsjson.Write(ctx, conn, Frame{Type: "kill"})
+			_ = wsjson.Write(ctx, conn, wire.Frame{Type: "kill"})
 		}
 		if f.Type == "exit" {
 			if *f.ExitCode != 137 {
@@ -205,10 +206,11 @@ func TestFilesRoundTrip(t *testing.T) {
 	if _, err := c.Mkdir(ctx, filepath.Join(dir, "sub/dir")); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := c.List(ctx, dir)
+	list, err := c.List(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := list.Entries
 	if len(entries) != 2 || entries[0].Name != "deep" || entries[1].Name != "sub" || entries[0].Type != "dir" {
 		t.Fatalf("list %+v", entries)
 	}
@@ -267,7 +269,7 @@ func TestPTYEchoAndResize(t *testing.T) {
 	send("stty size; echo mark-$((6*7))\n")
 	expect("30 100")
 	expect("mark-42")
-	b, _ := json.Marshal(Frame{Type: "resize", Cols: 132, Rows: 43})
+	b, _ := json.Marshal(wire.Frame{Type: "resize", Cols: 132, Rows: 43})
 	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +282,7 @@ func TestPTYEchoAndResize(t *testing.T) {
 			t.Fatalf("no exit message: %v", err)
 		}
 		if typ == websocket.MessageText {
-			var f Frame
+			var f wire.Frame
 			_ = json.Unmarshal(data, &f)
 			if f.Type == "exit" {
 				if *f.ExitCode != 5 {
@@ -320,7 +322,7 @@ func TestReconnect(t *testing.T) {
 	if err := c2.WaitReady(wctx); err != nil {
 		t.Fatalf("agent did not reconnect: %v", err)
 	}
-	if res := run(t, c2, ExecRequest{Argv: []string{"true"}}); res.ExitCode != 0 {
+	if res := run(t, c2, wire.ExecRequest{Argv: []string{"true"}}); res.ExitCode != 0 {
 		t.Fatalf("exec after reconnect: %+v", res)
 	}
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
+	"github.com/warrenhq/warren/wire"
 )
 
 // listen opens a host end with a fresh token.
@@ -61,7 +62,7 @@ func mustServe(t *testing.T, c *Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := c.Exec(ctx, &ExecRequest{Cmd: "echo still-here"})
+	res, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "echo still-here"})
 	if err != nil || res.Stdout != "still-here\n" {
 		t.Fatalf("the real agent no longer answers: %v %+v", err, res)
 	}
@@ -328,7 +329,7 @@ func endless(w http.ResponseWriter, frame []byte, n int) {
 
 func TestHostileAgentAnswers(t *testing.T) {
 	ctx := context.Background()
-	chunk, _ := json.Marshal(Frame{Type: "stdout", Data: strings.Repeat("x", 32<<10)})
+	chunk, _ := json.Marshal(wire.Frame{Type: "stdout", Data: strings.Repeat("x", 32<<10)})
 	chunk = append(chunk, '\n')
 	cases := []struct {
 		name    string
@@ -340,14 +341,14 @@ func TestHostileAgentAnswers(t *testing.T) {
 		{"endless stdout", func(w http.ResponseWriter, r *http.Request) {
 			endless(w, chunk, 256<<20) // far more than the cap, and no exit frame
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "before the command's exit", 2*MaxCapturedOutput + 16<<20},
 		{"huge output then exit", func(w http.ResponseWriter, r *http.Request) {
 			endless(w, chunk, 64<<20)
 			w.Write([]byte(`{"type":"exit","exit_code":0}` + "\n"))
 		}, func(c *Client) error {
-			res, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			res, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			if err == nil && (!res.Truncated || len(res.Stdout) != MaxCapturedOutput) {
 				return fmt.Errorf("kept %d bytes, truncated=%v", len(res.Stdout), res.Truncated)
 			}
@@ -356,28 +357,28 @@ func TestHostileAgentAnswers(t *testing.T) {
 		{"one endless line", func(w http.ResponseWriter, r *http.Request) {
 			endless(w, bytes.Repeat([]byte("a"), 64<<10), 1<<30)
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "longer than", 16 << 20},
 		{"exit without a code", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)
 			w.Write([]byte(`{"type":"exit"}` + "\n"))
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "without exit_code", 8 << 20},
 		{"malformed frames", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)
 			w.Write([]byte("{\"type\":\"stdout\",\"data\":\n"))
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "malformed frame", 8 << 20},
 		{"wrong types", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)
 			w.Write([]byte(`{"type":["exit"],"exit_code":"zero"}` + "\n"))
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "malformed frame", 8 << 20},
 		{"endless legacy JSON", func(w http.ResponseWriter, r *http.Request) {
@@ -385,7 +386,7 @@ func TestHostileAgentAnswers(t *testing.T) {
 			w.Write([]byte(`{"exit_code":0,"stdout":"`))
 			endless(w, bytes.Repeat([]byte("y"), 64<<10), 256<<20)
 		}, func(c *Client) error {
-			_, err := c.Exec(ctx, &ExecRequest{Cmd: "x"})
+			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
 		}, "larger than", 128 << 20},
 		{"a GiB of file info", func(w http.ResponseWriter, r *http.Request) {
@@ -426,7 +427,7 @@ func TestHostileAgentAnswers(t *testing.T) {
 		{"nil and odd fields", func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte(`{"state":"exited","exit_code":null,"name":null}`))
 		}, func(c *Client) error {
-			cmd, err := c.StartCommand(ctx, &CommandRequest{Name: "a", Cmd: "b"})
+			cmd, err := c.StartCommand(ctx, &wire.CommandRequest{Name: "a", Cmd: "b"})
 			if err == nil && cmd.ExitCode != nil {
 				return errors.New("made up an exit code")
 			}

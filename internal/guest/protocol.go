@@ -13,6 +13,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"time"
+
+	"github.com/warrenhq/warren/wire"
 )
 
 // Paths inside every sandbox.
@@ -64,7 +66,7 @@ const (
 	// MaxFrame bounds one streamed frame (NDJSON line or WebSocket
 	// message) from an agent. The agent sends at most 32 KiB of output
 	// per frame, which JSON escaping can grow six-fold.
-	MaxFrame = 1 << 20
+	MaxFrame = wire.MaxFrame
 	// MaxAnswer bounds a small JSON answer (file info, a command's state,
 	// a ready check).
 	MaxAnswer = 1 << 20
@@ -72,73 +74,14 @@ const (
 	MaxListAnswer = 64 << 20
 )
 
-// NDJSON is the content type of streamed exec answers.
-const NDJSON = "application/x-ndjson"
-
-// ExecRequest runs one command. Exactly one of Argv or Cmd is set; Cmd runs
-// under /bin/sh -c.
-type ExecRequest struct {
-	Argv           []string          `json:"argv,omitempty"`
-	Cmd            string            `json:"cmd,omitempty"`
-	Env            map[string]string `json:"env,omitempty"`
-	Cwd            string            `json:"cwd,omitempty"`
-	Stdin          string            `json:"stdin,omitempty"`
-	TimeoutSeconds float64           `json:"timeout_seconds,omitempty"`
-}
-
-// ExecResult is the outcome of a command run to completion.
-type ExecResult struct {
-	ExitCode int    `json:"exit_code"`
-	Stdout   string `json:"stdout"`
-	Stderr   string `json:"stderr"`
-	// TimedOut is set when the command was killed at its timeout.
-	TimedOut bool `json:"timed_out,omitempty"`
-	// Truncated is set when output beyond MaxCapturedOutput was dropped.
-	Truncated bool `json:"truncated,omitempty"`
-	// OOMKilled is set when the sandbox ran out of memory and a process
-	// of this command was killed for it.
-	OOMKilled  bool  `json:"oom_killed,omitempty"`
-	DurationMs int64 `json:"duration_ms"`
-}
-
-// MaxCapturedOutput bounds what a synchronous exec keeps per stream; larger
-// outputs belong on the streaming variant. The host enforces it too, and
-// never buffers more.
-const MaxCapturedOutput = 16 << 20
-
-// MaxListEntries bounds a directory listing; a longer one is cut and
-// marked truncated.
-const MaxListEntries = 20000
-
-// Frame is one message of a streaming exec or PTY session, in either
-// direction.
-type Frame struct {
-	// Type is stdout, stderr, exit or error (agent to caller), or stdin,
-	// stdin_close, kill or resize (caller to agent).
-	Type     string `json:"type"`
-	Data     string `json:"data,omitempty"`
-	ExitCode *int   `json:"exit_code,omitempty"`
-	TimedOut bool   `json:"timed_out,omitempty"`
-	// OOMKilled (exit frames): a process of the command was killed
-	// because the sandbox ran out of memory.
-	OOMKilled bool `json:"oom_killed,omitempty"`
-	// Truncated and DurationMs close a synchronous exec (exit frames).
-	Truncated  bool   `json:"truncated,omitempty"`
-	DurationMs int64  `json:"duration_ms,omitempty"`
-	Message    string `json:"message,omitempty"`
-	Cols       uint16 `json:"cols,omitempty"`
-	Rows       uint16 `json:"rows,omitempty"`
-}
-
-// FileInfo describes one file or directory.
-type FileInfo struct {
-	Name    string    `json:"name"`
-	Path    string    `json:"path"`
-	Type    string    `json:"type"` // file, dir, symlink or other
-	Size    int64     `json:"size"`
-	Mode    string    `json:"mode"`
-	ModTime time.Time `json:"mtime"`
-}
+// The API's shapes that the agent speaks too: exec requests and results,
+// frames, file info, background commands and ready checks are the public
+// wire types, so the host relays them unchanged.
+const (
+	NDJSON            = wire.NDJSON
+	MaxCapturedOutput = wire.MaxCapturedOutput
+	MaxListEntries    = wire.MaxListEntries
+)
 
 // Error is the body of every non-2xx answer from the agent.
 type Error struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/creack/pty"
+	"github.com/warrenhq/warren/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,7 +58,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: cols, Rows: rows})
 	if err != nil {
-		_ = writeControl(ctx, conn, Frame{Type: "error", Message: "start shell: " + err.Error()})
+		_ = writeControl(ctx, conn, wire.Frame{Type: "error", Message: "start shell: " + err.Error()})
 		conn.Close(websocket.StatusInternalError, "start shell")
 		return
 	}
@@ -77,7 +78,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 				}
 				continue
 			}
-			var f Frame
+			var f wire.Frame
 			if json.Unmarshal(data, &f) != nil {
 				continue
 			}
@@ -122,7 +123,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(lingerForOutput):
 		}
 		code, _ := exitCode(err)
-		_ = writeControl(ctx, conn, Frame{Type: "exit", ExitCode: &code})
+		_ = writeControl(ctx, conn, wire.Frame{Type: "exit", ExitCode: &code})
 		conn.Close(websocket.StatusNormalClosure, "")
 	case <-ctx.Done():
 		// The caller left: hang up the terminal like a closed ssh session.
@@ -136,7 +137,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeControl(ctx context.Context, conn *websocket.Conn, f Frame) error {
+func writeControl(ctx context.Context, conn *websocket.Conn, f wire.Frame) error {
 	b, _ := json.Marshal(f)
 	return conn.Write(ctx, websocket.MessageText, b)
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/warrenhq/warren/wire"
 )
 
 // formatVersion changes when the layout warren needs inside an image
@@ -28,28 +30,11 @@ func newerFormat(img *Image) error {
 	return fmt.Errorf("image %s was built by a newer warren (image format %d; this warren knows up to %d): run that warren, or remove the image to rebuild it", img.Name, img.Format, formatVersion)
 }
 
-// Image describes one built image.
-type Image struct {
-	Name      string    `json:"name"`
-	State     string    `json:"state"` // missing, building, ready, failed
-	Source    string    `json:"source,omitempty"`
-	SizeBytes int64     `json:"size_bytes,omitempty"`
-	BuiltAt   time.Time `json:"built_at,omitzero"`
-	BuildMs   int64     `json:"build_ms,omitempty"`
-	Error     string    `json:"error,omitempty"`
-	// Progress is the last step of a build under way.
-	Progress string `json:"progress,omitempty"`
-	Format   int    `json:"format,omitempty"`
-}
+// Image is an image and its state, as the API shows it.
+type Image = wire.Image
 
 // Event reports progress of a build.
-type Event struct {
-	Image   string `json:"image"`
-	Step    string `json:"step"`
-	Message string `json:"message"`
-	Done    bool   `json:"done,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
+type Event = wire.ImageEvent
 
 // builder makes an image's root filesystem in dir, reporting as it goes.
 type builder func(ctx context.Context, dir string, report func(step, msg string)) error

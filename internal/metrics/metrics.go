@@ -10,14 +10,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Source is what the metrics are read from: the node's sandbox manager.
 type Source interface {
 	CountByState(ctx context.Context) (map[string]int, error)
-	RunningMemory(ctx context.Context) map[string]*sandbox.Memory
+	RunningMemory(ctx context.Context) map[string]*wire.Memory
 }
 
 // scrapeTimeout bounds one scrape's reads.

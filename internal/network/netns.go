@@ -82,9 +82,9 @@ func deleteNamespace(id string) error {
 	return nil
 }
 
-// wire creates the veth pair for a slot, moves one end into the
+// plumb creates the veth pair for a slot, moves one end into the
 // namespace as eth0, and addresses and routes both ends.
-func wire(id string, slot int, gw, addr netip.Addr) error {
+func plumb(id string, slot int, gw, addr netip.Addr) error {
 	ns, err := netns.GetFromPath(NSPath(id))
 	if err != nil {
 		return fmt.Errorf("open namespace of %s: %w", id, err)

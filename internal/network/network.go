@@ -138,7 +138,7 @@ func (m *Manager) Setup(id string, p *Policy) (info *Info, err error) {
 	if err := createNamespace(id); err != nil {
 		return nil, err
 	}
-	if err := wire(id, slot, gw, addr); err != nil {
+	if err := plumb(id, slot, gw, addr); err != nil {
 		return nil, err
 	}
 	if err := installSandbox(id, fw, false); err != nil {
@@ -204,7 +204,7 @@ func (m *Manager) Rewire(id string) error {
 			return err
 		}
 	}
-	if err := wire(id, info.Slot, info.Gateway, info.Address); err != nil {
+	if err := plumb(id, info.Slot, info.Gateway, info.Address); err != nil {
 		return err
 	}
 	res, err := m.startResolver(id, info)

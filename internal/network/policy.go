@@ -9,21 +9,19 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+
+	"github.com/warrenhq/warren/wire"
 )
 
 // Egress modes.
 const (
-	EgressDefault   = "default"   // the internet, never the host, neighbours or private ranges
-	EgressNone      = "none"      // nothing leaves
-	EgressAllowlist = "allowlist" // only the named CIDRs and domains
+	EgressDefault   = wire.EgressDefault
+	EgressNone      = wire.EgressNone
+	EgressAllowlist = wire.EgressAllowlist
 )
 
-// Policy is a sandbox's egress policy as the API shows it.
-type Policy struct {
-	Egress string   `json:"egress"`
-	Allow  []string `json:"allow,omitempty"`
-	Deny   []string `json:"deny,omitempty"`
-}
+// Policy is a sandbox's egress policy as the API carries it.
+type Policy = wire.NetworkPolicy
 
 // rules is a validated policy.
 type rules struct {

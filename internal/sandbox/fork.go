@@ -13,10 +13,11 @@ import (
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 // BootFork is the boot path of a sandbox forked from another.
-const BootFork = "fork"
+const BootFork = wire.BootFork
 
 // maxFork bounds one fork call.
 const maxFork = 16
@@ -25,7 +26,7 @@ const maxFork = 16
 // from one checkpoint of it — processes, memory and files — with its own
 // copy-on-write files and network identity. The source is checkpointed
 // and restored too, so every copy starts from the same instant.
-func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandbox, error) {
+func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*wire.Sandbox, error) {
 	if count < 1 || count > maxFork {
 		return nil, badRequest("count", "count must be between 1 and %d, got %d", maxFork, count)
 	}
@@ -84,7 +85,7 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*Sandb
 		firstErr = errors.Join(firstErr, err)
 	}
 	failpoint.Hit("fork.source-back")
-	var out []*Sandbox
+	var out []*wire.Sandbox
 	for _, c := range copies {
 		if firstErr == nil {
 			sb, err := c.finish(ctx)
@@ -113,7 +114,7 @@ type forkCopy struct {
 }
 
 // finish records the copy running.
-func (c *forkCopy) finish(ctx context.Context) (*Sandbox, error) {
+func (c *forkCopy) finish(ctx context.Context) (*wire.Sandbox, error) {
 	defer c.done()
 	c.m.goLive(c.l, c.row.Org)
 	out, err := c.m.cfg.Store.Transition(ctx, c.row.ID, []string{StateCreating}, StateRunning, c.change)

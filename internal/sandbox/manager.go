@@ -24,6 +24,7 @@ import (
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Config wires a Manager.
@@ -250,7 +251,7 @@ func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxDir(i
 
 // Create boots a sandbox and returns it running. On failure nothing is left
 // behind but a row in state failed that says why.
-func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*Sandbox, error) {
+func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*wire.Sandbox, error) {
 	start := time.Now()
 	sp, img, rtName, err := m.validate(req)
 	if err != nil {
@@ -336,7 +337,7 @@ func (m *Manager) beginCreate(ctx context.Context, row *store.Sandbox) (done fun
 }
 
 // finishClaim runs a create's startup in a sandbox taken from a pool.
-func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, req *CreateRequest, start time.Time) (*Sandbox, error) {
+func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, req *CreateRequest, start time.Time) (*wire.Sandbox, error) {
 	ctx = context.WithoutCancel(ctx)
 	timings := map[string]int64{"claim_ms": time.Since(start).Milliseconds()}
 	if err := m.runStartup(ctx, l, req, timings); err != nil {
@@ -591,7 +592,7 @@ func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *s
 	token, _ := m.agentToken(id)
 	return runtime.Spec{
 		ID: id, Dir: m.sandboxDir(id), Rootfs: lay.Merged(), RunDir: m.runDir(id), NetNS: netns,
-		Agent: m.cfg.Agent, AgentLibs: m.cfg.AgentLibs, AgentToken: token, Hostname: hostname(id), Resources: sp.Resources.runtime(), Mounts: sp.Mounts,
+		Agent: m.cfg.Agent, AgentLibs: m.cfg.AgentLibs, AgentToken: token, Hostname: hostname(id), Resources: runtimeResources(sp.Resources), Mounts: sp.Mounts,
 	}
 }
 
@@ -627,7 +628,7 @@ func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) e
 }
 
 // Get returns a sandbox of org, with its memory use when it runs.
-func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
+func (m *Manager) Get(ctx context.Context, org, id string) (*wire.Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -640,12 +641,12 @@ func (m *Manager) Get(ctx context.Context, org, id string) (*Sandbox, error) {
 }
 
 // List lists sandboxes of org.
-func (m *Manager) List(ctx context.Context, f store.Filter) ([]*Sandbox, error) {
+func (m *Manager) List(ctx context.Context, f store.Filter) ([]*wire.Sandbox, error) {
 	rows, err := m.cfg.Store.ListSandboxes(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*Sandbox, 0, len(rows))
+	out := make([]*wire.Sandbox, 0, len(rows))
 	for _, r := range rows {
 		out = append(out, m.view(r))
 	}
@@ -653,7 +654,7 @@ func (m *Manager) List(ctx context.Context, f store.Filter) ([]*Sandbox, error) 
 }
 
 // Delete ends a sandbox and frees everything it held.
-func (m *Manager) Delete(ctx context.Context, org, id string) (*Sandbox, error) {
+func (m *Manager) Delete(ctx context.Context, org, id string) (*wire.Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -662,7 +663,7 @@ func (m *Manager) Delete(ctx context.Context, org, id string) (*Sandbox, error) 
 }
 
 // end moves a sandbox through deleting to deleted, tearing it down.
-func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*Sandbox, error) {
+func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*wire.Sandbox, error) {
 	switch row.State {
 	case StateDeleted:
 		return m.view(row), nil
@@ -699,11 +700,11 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 	return m.view(out), nil
 }
 
-func (m *Manager) view(r *store.Sandbox) *Sandbox {
+func (m *Manager) view(r *store.Sandbox) *wire.Sandbox {
 	var sp spec
 	_ = json.Unmarshal(r.Spec, &sp)
-	v := &Sandbox{
-		ID: r.ID, State: r.State, Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
+	v := &wire.Sandbox{
+		ID: r.ID, State: wire.State(r.State), Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
 		Metadata: r.Metadata, TimeoutSeconds: sp.TimeoutSeconds, IdleTimeoutSeconds: sp.IdleTimeoutSeconds,
 		Network:   sp.Network,
 		CreatedAt: r.CreatedAt, BootPath: r.BootPath, Timings: r.Timings, Reason: r.Reason,
@@ -731,8 +732,8 @@ func (m *Manager) view(r *store.Sandbox) *Sandbox {
 }
 
 // port describes an exposed port with its preview URLs.
-func (m *Manager) port(id string, p int) Port {
-	out := Port{Port: p}
+func (m *Manager) port(id string, p int) wire.Port {
+	out := wire.Port{Port: p}
 	if m.cfg.PreviewURL != nil {
 		out.URL = m.cfg.PreviewURL(id, p)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/wire"
 )
 
 // close lets go of a sandbox: its agent connection and its memory guard.
@@ -66,14 +67,14 @@ func (m *Manager) guardMemory(l *live, sp *spec) {
 // memory reports a running sandbox's memory: the host's charge from its
 // runtime, and what its processes use and the OOM kills from its agent.
 // A part that cannot be read is left out; nil if neither can.
-func (m *Manager) memory(ctx context.Context, id string) *Memory {
+func (m *Manager) memory(ctx context.Context, id string) *wire.Memory {
 	m.mu.Lock()
 	l := m.live[id]
 	m.mu.Unlock()
 	if l == nil {
 		return nil
 	}
-	out := &Memory{}
+	out := &wire.Memory{}
 	got := false
 	if mr, ok := l.rt.(runtime.MemoryReporter); ok {
 		if st, err := mr.MemoryStats(id); err == nil {
@@ -102,7 +103,7 @@ func mb(b int64) float64 { return float64(b*10>>20) / 10 }
 
 // RunningMemory reports the memory of every sandbox running on this node
 // (a few at a time), for metrics.
-func (m *Manager) RunningMemory(ctx context.Context) map[string]*Memory {
+func (m *Manager) RunningMemory(ctx context.Context) map[string]*wire.Memory {
 	m.mu.Lock()
 	ids := make([]string, 0, len(m.live))
 	for id, l := range m.live {
@@ -111,7 +112,7 @@ func (m *Manager) RunningMemory(ctx context.Context) map[string]*Memory {
 		}
 	}
 	m.mu.Unlock()
-	out := map[string]*Memory{}
+	out := map[string]*wire.Memory{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)

@@ -20,6 +20,7 @@ import (
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 var readFile = os.ReadFile
@@ -114,7 +115,7 @@ func (l *live) withEnv(env map[string]string) map[string]string {
 }
 
 // Exec runs a command to completion in a sandbox.
-func (m *Manager) Exec(ctx context.Context, org, id string, req *guest.ExecRequest) (*guest.ExecResult, error) {
+func (m *Manager) Exec(ctx context.Context, org, id string, req *wire.ExecRequest) (*wire.ExecResult, error) {
 	if err := validateExec(req); err != nil {
 		return nil, err
 	}
@@ -129,7 +130,7 @@ func (m *Manager) Exec(ctx context.Context, org, id string, req *guest.ExecReque
 	return res, m.callFailed(ctx, l, err)
 }
 
-func validateExec(req *guest.ExecRequest) error {
+func validateExec(req *wire.ExecRequest) error {
 	switch {
 	case len(req.Argv) > 0 && req.Cmd != "":
 		return badRequest("cmd", "give cmd or argv, not both")
@@ -153,7 +154,7 @@ func validateExec(req *guest.ExecRequest) error {
 // ExecStream starts a streaming exec and returns the agent connection,
 // the request already sent; the caller relays frames both ways.
 // The sandbox counts as busy until release is called.
-func (m *Manager) ExecStream(ctx context.Context, org, id string, req *guest.ExecRequest) (conn *websocket.Conn, release func(), err error) {
+func (m *Manager) ExecStream(ctx context.Context, org, id string, req *wire.ExecRequest) (conn *websocket.Conn, release func(), err error) {
 	if err := validateExec(req); err != nil {
 		return nil, nil, err
 	}
@@ -215,7 +216,7 @@ func (m *Manager) ReadFile(ctx context.Context, org, id, path string) (io.ReadCl
 }
 
 // WriteFile streams r into a file in a sandbox.
-func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r io.Reader) (*guest.FileInfo, error) {
+func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r io.Reader) (*wire.FileInfo, error) {
 	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -225,8 +226,34 @@ func (m *Manager) WriteFile(ctx context.Context, org, id, path, mode string, r i
 	return fi, m.callFailed(ctx, l, err)
 }
 
+// ReadArchive streams a directory of a sandbox as tar. The caller closes
+// it.
+func (m *Manager) ReadArchive(ctx context.Context, org, id, path string) (io.ReadCloser, error) {
+	l, done, err := m.use(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := l.agent.ReadArchive(ctx, path)
+	if err != nil {
+		done()
+		return nil, m.callFailed(ctx, l, err)
+	}
+	return &closeHook{ReadCloser: rc, hook: done}, nil
+}
+
+// WriteArchive unpacks a tar stream into a directory of a sandbox.
+func (m *Manager) WriteArchive(ctx context.Context, org, id, path string, r io.Reader) (*wire.FileInfo, error) {
+	l, done, err := m.use(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	fi, err := l.agent.WriteArchive(ctx, path, r)
+	return fi, m.callFailed(ctx, l, err)
+}
+
 // ListFiles lists a directory in a sandbox.
-func (m *Manager) ListFiles(ctx context.Context, org, id, path string) ([]guest.FileInfo, error) {
+func (m *Manager) ListFiles(ctx context.Context, org, id, path string) (*wire.FileList, error) {
 	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -237,7 +264,7 @@ func (m *Manager) ListFiles(ctx context.Context, org, id, path string) ([]guest.
 }
 
 // StatFile describes a path in a sandbox.
-func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
+func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*wire.FileInfo, error) {
 	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -248,7 +275,7 @@ func (m *Manager) StatFile(ctx context.Context, org, id, path string) (*guest.Fi
 }
 
 // Mkdir creates a directory in a sandbox.
-func (m *Manager) Mkdir(ctx context.Context, org, id, path string) (*guest.FileInfo, error) {
+func (m *Manager) Mkdir(ctx context.Context, org, id, path string) (*wire.FileInfo, error) {
 	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -330,7 +357,7 @@ func agentError(err error) error {
 
 // SetNetwork changes a running sandbox's egress policy; it applies to new
 // connections and lookups at once.
-func (m *Manager) SetNetwork(ctx context.Context, org, id string, p *network.Policy) (*Sandbox, error) {
+func (m *Manager) SetNetwork(ctx context.Context, org, id string, p *wire.NetworkPolicy) (*wire.Sandbox, error) {
 	return m.updateSpec(ctx, org, id, func(sp *spec) error {
 		if m.cfg.Network == nil || m.cfg.Network.Get(id) == nil {
 			return conflict("sandbox %s has no network to configure", id)

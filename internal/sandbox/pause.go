@@ -13,6 +13,7 @@ import (
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 // States of pausing and resuming. The in-between states are recorded
@@ -20,13 +21,13 @@ import (
 // reconciler can finish or roll back without losing a file.
 const (
 	// StatePaused: memory, processes and files are saved; nothing runs.
-	StatePaused = "paused"
+	StatePaused = string(wire.StatePaused)
 	// StatePausing: a checkpoint is being taken.
-	StatePausing = "pausing"
+	StatePausing = string(wire.StatePausing)
 	// StateResuming: a checkpoint is being restored.
-	StateResuming = "resuming"
+	StateResuming = string(wire.StateResuming)
 	// StateForking: a checkpoint is being taken to fork from.
-	StateForking = "forking"
+	StateForking = string(wire.StateForking)
 )
 
 func (m *Manager) checkpointDir(id string) string {
@@ -71,7 +72,7 @@ func (m *Manager) checkpointerFor(row *store.Sandbox, op string) (runtime.Runtim
 
 // Pause saves a running sandbox's memory, processes and files and stops
 // it. Nothing of it runs until Resume; its files and network stay.
-func (m *Manager) Pause(ctx context.Context, org, id string) (*Sandbox, error) {
+func (m *Manager) Pause(ctx context.Context, org, id string) (*wire.Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -144,7 +145,7 @@ func (m *Manager) checkpoint(ctx context.Context, row *store.Sandbox, rt runtime
 
 // Resume restores a paused sandbox: its processes continue where they
 // were, with every file it had.
-func (m *Manager) Resume(ctx context.Context, org, id string) (*Sandbox, error) {
+func (m *Manager) Resume(ctx context.Context, org, id string) (*wire.Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err

@@ -10,16 +10,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/wire"
 )
 
 // StatePooled: booted and waiting in a warm pool; no org owns it yet.
 const StatePooled = "pooled"
 
 // BootHotPool is the boot path of a sandbox taken from a warm pool.
-const BootHotPool = "hot_pool"
+const BootHotPool = wire.BootPool
 
 // PoolSpec asks for Size booted sandboxes of one image, in the node's
 // default shape (runtime, resources, network policy).
@@ -44,14 +44,6 @@ func ParsePools(s string) ([]PoolSpec, error) {
 		out = append(out, PoolSpec{Image: img, Size: size})
 	}
 	return out, nil
-}
-
-// PoolStatus is what the API shows of a pool.
-type PoolStatus struct {
-	Image   string `json:"image"`
-	Runtime string `json:"runtime"`
-	Size    int    `json:"size"`
-	Ready   int    `json:"ready"`
 }
 
 // pool keeps Size sandboxes of one image booted.
@@ -143,7 +135,7 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 	// Start one shell before anyone waits on it: the runtime's first
 	// process start in a sandbox pays for cold caches (the binary, its
 	// directory entries), and that belongs to the refill, not the claim.
-	if _, err := l.agent.Exec(ctx, &guest.ExecRequest{Argv: []string{"/bin/sh", "-c", ":"}, TimeoutSeconds: 10}); err != nil {
+	if _, err := l.agent.Exec(ctx, &wire.ExecRequest{Argv: []string{"/bin/sh", "-c", ":"}, TimeoutSeconds: 10}); err != nil {
 		m.log.Warn("warm pool sandbox", "sandbox.id", row.ID, "err", err)
 	}
 	boot := BootHotPool
@@ -233,13 +225,13 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 }
 
 // Pools reports the warm pools.
-func (m *Manager) Pools() []PoolStatus {
+func (m *Manager) Pools() []wire.PoolStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]PoolStatus, 0, len(m.pools))
+	out := make([]wire.PoolStatus, 0, len(m.pools))
 	for _, p := range m.pools {
 		p.mu.Lock()
-		out = append(out, PoolStatus{Image: p.spec.Image, Runtime: m.cfg.DefaultRuntime, Size: p.spec.Size, Ready: len(p.ready)})
+		out = append(out, wire.PoolStatus{Image: p.spec.Image, Runtime: m.cfg.DefaultRuntime, Size: p.spec.Size, Ready: len(p.ready)})
 		p.mu.Unlock()
 	}
 	return out

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/warrenhq/warren/wire"
 )
 
 func validPort(port int) error {
@@ -17,7 +19,7 @@ func validPort(port int) error {
 }
 
 // updateSpec applies change to a running sandbox's stored spec.
-func (m *Manager) updateSpec(ctx context.Context, org, id string, change func(*spec) error) (*Sandbox, error) {
+func (m *Manager) updateSpec(ctx context.Context, org, id string, change func(*spec) error) (*wire.Sandbox, error) {
 	if _, err := m.agentFor(ctx, org, id); err != nil {
 		return nil, err
 	}
@@ -40,7 +42,7 @@ func (m *Manager) updateSpec(ctx context.Context, org, id string, change func(*s
 
 // ExposePort makes a port of a running sandbox reachable through the
 // preview proxy.
-func (m *Manager) ExposePort(ctx context.Context, org, id string, port int) (*Port, error) {
+func (m *Manager) ExposePort(ctx context.Context, org, id string, port int) (*wire.Port, error) {
 	if err := validPort(port); err != nil {
 		return nil, err
 	}

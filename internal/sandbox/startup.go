@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warrenhq/warren/internal/guest"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Bounds on startup work.
@@ -24,7 +25,7 @@ const (
 // validateStartup checks files and the startup spec, naming the field at
 // fault, and merges startup env into the sandbox's.
 func validateStartup(req *CreateRequest, sp *spec) error {
-	check := func(files []File, field string) error {
+	check := func(files []wire.File, field string) error {
 		for i, f := range files {
 			fld := fmt.Sprintf("%s[%d]", field, i)
 			if !strings.HasPrefix(f.Path, "/") {
@@ -126,7 +127,7 @@ func validateStartup(req *CreateRequest, sp *spec) error {
 // runStartup writes files, clones, runs commands and waits for readiness,
 // adding git_ms, startup_ms and ready_ms to timings.
 func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, timings map[string]int64) error {
-	files := append([]File(nil), req.Files...)
+	files := append([]wire.File(nil), req.Files...)
 	if req.Startup != nil {
 		files = append(files, req.Startup.Files...)
 	}
@@ -156,7 +157,7 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 		argv = append(argv, "--", g.URL, "/workspace")
 		// /workspace exists empty in warren's images; git wants it absent
 		// or empty, which it is.
-		res, err := l.agent.Exec(ctx, &guest.ExecRequest{Argv: argv, Env: l.withEnv(map[string]string{"GIT_TERMINAL_PROMPT": "0"}), TimeoutSeconds: gitTimeout.Seconds()})
+		res, err := l.agent.Exec(ctx, &wire.ExecRequest{Argv: argv, Env: l.withEnv(map[string]string{"GIT_TERMINAL_PROMPT": "0"}), TimeoutSeconds: gitTimeout.Seconds()})
 		if err != nil {
 			return fmt.Errorf("git clone: %w", err)
 		}
@@ -171,7 +172,7 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 	for i, c := range st.Commands {
 		fld := fmt.Sprintf("startup.commands[%d]", i)
 		if c.Background {
-			cmd, err := l.agent.StartCommand(ctx, &guest.CommandRequest{Name: c.Name, Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd})
+			cmd, err := l.agent.StartCommand(ctx, &wire.CommandRequest{Name: c.Name, Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd})
 			if err != nil {
 				return fmt.Errorf("start %s: %w", c.Name, err)
 			}
@@ -184,7 +185,7 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 			}
 			continue
 		}
-		res, err := l.agent.Exec(ctx, &guest.ExecRequest{Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd, TimeoutSeconds: startupCmdTimeout.Seconds()})
+		res, err := l.agent.Exec(ctx, &wire.ExecRequest{Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd, TimeoutSeconds: startupCmdTimeout.Seconds()})
 		if err != nil {
 			return fmt.Errorf("run %s: %w", c.Name, err)
 		}
@@ -227,7 +228,7 @@ func tail(s string) string {
 }
 
 // StartCommand starts a named background command in a sandbox.
-func (m *Manager) StartCommand(ctx context.Context, org, id string, req *guest.CommandRequest) (*guest.Command, error) {
+func (m *Manager) StartCommand(ctx context.Context, org, id string, req *wire.CommandRequest) (*wire.Command, error) {
 	if !guest.ValidCommandName(req.Name) {
 		return nil, badRequest("name", "name %q must be letters, digits, _ . - (up to 64)", req.Name)
 	}
@@ -249,7 +250,7 @@ func (m *Manager) StartCommand(ctx context.Context, org, id string, req *guest.C
 }
 
 // Commands lists a sandbox's background commands.
-func (m *Manager) Commands(ctx context.Context, org, id string) ([]guest.Command, error) {
+func (m *Manager) Commands(ctx context.Context, org, id string) ([]wire.Command, error) {
 	l, done, err := m.use(ctx, org, id)
 	if err != nil {
 		return nil, err
