@@ -35,7 +35,7 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit test-nonroot test-sdk-cross vet clean fuzz install uninstall
+.PHONY: all deps build run test test-unit test-nonroot test-sdk-cross test-cgroupv2 vet clean fuzz install uninstall
 
 # The Go SDK (and the packages it uses) build, tests included, for these.
 SDK_PLATFORMS := darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 linux/arm64 freebsd/amd64
@@ -85,6 +85,13 @@ test: deps build test-sdk-cross
 	CGO_ENABLED=0 WARREN_BIN=$(BIN) WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) WARREN_TEST_IMAGE_DIR=$(WARREN_IMAGE_DIR) \
 		WARREN_SIDECAR_DIR=$(CACHE)/sidecars \
 		go test -count=1 -timeout 25m ./...
+
+# The e2e tests named in TESTS on a kernel with only cgroup v2, in a QEMU VM
+# (emulated, no KVM needed; about 10 minutes for the default set). Not part
+# of make test: too slow under emulation for every run.
+test-cgroupv2: deps build
+	CACHE=$(CACHE) WARREN_BIN=$(BIN) WARREN_RUNSC=$$(cat $(CACHE)/runsc-path) WARREN_TEST_IMAGE_DIR=$(WARREN_IMAGE_DIR) \
+		scripts/vm-cgroupv2.sh
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
