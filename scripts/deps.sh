@@ -9,7 +9,11 @@ CACHE=$(dirname "$(dirname "$(dirname "$RUNSC")")")
 mkdir -p "$CACHE"
 
 need=()
-for pkg in runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs jq; do
+# python3-*: the Python SDK and its tests; nodejs/npm only where no node is.
+pkgs=(runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs jq
+	python3-httpx python3-websockets python3-pytest)
+command -v node >/dev/null || pkgs+=(nodejs npm)
+for pkg in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
