@@ -9,9 +9,10 @@ CACHE=$(dirname "$(dirname "$(dirname "$RUNSC")")")
 mkdir -p "$CACHE"
 
 need=()
-# python3-*: the Python SDK and its tests; nodejs/npm only where no node is.
+# python3-*: the Python SDK and its tests; chromium: the TypeScript SDK in a
+# browser; nodejs/npm only where no node is.
 pkgs=(runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs jq
-	python3-httpx python3-websockets python3-pytest)
+	python3-httpx python3-websockets python3-pytest chromium)
 command -v node >/dev/null || pkgs+=(nodejs npm)
 for pkg in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")

@@ -76,3 +76,37 @@ func TestProtocolKey(t *testing.T) {
 		t.Fatal("a key was found where none was offered")
 	}
 }
+
+func TestCORS(t *testing.T) {
+	if _, err := ParseCORS("https://app.example.com/path"); err == nil {
+		t.Fatal("an origin with a path was accepted")
+	}
+	if c, err := ParseCORS(" , "); c != nil || err != nil {
+		t.Fatalf("an empty list: %v %v", c, err)
+	}
+	c, err := ParseCORS("https://app.example.com, http://127.0.0.1:3000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	preflight := func(origin, path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("OPTIONS", path, nil)
+		r.Header.Set("Origin", origin)
+		r.Header.Set("Access-Control-Request-Method", "POST")
+		w := httptest.NewRecorder()
+		c.handle(w, r)
+		return w
+	}
+	w := preflight("http://127.0.0.1:3000", "/v1/sandboxes")
+	if w.Code != 204 || w.Header().Get("Access-Control-Allow-Origin") != "http://127.0.0.1:3000" ||
+		!strings.Contains(w.Header().Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("preflight from an allowed origin: %d %v", w.Code, w.Header())
+	}
+	if w.Header().Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatal("credentials are allowed")
+	}
+	for _, bad := range []struct{ origin, path string }{{"https://evil.example", "/v1/sandboxes"}, {"https://app.example.com", "/preview/x/1/"}} {
+		if w := preflight(bad.origin, bad.path); w.Header().Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("%s %s was allowed", bad.origin, bad.path)
+		}
+	}
+}

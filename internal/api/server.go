@@ -37,6 +37,8 @@ type Server struct {
 	metrics  http.Handler
 	// Preview serves exposed ports; nil disables previews.
 	Preview *preview.Proxy
+	// CORS, if set, lets pages from its origins call the API.
+	CORS *CORS
 }
 
 // New builds the API server.
@@ -111,6 +113,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	if _, _, _, ok := s.previewMatch(r); ok {
 		s.Preview.ServeHTTP(rec, r)
+	} else if s.CORS.handle(rec, r) {
+		// a preflight, answered
 	} else {
 		s.mux.ServeHTTP(rec, r)
 	}

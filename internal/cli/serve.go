@@ -39,6 +39,7 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &o.PreviewDomain, "preview-domain", "WARREN_PREVIEW_DOMAIN", "", "serve previews at PORT-ID.DOMAIN too")
 	f.StringVar(&n.workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
 	envString(f, &o.Pools, "pool", "WARREN_POOL", "", "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2")
+	envString(f, &o.CORSOrigins, "cors-origin", "WARREN_CORS_ORIGIN", "", "let web pages from these origins call the API (the TypeScript SDK in a browser): ORIGIN,... or *")
 	envString(f, &n.logFormat, "log-format", "WARREN_LOG_FORMAT", "text", "log format: text or json")
 	envString(f, &n.logLevel, "log-level", "WARREN_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 }

@@ -56,6 +56,9 @@ type Options struct {
 	PreviewDomain string
 	// Pools are warm pools to keep booted ("busybox:6,base:2").
 	Pools string
+	// CORSOrigins lets web pages from these origins call the API
+	// ("https://app.example.com,http://localhost:3000", or "*").
+	CORSOrigins string
 	Log   *slog.Logger
 	// Ready, if set, is called once the API is listening, with the
 	// isolation warnings the user must see.
@@ -72,6 +75,10 @@ const DefaultOrg = "default"
 // next Run adopts them.
 func Run(ctx context.Context, o Options) error {
 	log := o.Log
+	cors, err := api.ParseCORS(o.CORSOrigins)
+	if err != nil {
+		return err
+	}
 	release, err := lockHost(o.DataDir)
 	if err != nil {
 		return err
@@ -165,6 +172,7 @@ func Run(ctx context.Context, o Options) error {
 	handler := api.New(st, mgr, images, log)
 	proxy.Targets, proxy.Org = mgr, handler.OrgOf
 	handler.Preview = proxy
+	handler.CORS = cors
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	if ln != nil {
