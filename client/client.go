@@ -168,6 +168,10 @@ func (c *Client) httpClient() *http.Client {
 // body is read from a fresh reader on each try: retries happen only for
 // requests without one.
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, q, body, contentType, nil)
+}
+
+func (c *Client) sendWith(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, headers map[string]string) (*http.Response, error) {
 	tries := 1
 	if body == nil && (method == http.MethodGet || method == http.MethodHead) {
 		tries += max(c.Retries, 0)
@@ -182,6 +186,9 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 		}
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
 		}
 		resp, err := c.httpClient().Do(req)
 		retry := attempt < tries && ctx.Err() == nil

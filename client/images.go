@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,20 +32,67 @@ func (c *Client) Image(ctx context.Context, name string) (*Image, error) {
 	return &img, c.call(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(name), nil, nil, &img)
 }
 
-// BuildImage builds an image unless it is ready, calling progress (if not
-// nil) with each step, and returns it ready.
+// BuildImage builds a built-in image unless it is ready, calling progress
+// (if not nil) with each step, and returns it ready.
 func (c *Client) BuildImage(ctx context.Context, name string, progress func(ImageEvent)) (*Image, error) {
 	resp, err := c.send(ctx, http.MethodPost, "/v1/images/"+url.PathEscape(name)+"/build", nil, nil, "")
 	if err != nil {
 		return nil, err
 	}
+	return readProgress(resp, "build image "+name, progress)
+}
+
+// PullImage pulls an image from an OCI registry, calling progress (if not
+// nil) with each step.
+func (c *Client) PullImage(ctx context.Context, req *wire.ImagePullRequest, progress func(ImageEvent)) (*Image, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.sendAccept(ctx, http.MethodPost, "/v1/images", nil, bytes.NewReader(b), "application/json")
+	if err != nil {
+		return nil, err
+	}
+	return readProgress(resp, "pull "+req.Ref, progress)
+}
+
+// ImportImage imports an image from r: a docker save tarball or an OCI
+// layout as a tarball.
+func (c *Client) ImportImage(ctx context.Context, name string, r io.Reader, progress func(ImageEvent)) (*Image, error) {
+	resp, err := c.sendAccept(ctx, http.MethodPost, "/v1/images/import", url.Values{"name": {name}}, r, wire.ArchiveContentType)
+	if err != nil {
+		return nil, err
+	}
+	return readProgress(resp, "import "+name, progress)
+}
+
+// DeleteImage deletes an image; the server refuses (IsConflict) while a
+// sandbox or pool uses it.
+func (c *Client) DeleteImage(ctx context.Context, name string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/images/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// PruneImages removes layer blobs no image uses.
+func (c *Client) PruneImages(ctx context.Context) (*wire.PruneResult, error) {
+	var out wire.PruneResult
+	return &out, c.call(ctx, http.MethodPost, "/v1/images/prune", nil, nil, &out)
+}
+
+// sendAccept sends a request that answers NDJSON progress.
+func (c *Client) sendAccept(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, q, body, contentType, map[string]string{"Accept": wire.NDJSON})
+}
+
+// readProgress reads NDJSON progress to its end: the image, or the error
+// the last event carries.
+func readProgress(resp *http.Response, what string, progress func(ImageEvent)) (*Image, error) {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), wire.MaxFrame)
 	for sc.Scan() {
 		var end wire.ImageBuildEnd
 		if err := json.Unmarshal(sc.Bytes(), &end); err != nil {
-			return nil, fmt.Errorf("decode build progress: %w", err)
+			return nil, fmt.Errorf("%s: decode progress: %w", what, err)
 		}
 		if end.Done && end.Image != nil {
 			return end.Image, nil
@@ -52,14 +100,14 @@ func (c *Client) BuildImage(ctx context.Context, name string, progress func(Imag
 		var ev ImageEvent
 		_ = json.Unmarshal(sc.Bytes(), &ev)
 		if ev.Error != "" {
-			return nil, fmt.Errorf("build image %s: %s", name, ev.Error)
+			return nil, fmt.Errorf("%s: %s", what, ev.Error)
 		}
 		if progress != nil {
 			progress(ev)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("build image %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return nil, fmt.Errorf("build image %s: the server ended the stream early", name)
+	return nil, fmt.Errorf("%s: the server ended the stream early", what)
 }

@@ -100,7 +100,21 @@ type Options struct {
 	LocalLinks bool
 	// Owners keeps the stream's numeric owners (when running as root).
 	Owners bool
+	// SpecialBits keeps setuid, setgid and sticky bits.
+	SpecialBits bool
+	// Layer applies the stream as an OCI image layer over what dir
+	// already holds: an entry ".wh.NAME" removes NAME, an opaque marker
+	// ".wh..wh..opq" empties its directory of what earlier layers put
+	// there, and an entry replaces whatever is at its name, a directory
+	// included.
+	Layer bool
 }
+
+// OCI whiteouts.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
 
 // Unpack extracts a tar stream into dir, creating it. Every name is
 // resolved inside dir: an entry that is absolute or climbs out with ".."
@@ -117,6 +131,8 @@ func Unpack(r io.Reader, dir string, opts Options) error {
 	defer root.Close()
 	tr := tar.NewReader(r)
 	var written int64
+	// What this stream wrote: an opaque marker keeps those.
+	mine := map[string]bool{}
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -132,14 +148,73 @@ func Unpack(r io.Reader, dir string, opts Options) error {
 		if !filepath.IsLocal(name) {
 			return fmt.Errorf("tar entry %q: the name leaves the directory", hdr.Name)
 		}
+		if opts.Layer {
+			if done, err := whiteout(root, name, mine); done || err != nil {
+				if err != nil {
+					return fmt.Errorf("tar entry %q: %w", hdr.Name, err)
+				}
+				continue
+			}
+		}
 		if err := unpackOne(root, tr, hdr, name, opts, &written); err != nil {
 			return fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}
+		mine[name] = true
 	}
 }
 
-func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts Options, written *int64) error {
+// whiteout applies a whiteout entry; it reports whether name was one.
+func whiteout(root *os.Root, name string, mine map[string]bool) (bool, error) {
+	dir, base := path.Dir(name), path.Base(name)
+	switch {
+	case base == opaqueMarker:
+		d, err := root.Open(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		entries, err := d.ReadDir(-1)
+		d.Close()
+		if err != nil {
+			return true, err
+		}
+		for _, e := range entries {
+			if child := path.Join(dir, e.Name()); !mine[child] {
+				if err := root.RemoveAll(child); err != nil {
+					return true, err
+				}
+			}
+		}
+		return true, nil
+	case strings.HasPrefix(base, whiteoutPrefix):
+		gone := strings.TrimPrefix(base, whiteoutPrefix)
+		target := path.Join(dir, gone)
+		if gone == "" || gone == "." || gone == ".." || !filepath.IsLocal(target) {
+			return true, fmt.Errorf("a whiteout of %q is not a name in its directory", gone)
+		}
+		return true, root.RemoveAll(target)
+	}
+	return false, nil
+}
+
+// modeOf is an entry's permission bits, and its special bits if kept.
+func modeOf(hdr *tar.Header, special bool) fs.FileMode {
 	mode := fs.FileMode(hdr.Mode).Perm()
+	if special {
+		for bit, m := range map[int64]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+			if hdr.Mode&bit != 0 {
+				mode |= m
+			}
+		}
+	}
+	return mode
+}
+
+func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts Options, written *int64) error {
+	mode := modeOf(hdr, opts.SpecialBits)
+	replace := func(root *os.Root, name string) error { return replace(root, name, opts.Layer) }
 	if parent := path.Dir(name); parent != "." {
 		if err := root.MkdirAll(parent, 0o755); err != nil {
 			return err
@@ -155,9 +230,6 @@ func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts
 		if err := root.MkdirAll(name, 0o755); err != nil {
 			return err
 		}
-		if err := root.Chmod(name, mode); err != nil {
-			return err
-		}
 	case tar.TypeReg:
 		if opts.MaxBytes > 0 && *written+hdr.Size > opts.MaxBytes {
 			return fmt.Errorf("the tree is larger than %d bytes", opts.MaxBytes)
@@ -165,7 +237,7 @@ func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts
 		if err := replace(root, name); err != nil {
 			return err
 		}
-		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
 		if err != nil {
 			return err
 		}
@@ -175,10 +247,6 @@ func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts
 			err = cerr
 		}
 		if err != nil {
-			return err
-		}
-		// The file was created under the umask.
-		if err := root.Chmod(name, mode); err != nil {
 			return err
 		}
 	case tar.TypeSymlink:
@@ -210,15 +278,22 @@ func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts
 			return err
 		}
 	}
+	// After the owner (a chown clears setuid bits), and for files after
+	// their creation under the umask.
+	if hdr.Typeflag != tar.TypeSymlink && hdr.Typeflag != tar.TypeLink {
+		if err := root.Chmod(name, mode); err != nil {
+			return err
+		}
+	}
 	if hdr.Typeflag != tar.TypeSymlink && !hdr.ModTime.IsZero() {
 		_ = root.Chtimes(name, hdr.ModTime, hdr.ModTime)
 	}
 	return nil
 }
 
-// replace removes whatever is at name, unless it is a directory (a file
-// cannot replace a directory that has contents).
-func replace(root *os.Root, name string) error {
+// replace removes whatever is at name. A directory goes only when a layer
+// replaces it; otherwise it is in the way.
+func replace(root *os.Root, name string, layer bool) error {
 	fi, err := root.Lstat(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -227,7 +302,10 @@ func replace(root *os.Root, name string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return fmt.Errorf("a directory is in the way")
+		if !layer {
+			return fmt.Errorf("a directory is in the way")
+		}
+		return root.RemoveAll(name)
 	}
 	return root.Remove(name)
 }

@@ -112,3 +112,72 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestLayers applies OCI layers in order: whiteouts remove what lower
+// layers put there, an opaque directory keeps only its own layer's
+// entries, and special bits survive when asked for.
+func TestLayers(t *testing.T) {
+	type e struct {
+		name string
+		flag byte
+		body string
+		mode int64
+		link string
+	}
+	layer := func(entries ...e) *bytes.Buffer {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, x := range entries {
+			if x.mode == 0 {
+				x.mode = 0o644
+			}
+			must(t, tw.WriteHeader(&tar.Header{Name: x.name, Typeflag: x.flag, Mode: x.mode, Size: int64(len(x.body)), Linkname: x.link}))
+			tw.Write([]byte(x.body))
+		}
+		tw.Close()
+		return &buf
+	}
+	dir := t.TempDir()
+	opts := Options{Layer: true, SpecialBits: true}
+	must(t, Unpack(layer(
+		e{name: "etc/", flag: tar.TypeDir, mode: 0o755},
+		e{name: "etc/keep", flag: tar.TypeReg, body: "keep"},
+		e{name: "etc/gone", flag: tar.TypeReg, body: "gone"},
+		e{name: "opq/", flag: tar.TypeDir, mode: 0o755},
+		e{name: "opq/old", flag: tar.TypeReg, body: "old"},
+		e{name: "was-dir/", flag: tar.TypeDir, mode: 0o755},
+		e{name: "was-dir/inside", flag: tar.TypeReg, body: "x"},
+		e{name: "bin/su", flag: tar.TypeReg, body: "su", mode: 0o4755},
+		e{name: "tmp/", flag: tar.TypeDir, mode: 0o1777},
+	), dir, opts))
+	must(t, Unpack(layer(
+		e{name: "etc/.wh.gone", flag: tar.TypeReg},
+		e{name: "opq/new", flag: tar.TypeReg, body: "new"},
+		e{name: "opq/.wh..wh..opq", flag: tar.TypeReg},
+		e{name: "was-dir", flag: tar.TypeReg, body: "now a file"},
+		e{name: "bin/su-link", flag: tar.TypeLink, link: "bin/su"},
+	), dir, opts))
+	exists := func(p string) bool { _, err := os.Lstat(filepath.Join(dir, p)); return err == nil }
+	for p, want := range map[string]bool{"etc/keep": true, "etc/gone": false, "etc/.wh.gone": false, "opq/old": false, "opq/new": true, "opq/.wh..wh..opq": false, "bin/su-link": true} {
+		if exists(p) != want {
+			t.Errorf("%s exists: %v, want %v", p, !want, want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "was-dir")); string(b) != "now a file" {
+		t.Errorf("a file did not replace a lower directory: %q", b)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "bin/su")); fi.Mode()&os.ModeSetuid == 0 {
+		t.Errorf("setuid lost: %v", fi.Mode())
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "tmp")); fi.Mode()&os.ModeSticky == 0 {
+		t.Errorf("sticky bit lost: %v", fi.Mode())
+	}
+	// A whiteout cannot reach out of the tree.
+	err := Unpack(layer(e{name: "etc/.wh..", flag: tar.TypeReg}), dir, opts)
+	if err == nil {
+		t.Error("a whiteout of the directory itself was applied")
+	}
+	if !exists("etc/keep") {
+		t.Fatal("a whiteout removed what it should not")
+	}
+}

@@ -6,11 +6,14 @@ import "time"
 // .../exec/stream, and the first message of .../exec/ws. Exactly one of
 // Argv or Cmd is set; Cmd runs under /bin/sh -c.
 type ExecRequest struct {
-	Argv  []string          `json:"argv,omitempty"`
-	Cmd   string            `json:"cmd,omitempty"`
-	Env   map[string]string `json:"env,omitempty"`
-	Cwd   string            `json:"cwd,omitempty"`
-	Stdin string            `json:"stdin,omitempty"`
+	Argv []string          `json:"argv,omitempty"`
+	Cmd  string            `json:"cmd,omitempty"`
+	Env  map[string]string `json:"env,omitempty"`
+	Cwd  string            `json:"cwd,omitempty"`
+	// User runs the command as a user of the sandbox: a name from its
+	// /etc/passwd, or uid[:gid]. Default the image's user, else root.
+	User  string `json:"user,omitempty"`
+	Stdin string `json:"stdin,omitempty"`
 	// TimeoutSeconds kills the command and everything it started after
 	// that long; 0 lets it run as long as the request lasts.
 	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
@@ -117,6 +120,8 @@ type CommandRequest struct {
 	Cmd string            `json:"cmd"`
 	Env map[string]string `json:"env,omitempty"`
 	Cwd string            `json:"cwd,omitempty"`
+	// User is as in ExecRequest.
+	User string `json:"user,omitempty"`
 }
 
 // States of a background command.

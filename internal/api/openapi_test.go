@@ -57,6 +57,8 @@ var wireTypes = map[string]any{
 	"File": wire.File{}, "Git": wire.Git{}, "StartupCommand": wire.StartupCommand{}, "Startup": wire.Startup{},
 	"ReadyCheck": wire.ReadyCheck{}, "CommandRequest": wire.CommandRequest{}, "Command": wire.Command{},
 	"CommandList": wire.CommandList{}, "Info": wire.Info{}, "PoolStatus": wire.PoolStatus{},
+	"ImageConfig": wire.ImageConfig{}, "ImagePullRequest": wire.ImagePullRequest{}, "RegistryAuth": wire.RegistryAuth{},
+	"PruneResult": wire.PruneResult{},
 }
 
 // TestWireTypesDocumented: every struct the wire package declares is a

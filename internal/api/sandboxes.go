@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
-	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/internal/store"
@@ -605,50 +603,4 @@ func (s *Server) statFile(r *http.Request, org, id, p string) (any, error) {
 
 func (s *Server) mkdir(r *http.Request, org, id, p string) (any, error) {
 	return s.sandbox.Mkdir(r.Context(), org, id, p)
-}
-
-func (s *Server) handleListImages(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, wire.ImageList{Images: s.images.List()})
-}
-
-func (s *Server) imageOr404(w http.ResponseWriter, name string) *image.Image {
-	img, err := s.images.Get(name)
-	if errors.Is(err, image.ErrUnknown) {
-		writeError(w, wire.CodeNotFound, err.Error(), "")
-		return nil
-	}
-	return img
-}
-
-func (s *Server) handleGetImage(w http.ResponseWriter, r *http.Request) {
-	if img := s.imageOr404(w, r.PathValue("name")); img != nil {
-		writeJSON(w, http.StatusOK, img)
-	}
-}
-
-// handleBuildImage builds an image if it is not ready, streaming progress
-// as NDJSON events; the last line is the image.
-func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if s.imageOr404(w, name) == nil {
-		return
-	}
-	w.Header().Set("Content-Type", wire.NDJSON)
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	enc := json.NewEncoder(w)
-	emit := func(v any) {
-		_ = enc.Encode(v)
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
-	start := time.Now()
-	_, err := s.images.Ensure(r.Context(), name, func(ev image.Event) { emit(ev) })
-	if err != nil {
-		emit(image.Event{Image: name, Step: "failed", Error: err.Error(), Done: true})
-		return
-	}
-	img, _ := s.images.Get(name)
-	emit(wire.ImageBuildEnd{Done: true, Image: img, ElapsedMs: time.Since(start).Milliseconds()})
 }

@@ -2,14 +2,19 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/wire"
 )
 
 func newImageCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "List and build images"}
+	cmd := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "List, pull, import, build and delete images"}
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List images",
@@ -21,9 +26,13 @@ func newImageCmd(g *globals) *cobra.Command {
 			}
 			g.print(cmd.OutOrStdout(), map[string]any{"images": imgs}, func() {
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tSIZE\tSOURCE")
+				fmt.Fprintln(tw, "NAME\tSTATE\tKIND\tSIZE\tSOURCE")
 				for _, i := range imgs {
-					fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\n", i.Name, i.State, float64(i.SizeBytes)/1e6, i.Source)
+					src := i.Source
+					if i.Ref != "" {
+						src = i.Ref + "@" + i.Digest
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f MB\t%s\n", i.Name, i.State, i.Kind, float64(i.SizeBytes)/1e6, src)
 				}
 				tw.Flush()
 			})
@@ -50,6 +59,133 @@ func newImageCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(ls, build)
+	cmd.AddCommand(ls, build, newPullCmd(g), newImportCmd(g), newImageRmCmd(g), newPruneCmd(g))
 	return cmd
+}
+
+// imageProgress prints each step of a pull or import under way.
+func imageProgress(g *globals, w io.Writer, start time.Time) func(client.ImageEvent) {
+	return func(ev client.ImageEvent) {
+		if !g.json {
+			fmt.Fprintf(w, "  [%5.1fs] %s: %s\n", time.Since(start).Seconds(), ev.Step, ev.Message)
+		}
+	}
+}
+
+func printImage(g *globals, cmd *cobra.Command, img *client.Image, verb string, start time.Time) {
+	g.print(cmd.OutOrStdout(), img, func() {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s (%.1f MB) in %.1fs\n", verb, img.Name, img.Digest, float64(img.SizeBytes)/1e6, time.Since(start).Seconds())
+	})
+}
+
+func newPullCmd(g *globals) *cobra.Command {
+	var name, user string
+	var passStdin bool
+	cmd := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from an OCI registry (credentials: --username with --password-stdin, else the server's docker config.json)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &wire.ImagePullRequest{Ref: args[0], Name: name}
+			if req.Name == "" {
+				req.Name = defaultImageName(args[0])
+			}
+			if user != "" || passStdin {
+				pass, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
+				if err != nil {
+					return err
+				}
+				req.Auth = &wire.RegistryAuth{Username: user, Password: strings.TrimRight(string(pass), "\r\n")}
+			}
+			start := time.Now()
+			img, err := g.client().PullImage(cmd.Context(), req, imageProgress(g, cmd.ErrOrStderr(), start))
+			if err != nil {
+				return err
+			}
+			printImage(g, cmd, img, "pulled", start)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the image's name in warren (default: the ref's last path element)")
+	cmd.Flags().StringVar(&user, "username", "", "registry user name; the password comes on stdin")
+	cmd.Flags().BoolVar(&passStdin, "password-stdin", false, "read the registry password (or token) from stdin")
+	return cmd
+}
+
+// defaultImageName makes a warren image name from a ref:
+// "ghcr.io/team/Py:3.12" -> "py".
+func defaultImageName(ref string) string {
+	base := ref[strings.LastIndex(ref, "/")+1:]
+	if i := strings.IndexAny(base, ":@"); i >= 0 {
+		base = base[:i]
+	}
+	return strings.ToLower(base)
+}
+
+func newImportCmd(g *globals) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Import an image from a docker save tarball or an OCI layout tarball (- for stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				return fmt.Errorf("--name is required: the image's name in warren")
+			}
+			var r io.Reader = cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			start := time.Now()
+			img, err := g.client().ImportImage(cmd.Context(), name, r, imageProgress(g, cmd.ErrOrStderr(), start))
+			if err != nil {
+				return err
+			}
+			printImage(g, cmd, img, "imported", start)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the image's name in warren")
+	return cmd
+}
+
+func newImageRmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"delete"},
+		Short:   "Delete an image (refused while a sandbox or pool uses it)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().DeleteImage(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), map[string]any{"deleted": args[0]}, func() {
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", args[0])
+			})
+			return nil
+		},
+	}
+}
+
+func newPruneCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "prune",
+		Short: "Remove layer blobs no image uses",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := g.client().PruneImages(cmd.Context())
+			if err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), res, func() {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs, freed %.1f MB\n", res.RemovedBlobs, float64(res.FreedBytes)/1e6)
+			})
+			return nil
+		},
+	}
 }

@@ -33,6 +33,7 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &o.Runtime, "runtime", "WARREN_RUNTIME", "auto", "sandbox runtime: auto (gvisor, never a weaker one by itself), gvisor, runc or process")
 	envString(f, &o.Runsc, "runsc", "WARREN_RUNSC", "", "path of runsc (default: beside warren, then PATH)")
 	envString(f, &o.Runc, "runc", "WARREN_RUNC", "", "path of runc (default: beside warren, then PATH)")
+	envString(f, &o.DockerConfig, "docker-config", "WARREN_DOCKER_CONFIG", "", "directory of a docker config.json with registry credentials for pulls (default: the environment's, as docker finds it)")
 	envString(f, &o.DebianMirror, "debian-mirror", "WARREN_DEBIAN_MIRROR", "", "Debian mirror for building the base image")
 	envString(f, &o.DNSUpstream, "dns-upstream", "WARREN_DNS_UPSTREAM", "", "DNS server for sandboxes' lookups, host:port (default: the host's)")
 	envString(f, &o.PublicURL, "public-url", "WARREN_PUBLIC_URL", "", "URL clients reach this server at, for preview links (default http://LISTEN)")

@@ -82,7 +82,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	b.cmds[req.Name] = c
 	b.mu.Unlock()
 
-	cmd, err := command(&wire.ExecRequest{Cmd: req.Cmd, Env: req.Env, Cwd: req.Cwd})
+	cmd, err := command(&wire.ExecRequest{Cmd: req.Cmd, Env: req.Env, Cwd: req.Cwd, User: req.User})
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return

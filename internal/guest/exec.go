@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,13 +42,28 @@ func command(req *wire.ExecRequest) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("%w: argv or cmd is required", errBadRequest)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = environ(req.Env)
+	env := req.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if req.User != "" && req.User != "root" && req.User != "0" {
+		a, err := lookupUser(req.User)
+		if err != nil {
+			return nil, err
+		}
+		cmd.SysProcAttr.Credential = a.credential()
+		if _, set := env["HOME"]; !set {
+			env = maps.Clone(env)
+			if env == nil {
+				env = map[string]string{}
+			}
+			env["HOME"] = a.home
+		}
+	}
+	cmd.Env = environ(env)
 	if req.Cwd != "" {
 		cmd.Dir = req.Cwd
 	} else {
 		cmd.Dir = "/"
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = lingerForOutput
 	return cmd, nil
 }

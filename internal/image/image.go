@@ -50,6 +50,10 @@ type Store struct {
 	builders map[string]builder
 	sources  map[string]string
 
+	// dockerConfig is the directory of a docker config.json with
+	// registry credentials ("" for the environment's).
+	dockerConfig string
+
 	mu       sync.Mutex
 	building map[string]*build
 }
@@ -68,6 +72,9 @@ type Options struct {
 	DebianMirror string
 	// Suite is the Debian release of the base image.
 	Suite string
+	// DockerConfig is the directory of a docker config.json whose
+	// credentials pulls use when a request brings none.
+	DockerConfig string
 }
 
 // NewStore returns a store rooted at dir with the built-in images.
@@ -81,7 +88,7 @@ func NewStore(dir string, opts Options) (*Store, error) {
 	if opts.Suite == "" {
 		opts.Suite = "bookworm"
 	}
-	s := &Store{dir: dir, building: map[string]*build{}}
+	s := &Store{dir: dir, building: map[string]*build{}, dockerConfig: opts.DockerConfig}
 	s.builders = map[string]builder{
 		"busybox": buildBusybox,
 		"base":    debootstrapBuilder(opts.Suite, opts.DebianMirror, baseIncludes),
@@ -111,16 +118,31 @@ func (s *Store) metaPath(name string) string { return filepath.Join(s.dir, name,
 // RootfsPath is where a ready image's tree lives.
 func (s *Store) RootfsPath(name string) string { return filepath.Join(s.dir, name, "rootfs") }
 
+// meta is what image.json holds: the image as the API shows it, and the
+// layer blobs it was made from (for garbage collection).
+type meta struct {
+	Image
+	Layers []string `json:"layers,omitempty"`
+}
+
 func (s *Store) readMeta(name string) (*Image, error) {
+	m, err := s.readFullMeta(name)
+	if err != nil {
+		return nil, err
+	}
+	return &m.Image, nil
+}
+
+func (s *Store) readFullMeta(name string) (*meta, error) {
 	b, err := os.ReadFile(s.metaPath(name))
 	if err != nil {
 		return nil, err
 	}
-	var img Image
-	if err := json.Unmarshal(b, &img); err != nil {
+	var m meta
+	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode image %s: %w", name, err)
 	}
-	return &img, nil
+	return &m, nil
 }
 
 // Get describes an image, whether or not it is built.
@@ -229,6 +251,14 @@ func (s *Store) join(name string) (*build, bool) {
 }
 
 func (s *Store) runBuild(ctx context.Context, name string, b *build) {
+	s.runInstall(ctx, name, b, func(ctx context.Context, report func(step, msg string)) error {
+		return s.build(ctx, name, report)
+	})
+}
+
+// runInstall runs one install of name (a build, pull or import) for the
+// waiters on b, reporting progress to them.
+func (s *Store) runInstall(ctx context.Context, name string, b *build, install func(ctx context.Context, report func(step, msg string)) error) {
 	report := func(step, msg string) {
 		ev := Event{Image: name, Step: step, Message: msg}
 		b.mu.Lock()
@@ -241,7 +271,7 @@ func (s *Store) runBuild(ctx context.Context, name string, b *build) {
 		}
 		b.mu.Unlock()
 	}
-	b.err = s.build(ctx, name, report)
+	b.err = install(ctx, report)
 	if b.err != nil {
 		report("failed", b.err.Error())
 	} else {
@@ -253,13 +283,21 @@ func (s *Store) runBuild(ctx context.Context, name string, b *build) {
 	close(b.done)
 }
 
-// build makes the image in a scratch directory and renames it into place,
-// so a crash mid-build never leaves a half image that looks ready.
+// build makes a built-in image.
 func (s *Store) build(ctx context.Context, name string, report func(step, msg string)) error {
 	bld, ok := s.builders[name]
 	if !ok {
 		return fmt.Errorf("%w: %q has no builder", ErrUnknown, name)
 	}
+	m := &meta{Image: Image{Kind: wire.ImageBuiltin, Source: s.sources[name]}}
+	return s.install(ctx, name, m, false, func(ctx context.Context, rootfs string) error { return bld(ctx, rootfs, report) })
+}
+
+// install makes an image in a scratch directory and renames it into
+// place, so a crash mid-way never leaves a half image that looks ready.
+// m describes it (fill fills in more as it goes); replace says whether an
+// image already there is replaced (a pull) or kept (a build).
+func (s *Store) install(ctx context.Context, name string, m *meta, replace bool, fill func(ctx context.Context, rootfs string) error) error {
 	// Another warren process may share this image dir: one builds, the
 	// others wait and then find the image ready.
 	lock, err := os.OpenFile(filepath.Join(s.dir, ".lock-"+name), os.O_CREATE|os.O_RDWR, 0o600)
@@ -271,7 +309,7 @@ func (s *Store) build(ctx context.Context, name string, report func(step, msg st
 		return fmt.Errorf("lock image %s: %w", name, err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if img, err := s.readMeta(name); err == nil && img.Format == formatVersion {
+	if img, err := s.readMeta(name); err == nil && img.Format == formatVersion && !replace {
 		return nil
 	} else if err == nil && img.Format > formatVersion {
 		return newerFormat(img)
@@ -285,25 +323,27 @@ func (s *Store) build(ctx context.Context, name string, report func(step, msg st
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return fmt.Errorf("create build dir: %w", err)
 	}
-	if err := bld(ctx, rootfs, report); err != nil {
+	if err := fill(ctx, rootfs); err != nil {
 		os.RemoveAll(scratch)
-		return fmt.Errorf("build image %s: %w", name, err)
+		return fmt.Errorf("make image %s: %w", name, err)
 	}
 	if err := prepareForWarren(rootfs); err != nil {
 		os.RemoveAll(scratch)
 		return fmt.Errorf("prepare image %s: %w", name, err)
 	}
-	size := treeSize(rootfs)
-	meta := Image{Name: name, State: "ready", Source: s.sources[name], SizeBytes: size,
-		BuiltAt: time.Now().UTC(), BuildMs: time.Since(start).Milliseconds(), Format: formatVersion}
-	mb, _ := json.MarshalIndent(meta, "", "  ")
+	m.Name, m.State, m.SizeBytes, m.Format = name, wire.ImageReady, treeSize(rootfs), formatVersion
+	m.BuiltAt, m.BuildMs = time.Now().UTC(), time.Since(start).Milliseconds()
+	mb, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(filepath.Join(scratch, "image.json"), mb, 0o644); err != nil {
 		os.RemoveAll(scratch)
 		return fmt.Errorf("write image metadata: %w", err)
 	}
 	final := s.imageDir(name)
 	old := filepath.Join(s.dir, ".old-"+name)
-	os.RemoveAll(old)
+	if err := os.RemoveAll(old); err != nil {
+		os.RemoveAll(scratch)
+		return fmt.Errorf("remove the previous %s: %w", name, err)
+	}
 	if _, err := os.Stat(final); err == nil {
 		// An outdated image may still be the lower layer of running
 		// sandboxes; move it aside rather than deleting under them.
@@ -319,28 +359,50 @@ func (s *Store) build(ctx context.Context, name string, report func(step, msg st
 
 // prepareForWarren adds what every sandbox needs in its root: mount points
 // for the agent and its socket directory, and the usual pseudo-filesystems.
+// The tree may come from anyone (a registry, an upload): every path is
+// resolved inside it, and warren's own mount points are made real
+// directories whatever the image put there.
 func prepareForWarren(rootfs string) error {
-	for _, d := range []string{".warren/run", "proc", "sys", "dev", "tmp", "root", "etc", "workspace"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	// /.warren is warren's alone: whatever the image had there goes.
+	if err := root.RemoveAll(".warren"); err != nil {
+		return err
+	}
+	for _, d := range []string{".warren", ".warren/run", "proc", "sys", "dev"} {
+		if fi, err := root.Lstat(d); err == nil && !fi.IsDir() {
+			if err := root.Remove(d); err != nil {
+				return err
+			}
+		}
+		if err := root.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
 	}
-	if err := os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777|os.ModeSticky); err != nil {
+	for _, d := range []string{"tmp", "root", "etc", "workspace"} {
+		if err := root.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("%s: %w", d, err)
+		}
+	}
+	if err := root.Chmod("tmp", 0o777|os.ModeSticky); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(rootfs, ".warren/agent"), os.O_CREATE|os.O_WRONLY, 0o755)
+	f, err := root.OpenFile(".warren/agent", os.O_CREATE|os.O_WRONLY, 0o755)
 	if err != nil {
 		return err
 	}
 	f.Close()
 	for _, name := range []string{"hosts", "resolv.conf", "hostname"} {
-		p := filepath.Join(rootfs, "etc", name)
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		p := "etc/" + name
+		if _, err := root.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			content := ""
 			if name == "hosts" {
 				content = "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
 			}
-			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			if err := root.WriteFile(p, []byte(content), 0o644); err != nil {
 				return err
 			}
 		}

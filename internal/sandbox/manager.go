@@ -83,6 +83,8 @@ type live struct {
 
 	// Set before the sandbox goes live, and by a pool claim under mu.
 	env       map[string]string
+	workdir   string // the image's, for execs that name none
+	user      string // the image's, for execs that name none
 	expiresAt time.Time     // zero: no deadline
 	idle      time.Duration // zero: never idle out
 	idlePause bool          // pause rather than delete when idle
@@ -773,6 +775,6 @@ func writeNetworkFiles(rootfs, host string, info *network.Info, uid int) error {
 }
 
 func newLive(id string, rt runtime.Runtime, agent *guest.Client, sp *spec, lastUse time.Time) *live {
-	return &live{id: id, rt: rt, agent: agent, env: sp.Env, lastUse: lastUse, flushed: lastUse,
+	return &live{id: id, rt: rt, agent: agent, env: sp.Env, workdir: sp.Workdir, user: sp.User, lastUse: lastUse, flushed: lastUse,
 		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second, idlePause: sp.IdleAction == "pause"}
 }

@@ -114,6 +114,19 @@ func (l *live) withEnv(env map[string]string) map[string]string {
 	return out
 }
 
+// fill gives a command the image's working directory and user where it
+// names none.
+func (l *live) fill(cwd, user *string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *cwd == "" {
+		*cwd = l.workdir
+	}
+	if *user == "" {
+		*user = l.user
+	}
+}
+
 // Exec runs a command to completion in a sandbox.
 func (m *Manager) Exec(ctx context.Context, org, id string, req *wire.ExecRequest) (*wire.ExecResult, error) {
 	if err := validateExec(req); err != nil {
@@ -126,6 +139,7 @@ func (m *Manager) Exec(ctx context.Context, org, id string, req *wire.ExecReques
 	defer done()
 	r := *req
 	r.Env = l.withEnv(req.Env)
+	l.fill(&r.Cwd, &r.User)
 	res, err := l.agent.Exec(ctx, &r)
 	return res, m.callFailed(ctx, l, err)
 }
@@ -169,6 +183,7 @@ func (m *Manager) ExecStream(ctx context.Context, org, id string, req *wire.Exec
 	}
 	r := *req
 	r.Env = l.withEnv(req.Env)
+	l.fill(&r.Cwd, &r.User)
 	if err := wsjson.Write(ctx, conn, &r); err != nil {
 		done()
 		conn.CloseNow()

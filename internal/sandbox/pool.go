@@ -71,6 +71,7 @@ func (m *Manager) StartPools(ctx context.Context, specs []PoolSpec) error {
 			return fmt.Errorf("pool image %q is unknown", ps.Image)
 		}
 		p := &pool{spec: ps, shape: m.defaultShape(), kick: make(chan struct{}, 1)}
+		m.imageDefaults(ps.Image, &p.shape)
 		m.mu.Lock()
 		m.pools = append(m.pools, p)
 		m.mu.Unlock()
@@ -152,6 +153,7 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 // match, or returns nil.
 func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *spec, req *CreateRequest) (*store.Sandbox, *live) {
 	want := m.defaultShape()
+	m.imageDefaults(img, &want)
 	want.Network, want.Env, want.TimeoutSeconds, want.IdleTimeoutSeconds, want.IdleAction, want.Ports = nil, nil, 0, 0, "", nil
 	got := *sp
 	got.Network, got.Env, got.TimeoutSeconds, got.IdleTimeoutSeconds, got.IdleAction, got.Ports = nil, nil, 0, 0, "", nil
@@ -215,7 +217,7 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 	}
 	l.mu.Lock()
 	l.org = org
-	l.env = sp.Env
+	l.env, l.workdir, l.user = sp.Env, sp.Workdir, sp.User
 	l.expiresAt = exp
 	l.idle = time.Duration(sp.IdleTimeoutSeconds) * time.Second
 	l.idlePause = sp.IdleAction == "pause"

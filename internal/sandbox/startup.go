@@ -169,10 +169,12 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 		cwd = "/workspace"
 	}
 	t := time.Now()
+	user := ""
+	l.fill(&cwd, &user)
 	for i, c := range st.Commands {
 		fld := fmt.Sprintf("startup.commands[%d]", i)
 		if c.Background {
-			cmd, err := l.agent.StartCommand(ctx, &wire.CommandRequest{Name: c.Name, Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd})
+			cmd, err := l.agent.StartCommand(ctx, &wire.CommandRequest{Name: c.Name, Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd, User: user})
 			if err != nil {
 				return fmt.Errorf("start %s: %w", c.Name, err)
 			}
@@ -185,7 +187,7 @@ func (m *Manager) runStartup(ctx context.Context, l *live, req *CreateRequest, t
 			}
 			continue
 		}
-		res, err := l.agent.Exec(ctx, &wire.ExecRequest{Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd, TimeoutSeconds: startupCmdTimeout.Seconds()})
+		res, err := l.agent.Exec(ctx, &wire.ExecRequest{Cmd: c.Run, Env: l.withEnv(nil), Cwd: cwd, User: user, TimeoutSeconds: startupCmdTimeout.Seconds()})
 		if err != nil {
 			return fmt.Errorf("run %s: %w", c.Name, err)
 		}
@@ -245,6 +247,7 @@ func (m *Manager) StartCommand(ctx context.Context, org, id string, req *wire.Co
 	defer done()
 	r := *req
 	r.Env = l.withEnv(req.Env)
+	l.fill(&r.Cwd, &r.User)
 	c, err := l.agent.StartCommand(ctx, &r)
 	return c, m.callFailed(ctx, l, err)
 }

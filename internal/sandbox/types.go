@@ -54,6 +54,9 @@ type spec struct {
 	Network            *wire.NetworkPolicy `json:"network,omitempty"`
 	Ports              []int               `json:"ports,omitempty"`
 	Mounts             []runtime.Mount     `json:"mounts,omitempty"`
+	// Workdir and User are the image's defaults for execs and commands.
+	Workdir string `json:"workdir,omitempty"`
+	User    string `json:"user,omitempty"`
 	// PreviewNotBefore revokes, per port, the preview tokens issued
 	// before a time (unix milliseconds): a revoke-all or an unexpose.
 	PreviewNotBefore map[int]int64 `json:"preview_not_before,omitempty"`

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -92,6 +93,7 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 		}
 	}
 	sp := &spec{Resources: res, Env: req.Env, Mounts: req.HostMounts}
+	m.imageDefaults(img, sp)
 	for i, hm := range req.HostMounts {
 		if !filepath.IsAbs(hm.Source) || !filepath.IsAbs(hm.Target) || hm.Target == "/" {
 			return nil, "", "", badRequest(fmt.Sprintf("host_mounts[%d]", i), "mounts need absolute source and target paths other than /")
@@ -162,4 +164,26 @@ func hostMemoryMB() int {
 		}
 	}
 	return kb / 1024
+}
+
+// imageDefaults applies what an image's config says about running it: its
+// env under the sandbox's own, its working directory and user as the
+// defaults of every exec and command.
+func (m *Manager) imageDefaults(img string, sp *spec) {
+	i, err := m.cfg.Images.Get(img)
+	if err != nil || i.Config == nil {
+		return
+	}
+	c := i.Config
+	if len(c.Env) > 0 {
+		env := map[string]string{}
+		for _, kv := range c.Env {
+			if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+				env[k] = v
+			}
+		}
+		maps.Copy(env, sp.Env)
+		sp.Env = env
+	}
+	sp.Workdir, sp.User = c.WorkingDir, c.User
 }

@@ -45,6 +45,9 @@ type Options struct {
 	// AdminKey, if set, is the bootstrap admin key (WARREN_ADMIN_KEY).
 	AdminKey     string
 	DebianMirror string
+	// DockerConfig is the directory of a docker config.json with registry
+	// credentials for pulls.
+	DockerConfig string
 	// DNSUpstream is where sandboxes' DNS queries go (host:port).
 	DNSUpstream string
 	// PublicURL is how clients reach this server, for preview URLs;
@@ -103,7 +106,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	images, err := image.NewStore(o.ImageDir, image.Options{DebianMirror: o.DebianMirror})
+	images, err := image.NewStore(o.ImageDir, image.Options{DebianMirror: o.DebianMirror, DockerConfig: o.DockerConfig})
 	if err != nil {
 		return err
 	}
