@@ -90,12 +90,21 @@ func readProgress(resp *http.Response, what string, progress func(ImageEvent)) (
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), wire.MaxFrame)
 	for sc.Scan() {
-		var end wire.ImageBuildEnd
+		// Events name their image ("image": "py"); the end carries it
+		// whole ("image": {...}).
+		var end struct {
+			Done  bool            `json:"done"`
+			Image json.RawMessage `json:"image"`
+		}
 		if err := json.Unmarshal(sc.Bytes(), &end); err != nil {
 			return nil, fmt.Errorf("%s: decode progress: %w", what, err)
 		}
-		if end.Done && end.Image != nil {
-			return end.Image, nil
+		if end.Done && len(end.Image) > 0 && end.Image[0] == '{' {
+			var img Image
+			if err := json.Unmarshal(end.Image, &img); err != nil {
+				return nil, fmt.Errorf("%s: decode the image: %w", what, err)
+			}
+			return &img, nil
 		}
 		var ev ImageEvent
 		_ = json.Unmarshal(sc.Bytes(), &ev)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	gname "github.com/google/go-containerregistry/pkg/name"
@@ -167,12 +168,18 @@ func (s *Store) Import(ctx context.Context, name, path string, watch func(Event)
 			cleanup()
 		}
 	}()
-	return s.installOCI(ctx, name, m, watch, func(report func(step, msg string)) (v1.Image, error) {
+	img, err := s.installOCI(ctx, name, m, watch, func(report func(step, msg string)) (v1.Image, error) {
 		report("read", "reading "+filepath.Base(path))
 		img, done, err := s.openImageFile(path)
 		cleanup = done
 		return img, err
 	})
+	// What a pull blames on its ref, an import blames on its file.
+	var in *InputError
+	if errors.As(err, &in) && in.Field == "ref" {
+		in.Field = "file"
+	}
+	return img, err
 }
 
 // openImageFile opens an image in a file or directory; done removes what
@@ -332,7 +339,7 @@ func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs s
 	m.Digest = digest.String()
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return fmt.Errorf("read the image's config: %w", err)
+		return tampered(fmt.Errorf("read the image's config: %w", err))
 	}
 	if cf.OS != "" && cf.OS != "linux" {
 		return badInput("ref", "the image is for %s, not linux", cf.OS)
@@ -356,7 +363,12 @@ func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs s
 		m.Layers = append(m.Layers, d.String())
 		report(step, "unpacking "+short(d))
 		if err := applyBlob(s.blobPath(d), rootfs); err != nil {
-			return fmt.Errorf("%s (%s): %w", step, short(d), err)
+			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EIO) {
+				return fmt.Errorf("%s (%s): %w", step, short(d), err)
+			}
+			// The layer itself is at fault: a name or link leading out,
+			// a broken stream.
+			return &InputError{Field: "ref", Err: fmt.Errorf("%s (%s) cannot be applied: %w", step, short(d), err)}
 		}
 	}
 	return nil
@@ -396,12 +408,21 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Hash, step strin
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("fetch layer %s: %w", short(d), err)
+		return tampered(fmt.Errorf("fetch layer %s: %w", short(d), err))
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
 		return badInput("ref", "layer %s: its content has digest sha256:%s; refusing it", short(d), got)
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// tampered marks a content mismatch (what a registry or file sent is not
+// what its digest promised) as the ref's fault, not warren's.
+func tampered(err error) error {
+	if strings.Contains(err.Error(), "error verifying") {
+		return badInput("ref", "%v; refusing it", err)
+	}
+	return err
 }
 
 type ctxReader struct {
