@@ -121,3 +121,11 @@ func (c *Client) RevokePreviewTokens(ctx context.Context, id string, port int, t
 	}
 	return c.call(ctx, http.MethodDelete, p, nil, nil, nil)
 }
+
+// Snapshot makes the image name from the sandbox's files as they are (its
+// image, its writable layer, its env, working directory and user); later
+// creates can name it.
+func (c *Client) Snapshot(ctx context.Context, id, name string) (*Image, error) {
+	var img Image
+	return &img, c.call(ctx, http.MethodPost, sandboxPath(id, "/snapshot"), nil, wire.SnapshotRequest{Name: name}, &img)
+}

@@ -20,66 +20,89 @@ import (
 
 // Pack writes the tree under dir to w as a tar stream of relative names.
 // Symbolic links are stored as links, never followed; sockets, devices and
-// pipes are left out.
+// pipes are left out. Every open is resolved inside dir, so a tree that
+// changes while it is packed (a symlink swapped in for a file or a
+// directory) cannot make Pack read anything outside it.
 func Pack(w io.Writer, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("pack %s: %w", dir, err)
+	}
+	defer root.Close()
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // removed while walking
 			}
 			return err
 		}
-		link := ""
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case !fi.Mode().IsRegular() && !fi.IsDir():
+		if p == "." {
 			return nil
 		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return fmt.Errorf("pack %s: %w", rel, err)
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		// Owners by number only: names mean nothing on the other side.
-		hdr.Uname, hdr.Gname = "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		// The header promised Size bytes: a file that grew or shrank
-		// since its stat is cut or padded to that.
-		n, err := io.Copy(tw, io.LimitReader(f, hdr.Size))
-		if err == nil && n < hdr.Size {
-			_, err = io.CopyN(tw, zeros{}, hdr.Size-n)
-		}
-		return err
+		return packOne(tw, root, p)
 	})
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
 	return tw.Close()
+}
+
+func packOne(tw *tar.Writer, root *os.Root, p string) error {
+	fi, err := root.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	link := ""
+	var f *os.File
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		if link, err = root.Readlink(p); err != nil {
+			return err
+		}
+	case fi.Mode().IsRegular():
+		// Opened, then described by what was opened: the name may have
+		// become something else since the walk saw it.
+		var skip bool
+		if f, skip, err = openFile(root, p); skip || err != nil {
+			return err
+		}
+		defer f.Close()
+		if fi, err = f.Stat(); err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+	case !fi.IsDir():
+		return nil
+	}
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return fmt.Errorf("pack %s: %w", p, err)
+	}
+	hdr.Name = p
+	if fi.IsDir() {
+		hdr.Name += "/"
+	}
+	// Owners by number only: names mean nothing on the other side.
+	hdr.Uname, hdr.Gname = "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if f == nil {
+		return nil
+	}
+	// The header promised Size bytes: a file that grew or shrank since
+	// its stat is cut or padded to that.
+	n, err := io.Copy(tw, io.LimitReader(f, hdr.Size))
+	if err == nil && n < hdr.Size {
+		_, err = io.CopyN(tw, zeros{}, hdr.Size-n)
+	}
+	return err
 }
 
 type zeros struct{}
@@ -102,6 +125,9 @@ type Options struct {
 	Owners bool
 	// SpecialBits keeps setuid, setgid and sticky bits.
 	SpecialBits bool
+	// MapOwner, if set, changes each entry's owner (with Owners), as
+	// from a user namespace's ids to the image's.
+	MapOwner func(uid, gid int) (int, int)
 	// Layer applies the stream as an OCI image layer over what dir
 	// already holds: an entry ".wh.NAME" removes NAME, an opaque marker
 	// ".wh..wh..opq" empties its directory of what earlier layers put
@@ -274,7 +300,11 @@ func unpackOne(root *os.Root, tr *tar.Reader, hdr *tar.Header, name string, opts
 		return nil // devices, pipes: not for a sandbox's files
 	}
 	if opts.Owners && os.Geteuid() == 0 {
-		if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
+		uid, gid := hdr.Uid, hdr.Gid
+		if opts.MapOwner != nil {
+			uid, gid = opts.MapOwner(uid, gid)
+		}
+		if err := root.Lchown(name, uid, gid); err != nil {
 			return err
 		}
 	}

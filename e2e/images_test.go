@@ -538,3 +538,59 @@ func TestImagePullDiskFull(t *testing.T) {
 		t.Fatalf("%d bytes still used on the image disk after the failed pull", used)
 	}
 }
+
+// TestImageSnapshot: set a sandbox up, snapshot it, and create from the
+// snapshot on both runtimes: files, owners, modes and env carry over, and
+// the source runs on.
+func TestImageSnapshot(t *testing.T) {
+	imgDir := filepath.Join(t.TempDir(), "images")
+	s := imageServer(t, imgDir)
+	ctx := context.Background()
+	for _, rt := range runtimes {
+		src := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt, Env: map[string]string{"TEMPLATE": "yes"}})
+		setup := "mkdir -p /opt/tool && echo v1 > /opt/tool/version && chown 1000:1000 /opt/tool/version && " +
+			"cp /bin/busybox /opt/tool/suid && chmod 4755 /opt/tool/suid && rm /bin/ls && ln -s /opt/tool/version /opt/link"
+		if r := s.exec(t, src.ID, client.ExecRequest{Cmd: setup}); r.ExitCode != 0 {
+			t.Fatalf("%s setup: %+v", rt, r)
+		}
+		// Something writes while the snapshot is taken.
+		s.exec(t, src.ID, client.ExecRequest{Cmd: "(while :; do date > /tmp/busy; done) >/dev/null 2>&1 &"})
+		name := "snap-" + rt
+		out, errOut, code := s.cli(t, "", "sandbox", "snapshot", src.ID, name)
+		if code != 0 || !strings.Contains(out, "snapshot "+name) {
+			t.Fatalf("%s: warren sandbox snapshot: %d %s %s", rt, code, out, errOut)
+		}
+		img, err := s.c.Image(ctx, name)
+		if err != nil || img.Kind != "snapshot" || !strings.Contains(img.Source, src.ID) || img.Config == nil || !strings.Contains(strings.Join(img.Config.Env, " "), "TEMPLATE=yes") {
+			t.Fatalf("%s: the snapshot: %+v %v", rt, img, err)
+		}
+		if r := s.exec(t, src.ID, client.ExecRequest{Cmd: "cat /opt/tool/version"}); r.Stdout != "v1\n" {
+			t.Fatalf("%s: the source after its snapshot: %+v", rt, r)
+		}
+		// In use by a sandbox of it: a second snapshot under its name is refused.
+		for _, to := range runtimes {
+			sb := s.create(t, client.CreateRequest{Image: name, Runtime: to})
+			r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "cat /opt/link; stat -c '%u:%g %A' /opt/tool/version /opt/tool/suid; echo $TEMPLATE; ls /bin/ls 2>&1 | grep -c 'No such'"})
+			want := "v1\n1000:1000 -rw-r--r--\n0:0 -rwsr-xr-x\nyes\n1\n"
+			if r.Stdout != want {
+				t.Fatalf("snapshot of %s, run on %s:\n got %q\nwant %q (%s)", rt, to, r.Stdout, want, r.Stderr)
+			}
+			if to == "runc" {
+				if _, err := s.c.Snapshot(ctx, src.ID, name); !client.IsConflict(err) {
+					t.Fatalf("a snapshot over an image in use: %v", err)
+				}
+			}
+			s.c.DeleteSandbox(ctx, sb.ID)
+		}
+	}
+	if _, err := s.c.Snapshot(ctx, "sbx_aaaaaaaaaaaaaaaaaaaa", "x"); !client.IsNotFound(err) {
+		t.Fatalf("snapshot of no sandbox: %v", err)
+	}
+	sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: "runc"})
+	for _, bad := range []string{"", "Bad Name", "busybox"} {
+		if _, err := s.c.Snapshot(ctx, sb.ID, bad); !client.IsBadRequest(err) || client.Field(err) != "name" {
+			t.Errorf("snapshot named %q: %v", bad, err)
+		}
+	}
+	leftovers(t, imgDir)
+}

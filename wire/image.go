@@ -98,3 +98,9 @@ type PruneResult struct {
 	RemovedBlobs int   `json:"removed_blobs"`
 	FreedBytes   int64 `json:"freed_bytes"`
 }
+
+// SnapshotRequest is the body of POST /v1/sandboxes/{id}/snapshot: make
+// the image Name from the sandbox's files as they are.
+type SnapshotRequest struct {
+	Name string `json:"name"`
+}

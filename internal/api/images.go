@@ -197,3 +197,18 @@ func (s *Server) handlePruneImages(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, wire.PruneResult{RemovedBlobs: n, FreedBytes: freed})
 }
+
+// handleSnapshot makes an image from a sandbox's files.
+func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	var req wire.SnapshotRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	img, err := s.sandbox.Snapshot(r.Context(), org(r), r.PathValue("id"), req.Name)
+	if err != nil {
+		s.fail(w, r, imageErr(err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, img)
+}

@@ -58,7 +58,7 @@ var wireTypes = map[string]any{
 	"ReadyCheck": wire.ReadyCheck{}, "CommandRequest": wire.CommandRequest{}, "Command": wire.Command{},
 	"CommandList": wire.CommandList{}, "Info": wire.Info{}, "PoolStatus": wire.PoolStatus{},
 	"ImageConfig": wire.ImageConfig{}, "ImagePullRequest": wire.ImagePullRequest{}, "RegistryAuth": wire.RegistryAuth{},
-	"PruneResult": wire.PruneResult{},
+	"PruneResult": wire.PruneResult{}, "SnapshotRequest": wire.SnapshotRequest{},
 }
 
 // TestWireTypesDocumented: every struct the wire package declares is a

@@ -78,6 +78,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/sandboxes/{id}/pause", s.handlePause, true},
 		{"POST /v1/sandboxes/{id}/resume", s.handleResume, true},
 		{"POST /v1/sandboxes/{id}/fork", s.handleFork, true},
+		{"POST /v1/sandboxes/{id}/snapshot", s.handleSnapshot, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
 		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
 		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},

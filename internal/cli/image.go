@@ -74,7 +74,11 @@ func imageProgress(g *globals, w io.Writer, start time.Time) func(client.ImageEv
 
 func printImage(g *globals, cmd *cobra.Command, img *client.Image, verb string, start time.Time) {
 	g.print(cmd.OutOrStdout(), img, func() {
-		fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s (%.1f MB) in %.1fs\n", verb, img.Name, img.Digest, float64(img.SizeBytes)/1e6, time.Since(start).Seconds())
+		id := img.Name
+		if img.Digest != "" {
+			id += " " + img.Digest
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%.1f MB) in %.1fs\n", verb, id, float64(img.SizeBytes)/1e6, time.Since(start).Seconds())
 	})
 }
 

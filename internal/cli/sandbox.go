@@ -17,7 +17,7 @@ import (
 
 func newSandboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Aliases: []string{"sandboxes", "sb"}, Short: "Create, list, inspect and delete sandboxes"}
-	cmd.AddCommand(newCreateCmd(g), newListCmd(g), newGetCmd(g), newRmCmd(g))
+	cmd.AddCommand(newCreateCmd(g), newListCmd(g), newGetCmd(g), newRmCmd(g), newSnapshotCmd(g))
 	return cmd
 }
 
@@ -254,4 +254,21 @@ func toStates(s []string) []client.State {
 		out[i] = client.State(v)
 	}
 	return out
+}
+
+func newSnapshotCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "snapshot ID IMAGE",
+		Short: "Make an image from a sandbox's files as they are (create from base, set up, snapshot: a template)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			start := time.Now()
+			img, err := g.client().Snapshot(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			printImage(g, cmd, img, "snapshot", start)
+			return nil
+		},
+	}
 }

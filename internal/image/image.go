@@ -103,6 +103,12 @@ func NewStore(dir string, opts Options) (*Store, error) {
 // ValidName reports whether name can name an image.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
+// Builtin reports whether name is one of warren's own images.
+func (s *Store) Builtin(name string) bool {
+	_, ok := s.builders[name]
+	return ok
+}
+
 // Known reports whether the store can build or has built name.
 func (s *Store) Known(name string) bool {
 	if _, ok := s.builders[name]; ok {

@@ -290,18 +290,7 @@ func pickPlatform(idx v1.ImageIndex) (v1.Image, error) {
 // installOCI installs the image open returns: its layers kept once by
 // digest (each verified), applied in order, its config recorded.
 func (s *Store) installOCI(ctx context.Context, name string, m *meta, watch func(Event), open func(report func(step, msg string)) (v1.Image, error)) (*Image, error) {
-	b, leader := s.join(name)
-	if !leader {
-		return nil, &InputError{Field: "name", Err: fmt.Errorf("image %s is being made by another request; try when it is done", name)}
-	}
-	var ch chan Event
-	if watch != nil {
-		ch = make(chan Event, 256)
-		b.mu.Lock()
-		b.watchers = append(b.watchers, ch)
-		b.mu.Unlock()
-	}
-	go s.runInstall(context.WithoutCancel(ctx), name, b, func(ctx context.Context, report func(step, msg string)) error {
+	return s.make(ctx, name, watch, func(ctx context.Context, report func(step, msg string)) error {
 		img, err := open(report)
 		if err != nil {
 			return err
@@ -310,6 +299,40 @@ func (s *Store) installOCI(ctx context.Context, name string, m *meta, watch func
 			return s.unpackImage(ctx, img, m, rootfs, report)
 		})
 	})
+}
+
+// Snapshot makes the image name from a tree fill writes into an empty
+// root filesystem, with cfg as its config.
+func (s *Store) Snapshot(ctx context.Context, name, source string, cfg *wire.ImageConfig, fill func(ctx context.Context, rootfs string) error) (*Image, error) {
+	if !ValidName(name) {
+		return nil, badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
+	}
+	if _, builtin := s.builders[name]; builtin {
+		return nil, badInput("name", "%q is a built-in image; snapshot under another name", name)
+	}
+	m := &meta{Image: Image{Kind: wire.ImageSnapshot, Source: source, Config: cfg}}
+	return s.make(ctx, name, nil, func(ctx context.Context, report func(step, msg string)) error {
+		return s.install(ctx, name, m, true, fill)
+	})
+}
+
+// make runs one making of name (no other at the same time), reporting to
+// watch, and returns the image made.
+func (s *Store) make(ctx context.Context, name string, watch func(Event), do func(ctx context.Context, report func(step, msg string)) error) (*Image, error) {
+	b, leader := s.join(name)
+	if !leader {
+		return nil, fmt.Errorf("image %s: %w; try when it is done", name, ErrBusy)
+	}
+	var ch chan Event
+	if watch != nil {
+		ch = make(chan Event, 256)
+		b.mu.Lock()
+		b.watchers = append(b.watchers, ch)
+		b.mu.Unlock()
+	}
+	// The work belongs to the store once begun: a client that hangs up
+	// must not leave half an image.
+	go s.runInstall(context.WithoutCancel(ctx), name, b, do)
 	for {
 		select {
 		case ev := <-ch:

@@ -123,6 +123,15 @@ type OOMReporter interface {
 	OOMKilled(id string) bool
 }
 
+// Freezer is implemented by backends that can stop a sandbox's processes
+// in place for a moment (cgroup freezer, gVisor's pause) and let them go
+// on, so its files can be read at rest. A frozen sandbox still counts as
+// running.
+type Freezer interface {
+	Freeze(ctx context.Context, id string) error
+	Thaw(ctx context.Context, id string) error
+}
+
 // Checkpointer is implemented by backends that can save a sandbox's
 // memory, processes and files and bring them back later.
 type Checkpointer interface {

@@ -290,6 +290,12 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	if st != runtime.StatusRunning {
 		return fmt.Errorf("sandbox is %s", st)
 	}
+	// A warren that died mid-snapshot left the sandbox frozen.
+	if f, ok := rt.(runtime.Freezer); ok {
+		if err := f.Thaw(ctx, row.ID); err != nil {
+			m.log.Warn("thaw an adopted sandbox", "sandbox.id", row.ID, "err", err)
+		}
+	}
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
 	agent, err := m.listenAgent(row.ID, owner(userNS(rt, &sp)))

@@ -229,6 +229,23 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, dir string) er
 	return r.launch(ctx, spec, "restore", "--image-path", dir, "--detach", "--bundle", bundle, spec.ID)
 }
 
+// Freeze stops every process of the sandbox where it is.
+func (r *Runtime) Freeze(ctx context.Context, id string) error {
+	_, err := r.run(ctx, "pause", id)
+	return err
+}
+
+// Thaw lets a frozen sandbox run on; thawing one that is not frozen is
+// harmless.
+func (r *Runtime) Thaw(ctx context.Context, id string) error {
+	_, err := r.run(ctx, "resume", id)
+	// runc: "container not paused"; runsc: "cannot resume ... in state running".
+	if err != nil && (strings.Contains(err.Error(), "not paused") || strings.Contains(err.Error(), "in state running")) {
+		return nil
+	}
+	return err
+}
+
 func (r *Runtime) Stop(ctx context.Context, id string) error {
 	_, err := r.run(ctx, "delete", "--force", id)
 	if err != nil && !isNotExist(err) {
@@ -261,7 +278,7 @@ func (r *Runtime) Status(ctx context.Context, id string) (runtime.Status, error)
 	}
 	// The runtime's own state lags a sandbox process that was killed
 	// (seconds, for runsc): its process says at once.
-	if st.Status == "running" && processAlive(st.Pid) {
+	if (st.Status == "running" || st.Status == "paused") && processAlive(st.Pid) {
 		return runtime.StatusRunning, nil
 	}
 	return runtime.StatusStopped, nil

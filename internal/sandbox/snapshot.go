@@ -1,0 +1,101 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+
+	"github.com/warrenhq/warren/dirtar"
+	"github.com/warrenhq/warren/internal/image"
+	"github.com/warrenhq/warren/internal/overlay"
+	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/wire"
+)
+
+// Snapshot makes the image name from a sandbox's files as they are now:
+// its image with its writable layer on top, and its env, working
+// directory and user as the image's config. The sandbox is frozen for the
+// copy where its runtime can (so the image is what one moment held) and
+// runs on afterwards. The tree is read with every path resolved inside it,
+// whatever the sandbox does to it meanwhile.
+func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Image, error) {
+	if name == "" {
+		return nil, badRequest("name", "name is required: the new image's name")
+	}
+	if !image.ValidName(name) {
+		return nil, badRequest("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
+	}
+	if m.cfg.Images.Builtin(name) {
+		return nil, badRequest("name", "%q is a built-in image; snapshot under another name", name)
+	}
+	if user, err := m.ImageInUse(ctx, name); err != nil {
+		return nil, err
+	} else if user != "" {
+		return nil, conflict("cannot replace image %s: %s uses it", name, user)
+	}
+	l, done, err := m.use(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	defer l.hold()()
+	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	merged := m.layout(id).Merged()
+	if mounted, _ := overlay.IsMounted(merged); !mounted {
+		return nil, conflict("sandbox %s has no files mounted to snapshot", id)
+	}
+	// Owners as the image has them: a sandbox in a user namespace sees
+	// its files owned by ids shifted into the namespace's range.
+	var unshift func(uid, gid int) (int, int)
+	if r := userNS(l.rt, &sp); r != nil {
+		base, size := int(r.HostID), int(r.Size)
+		shift := func(id int) int {
+			if id >= base && id < base+size {
+				return id - base
+			}
+			return id
+		}
+		unshift = func(uid, gid int) (int, int) { return shift(uid), shift(gid) }
+	}
+	if f, ok := l.rt.(runtime.Freezer); ok {
+		if err := f.Freeze(ctx, id); err != nil {
+			return nil, fmt.Errorf("freeze sandbox %s for its snapshot: %w", id, err)
+		}
+		defer func() {
+			if err := f.Thaw(context.WithoutCancel(ctx), id); err != nil {
+				m.log.Error("thaw sandbox after its snapshot", "sandbox.id", id, "err", err)
+			}
+		}()
+	}
+	cfg := &wire.ImageConfig{WorkingDir: sp.Workdir, User: sp.User}
+	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
+		cfg.Env = append(cfg.Env, k+"="+sp.Env[k])
+	}
+	if base, err := m.cfg.Images.Get(row.Image); err == nil && base.Config != nil {
+		cfg.Entrypoint, cfg.Cmd = base.Config.Entrypoint, base.Config.Cmd
+	}
+	img, err := m.cfg.Images.Snapshot(ctx, name, "snapshot of "+id+" ("+row.Image+")", cfg, func(ctx context.Context, rootfs string) error {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(dirtar.Pack(pw, merged)) }()
+		err := dirtar.Unpack(pr, rootfs, dirtar.Options{Owners: true, SpecialBits: true, MapOwner: unshift})
+		pr.CloseWithError(err)
+		return err
+	})
+	var in *image.InputError
+	if errors.As(err, &in) {
+		return nil, badRequest(in.Field, "%s", in.Error())
+	}
+	if errors.Is(err, image.ErrBusy) {
+		return nil, conflict("%s", err.Error())
+	}
+	return img, err
+}
