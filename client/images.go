@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/warrenhq/warren/dirtar"
 	"github.com/warrenhq/warren/wire"
 )
 
@@ -64,6 +65,47 @@ func (c *Client) ImportImage(ctx context.Context, name string, r io.Reader, prog
 		return nil, err
 	}
 	return readProgress(resp, "import "+name, progress)
+}
+
+// BuildOptions shape a Dockerfile build.
+type BuildOptions struct {
+	// Name is the image to make (required).
+	Name string
+	// Dockerfile is its path in the context; default "Dockerfile".
+	Dockerfile string
+	// Args are build arguments.
+	Args map[string]string
+	// Runtime is where RUN steps run; default the server's.
+	Runtime string
+}
+
+// BuildDockerfile builds an image from a Dockerfile; context is the build
+// context as a tar stream. progress (if not nil) gets each step, RUN
+// output line by line, and CACHED for steps that did not need to run.
+func (c *Client) BuildDockerfile(ctx context.Context, opts BuildOptions, context io.Reader, progress func(ImageEvent)) (*Image, error) {
+	q := url.Values{"name": {opts.Name}}
+	if opts.Dockerfile != "" {
+		q.Set("dockerfile", opts.Dockerfile)
+	}
+	if opts.Runtime != "" {
+		q.Set("runtime", opts.Runtime)
+	}
+	for k, v := range opts.Args {
+		q.Add("arg", k+"="+v)
+	}
+	resp, err := c.sendAccept(ctx, http.MethodPost, "/v1/images/build", q, context, wire.ArchiveContentType)
+	if err != nil {
+		return nil, err
+	}
+	return readProgress(resp, "build "+opts.Name, progress)
+}
+
+// BuildDir builds an image from the local directory dir as the context.
+func (c *Client) BuildDir(ctx context.Context, opts BuildOptions, dir string, progress func(ImageEvent)) (*Image, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(dirtar.Pack(pw, dir)) }()
+	defer pr.Close()
+	return c.BuildDockerfile(ctx, opts, pr, progress)
 }
 
 // DeleteImage deletes an image; the server refuses (IsConflict) while a

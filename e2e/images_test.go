@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"archive/tar"
+	"compress/gzip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -594,3 +595,152 @@ func TestImageSnapshot(t *testing.T) {
 	}
 	leftovers(t, imgDir)
 }
+
+// TestDockerfileBuild builds from a Dockerfile through the CLI and the API:
+// RUN in a gVisor sandbox, COPY, ADD, ENV, WORKDIR, USER, ARG; sandboxes of
+// the image on both runtimes; an unchanged rebuild entirely from cache;
+// failures that name their line and leave nothing.
+func TestDockerfileBuild(t *testing.T) {
+	reg := startRegistry(t)
+	imgDir := filepath.Join(t.TempDir(), "images")
+	s := imageServer(t, imgDir)
+	ctx := context.Background()
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("app/hello.sh", "#!/bin/sh\necho hello from the app\n", 0o755)
+	write("conf.txt", "setting=1\n", 0o644)
+	var tgz bytes.Buffer
+	gz := gzipWriter(&tgz)
+	tw := tar.NewWriter(gz)
+	tw.WriteHeader(&tar.Header{Name: "inner.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 6})
+	tw.Write([]byte("inner\n"))
+	tw.Close()
+	gz.Close()
+	write("data.tar.gz", tgz.String(), 0o644)
+	write("Dockerfile", `# a test image
+ARG GREETING=hello
+FROM busybox
+ENV APP_HOME=/opt/app GREETING2="${GREETING} world"
+WORKDIR $APP_HOME
+COPY app/ ./
+COPY --chown=1000:1000 conf.txt /etc/app.conf
+ADD data.tar.gz /opt/data/
+RUN echo "built with $GREETING" > built.txt && echo app:x:1000:1000::/opt/app:/bin/sh >> /etc/passwd && chown 1000 built.txt && \
+    (dmesg 2>/dev/null | grep -q gVisor && echo gvisor || echo other) > /built-under && echo run-output-line
+USER app
+CMD ["sh"]
+`, 0o644)
+	out, errOut, code := s.cli(t, "", "image", "build", "--name", "app", dir)
+	if code != 0 || !strings.Contains(out, "built app") {
+		t.Fatalf("warren image build: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"step 8/10: RUN", "step 8/10: run-output-line", "0 of 4 file steps cached"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the build's progress lacks %q:\n%s", want, errOut)
+		}
+	}
+	img, err := s.c.Image(ctx, "app")
+	if err != nil || img.Kind != "dockerfile" || img.Config.User != "app" || img.Config.WorkingDir != "/opt/app" || strings.Join(img.Config.Cmd, " ") != "sh" {
+		t.Fatalf("the built image: %+v %v", img, err)
+	}
+	for _, rt := range runtimes {
+		sb := s.create(t, client.CreateRequest{Image: "app", Runtime: rt})
+		r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "pwd; id -un; cat built.txt /built-under; echo $GREETING2; ./hello.sh; stat -c %u /etc/app.conf; cat /opt/data/inner.txt"})
+		want := "/opt/app\napp\nbuilt with hello\ngvisor\nhello world\nhello from the app\n1000\ninner\n"
+		if r.Stdout != want {
+			t.Fatalf("a %s sandbox of the built image:\n got %q\nwant %q\n%s", rt, r.Stdout, want, r.Stderr)
+		}
+		s.c.DeleteSandbox(ctx, sb.ID)
+	}
+
+	// Unchanged: every file step from cache, nothing run.
+	var events []string
+	if _, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "app"}, dir, func(ev client.ImageEvent) { events = append(events, ev.Step+": "+ev.Message) }); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(events, "\n")
+	if strings.Count(all, ": CACHED") != 4 || strings.Contains(all, ": run-output-line") || !strings.Contains(all, "4 of 4 file steps cached") {
+		t.Fatalf("an unchanged rebuild ran something:\n%s", all)
+	}
+	// One input changed: the steps before it stay cached.
+	write("conf.txt", "setting=2\n", 0o644)
+	events = nil
+	if _, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "app"}, dir, func(ev client.ImageEvent) { events = append(events, ev.Step+": "+ev.Message) }); err != nil {
+		t.Fatal(err)
+	}
+	if all := strings.Join(events, "\n"); !strings.Contains(all, "1 of 4 file steps cached") || !strings.Contains(all, "step 8/10: run-output-line") {
+		t.Fatalf("a rebuild after conf.txt changed:\n%s", all)
+	}
+	// A build argument changes what RUN does.
+	if _, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "app-hi", Args: map[string]string{"GREETING": "hi"}}, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	sb := s.create(t, client.CreateRequest{Image: "app-hi", Runtime: "runc"})
+	if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "cat built.txt"}); r.Stdout != "built with hi\n" {
+		t.Fatalf("--build-arg: %+v", r)
+	}
+	s.c.DeleteSandbox(ctx, sb.ID)
+
+	// FROM a registry ref.
+	reg.push(t, "team/bb:1", imageOf(t, v1.Config{Env: []string{"FROM_REGISTRY=1"}}, busyboxLayer(t)))
+	write("Dockerfile.reg", "FROM "+reg.host+"/team/bb:1\nRUN echo $FROM_REGISTRY > /reg.txt\n", 0o644)
+	if _, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "fromreg", Dockerfile: "Dockerfile.reg"}, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	sb = s.create(t, client.CreateRequest{Image: "fromreg", Runtime: "gvisor"})
+	if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "cat /reg.txt"}); r.Stdout != "1\n" {
+		t.Fatalf("FROM a registry ref: %+v", r)
+	}
+	s.c.DeleteSandbox(ctx, sb.ID)
+
+	// Failures name the line and leave no image and no build sandbox.
+	for df, want := range map[string][]string{
+		"FROM busybox\nRUN echo out-before-fail; exit 3\n":  {"line 2", "exited 3", "out-before-fail"},
+		"FROM busybox\nRUN true\nFETCH x\n":                 {"line 3", "unknown instruction FETCH"},
+		"FROM busybox\nCOPY missing.txt /x\n":               {"line 2", "missing.txt: not in the build context"},
+		"FROM " + reg.host + "/team/nothing:1\nRUN true\n": {"line 1", "not found"},
+		"FROM busybox\nUSER nosuchuser\nRUN true\n":         {"line 3", "nosuchuser"},
+	} {
+		write("Dockerfile.bad", df, 0o644)
+		_, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "bad", Dockerfile: "Dockerfile.bad"}, dir, nil)
+		for _, w := range want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: %v, want %q", df, err, w)
+			}
+		}
+	}
+	if _, err := s.c.Image(ctx, "bad"); !client.IsNotFound(err) {
+		t.Fatalf("a failed build left an image: %v", err)
+	}
+	left, _ := s.c.ListSandboxes(ctx, client.ListOptions{States: []client.State{"creating", "running", "paused"}})
+	if len(left) != 0 {
+		t.Fatalf("builds left %d sandboxes", len(left))
+	}
+	// The API answers a bad Dockerfile with 400, field dockerfile.
+	var ctxTar bytes.Buffer
+	write("Dockerfile", "FROM busybox\nBOGUS\n", 0o644)
+	dirtar.Pack(&ctxTar, dir)
+	status, body := s.raw(t, "POST", "/v1/images/build?name=x", s.key, ctxTar.String())
+	if e, _ := body["error"].(map[string]any); status != 400 || e["field"] != "dockerfile" || !strings.Contains(fmt.Sprint(e["message"]), "line 2") {
+		t.Fatalf("a bad Dockerfile over the API: %d %v", status, body)
+	}
+	// Prune removes the build cache; list never shows it.
+	imgs, _ := s.c.Images(ctx)
+	for _, i := range imgs {
+		if strings.HasPrefix(i.Name, "cache-") {
+			t.Fatalf("the image list shows a build cache: %s", i.Name)
+		}
+	}
+	res, err := s.c.PruneImages(ctx)
+	if err != nil || res.RemovedCaches == 0 {
+		t.Fatalf("prune: %+v %v", res, err)
+	}
+	leftovers(t, imgDir)
+}
+
+func gzipWriter(w io.Writer) *gzip.Writer { return gzip.NewWriter(w) }

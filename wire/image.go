@@ -12,17 +12,22 @@ const (
 
 // Where an image came from, in Image.Kind.
 const (
-	ImageBuiltin  = "builtin"
-	ImageRegistry = "registry"
-	ImageImport   = "import"
-	ImageSnapshot = "snapshot"
+	ImageBuiltin    = "builtin"
+	ImageRegistry   = "registry"
+	ImageImport     = "import"
+	ImageSnapshot   = "snapshot"
+	ImageDockerfile = "dockerfile"
+	// ImageCache is a Dockerfile step's result, kept for the next build;
+	// lists leave them out and prune removes them.
+	ImageCache = "cache"
 )
 
 // Image is a root filesystem sandboxes boot from.
 type Image struct {
 	Name  string `json:"name"`
 	State string `json:"state"`
-	// Kind is ImageBuiltin, ImageRegistry, ImageImport or ImageSnapshot.
+	// Kind is ImageBuiltin, ImageRegistry, ImageImport, ImageSnapshot,
+	// ImageDockerfile or ImageCache.
 	Kind   string `json:"kind,omitempty"`
 	Source string `json:"source,omitempty"`
 	// Ref and Digest: what a registry image was pulled as, and the
@@ -95,8 +100,10 @@ type ImageBuildEnd struct {
 
 // PruneResult is the answer to POST /v1/images/prune.
 type PruneResult struct {
-	RemovedBlobs int   `json:"removed_blobs"`
-	FreedBytes   int64 `json:"freed_bytes"`
+	RemovedBlobs int `json:"removed_blobs"`
+	// RemovedCaches counts Dockerfile build steps' cached results.
+	RemovedCaches int   `json:"removed_caches"`
+	FreedBytes    int64 `json:"freed_bytes"`
 }
 
 // SnapshotRequest is the body of POST /v1/sandboxes/{id}/snapshot: make

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/warrenhq/warren/dirtar"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/sandbox"
 	"github.com/warrenhq/warren/wire"
@@ -190,12 +191,15 @@ func (s *Server) handleDeleteImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePruneImages(w http.ResponseWriter, r *http.Request) {
-	n, freed, err := s.images.Prune()
+	res, err := s.images.Prune(func(name string) bool {
+		user, err := s.sandbox.ImageInUse(r.Context(), name)
+		return err != nil || user != ""
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.PruneResult{RemovedBlobs: n, FreedBytes: freed})
+	writeJSON(w, http.StatusOK, res)
 }
 
 // handleSnapshot makes an image from a sandbox's files.
@@ -211,4 +215,47 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, img)
+}
+
+// handleDockerfileBuild builds an image from a Dockerfile; the body is the
+// build context as a tar stream.
+func (s *Server) handleDockerfileBuild(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name := q.Get("name")
+	if name == "" {
+		s.fail(w, r, &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "name", Message: "query parameter name is required"})
+		return
+	}
+	args := map[string]string{}
+	for _, a := range q["arg"] {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			s.fail(w, r, &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "arg", Message: fmt.Sprintf("arg %q must be NAME=VALUE", a)})
+			return
+		}
+		args[k] = v
+	}
+	if err := s.notInUse(r, name, "replace"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	dir, err := s.images.TempDir()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	if err := dirtar.Unpack(r.Body, dir, dirtar.Options{LocalLinks: true}); err != nil {
+		s.fail(w, r, imageErr(&image.InputError{Field: "context", Err: fmt.Errorf("the build context: %w", err)}))
+		return
+	}
+	req := sandbox.BuildRequest{Name: name, ContextDir: dir, Dockerfile: q.Get("dockerfile"), Args: args, Runtime: q.Get("runtime")}
+	s.progress(w, r, name, func(watch func(wire.ImageEvent)) (*image.Image, error) {
+		report := func(step, msg string) {
+			if watch != nil {
+				watch(wire.ImageEvent{Image: name, Step: step, Message: msg})
+			}
+		}
+		return s.sandbox.BuildDockerfile(r.Context(), org(r), req, report)
+	})
 }

@@ -102,6 +102,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/images", s.handleListImages, true},
 		{"POST /v1/images", s.handlePullImage, true},
 		{"POST /v1/images/import", s.handleImportImage, true},
+		{"POST /v1/images/build", s.handleDockerfileBuild, true},
 		{"POST /v1/images/prune", s.handlePruneImages, true},
 		{"GET /v1/images/{name}", s.handleGetImage, true},
 		{"DELETE /v1/images/{name}", s.handleDeleteImage, true},

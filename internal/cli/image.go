@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,26 +40,72 @@ func newImageCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	var name, file, runtime string
+	var buildArgs []string
 	build := &cobra.Command{
-		Use:   "build NAME",
-		Short: "Build an image now, showing progress (otherwise it is built on first use)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "build [NAME | --name N [-f Dockerfile] [CONTEXT]]",
+		Short: "Build an image from a Dockerfile (--name), or build a built-in image now",
+		Long: "With --name, build the image N from a Dockerfile in CONTEXT (default .): RUN steps run in a sandbox\n" +
+			"(gVisor by default), each step is cached, and progress shows line by line.\n" +
+			"Without --name, build the built-in image NAME now (otherwise it is built on first use).",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := g.client()
 			start := time.Now()
-			if err := ensureImage(cmd.Context(), g, c, args[0], cmd.ErrOrStderr()); err != nil {
-				return err
+			if name == "" && file == "" {
+				if len(args) != 1 {
+					return fmt.Errorf("give a built-in image's NAME, or --name with a Dockerfile")
+				}
+				if err := ensureImage(cmd.Context(), g, c, args[0], cmd.ErrOrStderr()); err != nil {
+					return err
+				}
+				img, err := c.Image(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				g.print(cmd.OutOrStdout(), img, func() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%.1f MB) in %.1fs\n", img.Name, img.State, float64(img.SizeBytes)/1e6, time.Since(start).Seconds())
+				})
+				return nil
 			}
-			img, err := c.Image(cmd.Context(), args[0])
+			if name == "" {
+				return fmt.Errorf("--name is required: the image to build")
+			}
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			opts := client.BuildOptions{Name: name, Runtime: runtime, Args: map[string]string{}}
+			if file != "" {
+				rel, err := filepath.Rel(dir, file)
+				if err != nil || strings.HasPrefix(rel, "..") {
+					return fmt.Errorf("-f %s: the Dockerfile must be inside the context %s", file, dir)
+				}
+				opts.Dockerfile = filepath.ToSlash(rel)
+			}
+			for _, a := range buildArgs {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return fmt.Errorf("--build-arg %q: want NAME=VALUE", a)
+				}
+				opts.Args[k] = v
+			}
+			img, err := c.BuildDir(cmd.Context(), opts, dir, func(ev client.ImageEvent) {
+				if !g.json {
+					fmt.Fprintf(cmd.ErrOrStderr(), "  [%5.1fs] %s: %s\n", time.Since(start).Seconds(), ev.Step, ev.Message)
+				}
+			})
 			if err != nil {
 				return err
 			}
-			g.print(cmd.OutOrStdout(), img, func() {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%.1f MB) in %.1fs\n", img.Name, img.State, float64(img.SizeBytes)/1e6, time.Since(start).Seconds())
-			})
+			printImage(g, cmd, img, "built", start)
 			return nil
 		},
 	}
+	build.Flags().StringVar(&name, "name", "", "the image to build from a Dockerfile")
+	build.Flags().StringVarP(&file, "file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile); it must be inside the context")
+	build.Flags().StringArrayVar(&buildArgs, "build-arg", nil, "a build argument NAME=VALUE (repeatable)")
+	build.Flags().StringVar(&runtime, "runtime", "", "where RUN steps run (default the server's: gvisor)")
 	cmd.AddCommand(ls, build, newPullCmd(g), newImportCmd(g), newImageRmCmd(g), newPruneCmd(g))
 	return cmd
 }

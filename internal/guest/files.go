@@ -211,7 +211,7 @@ func (a *Agent) handleReadArchive(w http.ResponseWriter, r *http.Request) {
 
 // writeArchive unpacks a tar stream into a directory, creating it.
 func writeArchive(p string, r *http.Request) (any, error) {
-	if err := dirtar.Unpack(r.Body, p, dirtar.Options{Owners: true}); err != nil {
+	if err := dirtar.Unpack(r.Body, p, dirtar.Options{Owners: true, SpecialBits: true}); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
 	return statPath(p)

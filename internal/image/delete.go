@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/warrenhq/warren/wire"
 )
 
 // ErrBusy: the image is being made.
@@ -50,14 +51,50 @@ func (s *Store) Delete(name string) error {
 	if err := os.RemoveAll(gone); err != nil {
 		return fmt.Errorf("delete image %s: %w", name, err)
 	}
-	_, _, err = s.Prune()
+	return s.pruneBlobs()
+}
+
+// all lists every image, caches included.
+func (s *Store) all() []*Image {
+	var out []*Image
+	entries, _ := os.ReadDir(s.dir)
+	for _, e := range entries {
+		if ValidName(e.Name()) {
+			if img, err := s.readMeta(e.Name()); err == nil {
+				out = append(out, img)
+			}
+		}
+	}
+	return out
+}
+
+// Prune removes Dockerfile build caches (those inUse does not claim), the
+// layer blobs no image uses, and what interrupted builds, pulls and
+// deletes left behind; it says what went.
+func (s *Store) Prune(inUse func(name string) bool) (wire.PruneResult, error) {
+	var res wire.PruneResult
+	for _, img := range s.all() {
+		if img.Kind == wire.ImageCache && (inUse == nil || !inUse(img.Name)) {
+			if err := s.Delete(img.Name); err == nil {
+				res.RemovedCaches++
+				res.FreedBytes += img.SizeBytes
+			}
+		}
+	}
+	n, f, err := s.sweep()
+	res.RemovedBlobs, res.FreedBytes = n, res.FreedBytes+f
+	return res, err
+}
+
+// pruneBlobs removes what no image uses, after a delete.
+func (s *Store) pruneBlobs() error {
+	_, _, err := s.sweep()
 	return err
 }
 
-// Prune removes layer blobs no image uses and what interrupted builds,
-// pulls and deletes left behind; it returns how many blobs went and the
-// bytes freed.
-func (s *Store) Prune() (blobs int, freed int64, err error) {
+// sweep removes layer blobs no image uses and leftovers of interrupted
+// work.
+func (s *Store) sweep() (blobs int, freed int64, err error) {
 	used := map[string]bool{}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -121,4 +158,9 @@ func stale(path, prefix string) bool {
 // upload lands where the image will), for an import's upload.
 func (s *Store) TempFile() (*os.File, error) {
 	return os.CreateTemp(s.dir, ".import-upload-")
+}
+
+// TempDir is a directory in the image directory, for a build's context.
+func (s *Store) TempDir() (string, error) {
+	return os.MkdirTemp(s.dir, ".import-context-")
 }

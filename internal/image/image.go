@@ -188,7 +188,7 @@ func (s *Store) List() []*Image {
 	}
 	var out []*Image
 	for n := range names {
-		if img, err := s.Get(n); err == nil {
+		if img, err := s.Get(n); err == nil && img.Kind != wire.ImageCache {
 			out = append(out, img)
 		}
 	}

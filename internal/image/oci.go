@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -301,18 +302,30 @@ func (s *Store) installOCI(ctx context.Context, name string, m *meta, watch func
 	})
 }
 
-// Snapshot makes the image name from a tree fill writes into an empty
-// root filesystem, with cfg as its config.
-func (s *Store) Snapshot(ctx context.Context, name, source string, cfg *wire.ImageConfig, fill func(ctx context.Context, rootfs string) error) (*Image, error) {
+// Snapshot makes the image name, of kind, from a tree fill writes into an
+// empty root filesystem, with cfg as its config.
+func (s *Store) Snapshot(ctx context.Context, name, kind, source string, cfg *wire.ImageConfig, fill func(ctx context.Context, rootfs string) error) (*Image, error) {
 	if !ValidName(name) {
 		return nil, badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
 	}
 	if _, builtin := s.builders[name]; builtin {
 		return nil, badInput("name", "%q is a built-in image; snapshot under another name", name)
 	}
-	m := &meta{Image: Image{Kind: wire.ImageSnapshot, Source: source, Config: cfg}}
+	m := &meta{Image: Image{Kind: kind, Source: source, Config: cfg}}
 	return s.make(ctx, name, nil, func(ctx context.Context, report func(step, msg string)) error {
 		return s.install(ctx, name, m, true, fill)
+	})
+}
+
+// Clone makes the image name from the tree of the image from, sharing its
+// files (hard links: image trees are never written once made).
+func (s *Store) Clone(ctx context.Context, name, from, kind, source string, cfg *wire.ImageConfig) (*Image, error) {
+	src := s.RootfsPath(from)
+	return s.Snapshot(ctx, name, kind, source, cfg, func(ctx context.Context, rootfs string) error {
+		if out, err := exec.CommandContext(ctx, "cp", "-al", src+"/.", rootfs+"/").CombinedOutput(); err != nil {
+			return fmt.Errorf("copy image %s: %v: %s", from, err, bytes.TrimSpace(out))
+		}
+		return nil
 	})
 }
 

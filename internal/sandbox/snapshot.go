@@ -42,21 +42,42 @@ func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Ima
 		return nil, err
 	}
 	defer done()
-	defer l.hold()()
 	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
 	if err != nil {
 		return nil, err
 	}
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
-	merged := m.layout(id).Merged()
+	cfg := &wire.ImageConfig{WorkingDir: sp.Workdir, User: sp.User}
+	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
+		cfg.Env = append(cfg.Env, k+"="+sp.Env[k])
+	}
+	if base, err := m.cfg.Images.Get(row.Image); err == nil && base.Config != nil {
+		cfg.Entrypoint, cfg.Cmd = base.Config.Entrypoint, base.Config.Cmd
+	}
+	img, err := m.snapshot(ctx, l, &sp, name, wire.ImageSnapshot, "snapshot of "+id+" ("+row.Image+")", cfg)
+	var in *image.InputError
+	if errors.As(err, &in) {
+		return nil, badRequest(in.Field, "%s", in.Error())
+	}
+	if errors.Is(err, image.ErrBusy) {
+		return nil, conflict("%s", err.Error())
+	}
+	return img, err
+}
+
+// snapshot copies a running sandbox's files into the image name, frozen
+// for the copy where the runtime can.
+func (m *Manager) snapshot(ctx context.Context, l *live, sp *spec, name, kind, source string, cfg *wire.ImageConfig) (*wire.Image, error) {
+	defer l.hold()()
+	merged := m.layout(l.id).Merged()
 	if mounted, _ := overlay.IsMounted(merged); !mounted {
-		return nil, conflict("sandbox %s has no files mounted to snapshot", id)
+		return nil, conflict("sandbox %s has no files mounted to snapshot", l.id)
 	}
 	// Owners as the image has them: a sandbox in a user namespace sees
 	// its files owned by ids shifted into the namespace's range.
 	var unshift func(uid, gid int) (int, int)
-	if r := userNS(l.rt, &sp); r != nil {
+	if r := userNS(l.rt, sp); r != nil {
 		base, size := int(r.HostID), int(r.Size)
 		shift := func(id int) int {
 			if id >= base && id < base+size {
@@ -67,35 +88,20 @@ func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Ima
 		unshift = func(uid, gid int) (int, int) { return shift(uid), shift(gid) }
 	}
 	if f, ok := l.rt.(runtime.Freezer); ok {
-		if err := f.Freeze(ctx, id); err != nil {
-			return nil, fmt.Errorf("freeze sandbox %s for its snapshot: %w", id, err)
+		if err := f.Freeze(ctx, l.id); err != nil {
+			return nil, fmt.Errorf("freeze sandbox %s for its snapshot: %w", l.id, err)
 		}
 		defer func() {
-			if err := f.Thaw(context.WithoutCancel(ctx), id); err != nil {
-				m.log.Error("thaw sandbox after its snapshot", "sandbox.id", id, "err", err)
+			if err := f.Thaw(context.WithoutCancel(ctx), l.id); err != nil {
+				m.log.Error("thaw sandbox after its snapshot", "sandbox.id", l.id, "err", err)
 			}
 		}()
 	}
-	cfg := &wire.ImageConfig{WorkingDir: sp.Workdir, User: sp.User}
-	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
-		cfg.Env = append(cfg.Env, k+"="+sp.Env[k])
-	}
-	if base, err := m.cfg.Images.Get(row.Image); err == nil && base.Config != nil {
-		cfg.Entrypoint, cfg.Cmd = base.Config.Entrypoint, base.Config.Cmd
-	}
-	img, err := m.cfg.Images.Snapshot(ctx, name, "snapshot of "+id+" ("+row.Image+")", cfg, func(ctx context.Context, rootfs string) error {
+	return m.cfg.Images.Snapshot(ctx, name, kind, source, cfg, func(ctx context.Context, rootfs string) error {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(dirtar.Pack(pw, merged)) }()
 		err := dirtar.Unpack(pr, rootfs, dirtar.Options{Owners: true, SpecialBits: true, MapOwner: unshift})
 		pr.CloseWithError(err)
 		return err
 	})
-	var in *image.InputError
-	if errors.As(err, &in) {
-		return nil, badRequest(in.Field, "%s", in.Error())
-	}
-	if errors.Is(err, image.ErrBusy) {
-		return nil, conflict("%s", err.Error())
-	}
-	return img, err
 }
