@@ -32,7 +32,8 @@ func TestBenchShort(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("bench --json printed %q: %v", out, err)
 	}
-	want := []string{"gvisor create→first output", "gvisor exec round trip", "gvisor pause", "gvisor resume", "runc create→first output", "runc exec round trip"}
+	want := []string{"gvisor create→first output", "gvisor exec round trip", "gvisor pause", "gvisor resume", "runc create→first output", "runc exec round trip",
+		"image pull (cold, loopback registry)", "Dockerfile build (RUN + COPY, uncached)", "Dockerfile rebuild (every step cached)"}
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
 		seen[r.Metric] = true

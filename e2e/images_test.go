@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -378,6 +379,27 @@ func TestImagePull(t *testing.T) {
 		t.Fatalf("with the node's docker config: %v", err)
 	}
 	s2.stop()
+
+	// Warm pools take any image: a pool of the pulled image serves
+	// creates, and the image cannot be deleted from under it.
+	s3 := startServer(t, "", "WARREN_IMAGE_DIR="+imgDir, "WARREN_POOL=bb:1")
+	eventually(t, time.Minute, "the pool of bb ready", func() error {
+		info, err := s3.c.Info(ctx)
+		if err != nil || len(info.Pools) != 1 || info.Pools[0].Ready != 1 {
+			return fmt.Errorf("pools %+v %v", info, err)
+		}
+		return nil
+	})
+	pooled := s3.create(t, client.CreateRequest{Image: "bb"})
+	if pooled.BootPath != "hot_pool" {
+		t.Fatalf("a create of bb did not come from its pool: %s", pooled.BootPath)
+	}
+	if r := s3.exec(t, pooled.ID, client.ExecRequest{Cmd: "echo $GREETING; id -u"}); r.Stdout != "from-image\n65534\n" {
+		t.Fatalf("a pooled sandbox of bb: %+v", r)
+	}
+	if status, body := s3.raw(t, "DELETE", "/v1/images/bb", s3.key, ""); status != 409 || !strings.Contains(fmt.Sprint(body["error"]), "the warm pool of bb") {
+		t.Fatalf("deleting a pool's image: %d %v", status, body)
+	}
 }
 
 // leftovers fails if an image directory holds half-made work.

@@ -34,7 +34,8 @@ func TestPythonSDK(t *testing.T) {
 }
 
 func runSDKSuite(t *testing.T, dir string, argv ...string) {
-	s := startServer(t, "")
+	// Its own image directory: the suites make and delete images.
+	s := imageServer(t, filepath.Join(t.TempDir(), "images"))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "WARREN_URL="+s.url, "WARREN_API_KEY="+s.key, "WARREN_TEST_RUNTIMES="+strings.Join(runtimes, ","),

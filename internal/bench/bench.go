@@ -1,7 +1,7 @@
 // Package bench measures warren against the runtimes it drives, in one
 // run, on the same images: how long until a new sandbox prints, how long
 // an exec round trip takes, how creates behave under concurrency, pause
-// and resume, and idle memory per sandbox. Ratios are warren/peer: below
+// and resume, idle memory per sandbox, image pulls and Dockerfile builds. Ratios are warren/peer: below
 // 1 means warren is faster.
 package bench
 
@@ -35,7 +35,10 @@ type Options struct {
 	Runsc, Runc string
 	Rootfs      string
 	// Docker is the docker CLI, compared when its engine answers.
-	Docker   string
+	Docker string
+	// Images measures pulls from a registry on loopback and Dockerfile
+	// builds.
+	Images   bool
 	Progress io.Writer
 }
 
@@ -189,6 +192,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			rep.Memory = append(rep.Memory, *mem)
 		}
+	}
+	if o.Images {
+		rows, err := o.images(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("images: %w", err)
+		}
+		rep.Rows = append(rep.Rows, rows...)
 	}
 	return rep, nil
 }

@@ -20,8 +20,9 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure warren against raw runsc and runc on this host, in one run",
 		Long: "Measures, on the same image: create to first output, exec round trip,\n" +
-			"concurrent creates, pause and resume, and idle memory per sandbox, for\n" +
-			"warren (against a running server) and for runsc/runc driven directly.\n" +
+			"concurrent creates, pause and resume, idle memory per sandbox, image pulls\n" +
+			"and Dockerfile builds, for warren (against a running server) and for\n" +
+			"runsc/runc (and docker, when its engine answers) driven directly.\n" +
 			"Run it on the server's host, as root. --short is the quick run CI uses.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,6 +67,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.Concurrent, "concurrent", 20, "creates started at once")
 	f.IntVar(&o.Idle, "idle", 50, "sandboxes for the idle-memory figure (0 to skip)")
 	f.BoolVar(&short, "short", false, "a quick run: 3 samples, 4 concurrent, 5 idle")
+	f.BoolVar(&o.Images, "images", true, "also measure image pulls (from a registry on loopback) and Dockerfile builds")
 	f.StringVar(&o.Runsc, "runsc", envOr("WARREN_RUNSC", "runsc"), "runsc to compare with (WARREN_RUNSC)")
 	f.StringVar(&o.Runc, "runc", envOr("WARREN_RUNC", "runc"), "runc to compare with (WARREN_RUNC)")
 	f.StringVar(&o.Docker, "docker", "docker", "docker CLI to compare with when its engine answers (empty to skip)")

@@ -116,6 +116,13 @@ func (s *Store) sweep() (blobs int, freed int64, err error) {
 		// Leftovers of interrupted work, unless some is under way. (A
 		// replaced image, .old-NAME, may still be under running sandboxes
 		// and stays until the next replacement.)
+		if img, ok := strings.CutPrefix(n, ".lock-"); ok && !building && !s.Builtin(img) {
+			// The lock of an image that is gone.
+			if _, err := os.Stat(s.imageDir(img)); errors.Is(err, fs.ErrNotExist) {
+				os.Remove(filepath.Join(s.dir, n))
+			}
+			continue
+		}
 		if !building && (strings.HasPrefix(n, ".old-delete-") || strings.HasPrefix(n, ".build-") || stale(filepath.Join(s.dir, n), ".import-")) {
 			freed += treeSize(filepath.Join(s.dir, n))
 			if err := os.RemoveAll(filepath.Join(s.dir, n)); err != nil {

@@ -237,3 +237,30 @@ def test_async(runtime):
             with pytest.raises(wn.NotFoundError):
                 await w.get_sandbox("sbx_aaaaaaaaaaaaaaaaaaaa")
     asyncio.run(main())
+
+
+def test_images(warren, runtime, tmp_path):
+    # A snapshot of a sandbox set up by hand, then a sandbox of it.
+    with warren.create_sandbox(image="busybox", runtime=runtime, env={"FROM_SNAPSHOT": "1"}) as sb:
+        sb.exec("echo set-up > /ready")
+        img = sb.snapshot(f"py-snap-{runtime}")
+        assert img.kind == "snapshot" and img.state == "ready"
+    with warren.create_sandbox(image=f"py-snap-{runtime}", runtime=runtime) as sb:
+        assert sb.exec("cat /ready; echo $FROM_SNAPSHOT").stdout == "set-up\n1\n"
+    # A Dockerfile build; its USER is every exec's default, a request's own user wins.
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built > /b\nUSER nobody\n")
+    (tmp_path / "hello.txt").write_text("hello\n")
+    img = warren.build_dockerfile(f"py-built-{runtime}", str(tmp_path))
+    assert img.kind == "dockerfile" and img.config.user == "nobody"
+    with warren.create_sandbox(image=img.name, runtime=runtime) as sb:
+        assert sb.exec("cat /hello.txt /b; id -u").stdout == "hello\nbuilt\n65534\n"
+        assert sb.exec("id -u", user="root").stdout == "0\n"
+    with pytest.raises(wn.BadRequestError) as e:
+        (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN exit 7\n")
+        warren.build_dockerfile("py-bad", str(tmp_path))
+    assert e.value.field == "dockerfile" and "line 2" in e.value.message
+    for name in (f"py-snap-{runtime}", f"py-built-{runtime}"):
+        warren.delete_image(name)
+    with pytest.raises(wn.NotFoundError):
+        warren.delete_image(f"py-snap-{runtime}")
+    assert "removed_caches" in warren.prune_images()

@@ -13,7 +13,7 @@ from ._async import AsyncSandbox, AsyncWarren
 from ._errors import (AuthenticationError, BadRequestError, ConflictError, ForbiddenError, NotFoundError,
                       RateLimitError, StorageFullError, TooLargeError, UnavailableError, WarrenError)
 from ._sync import Sandbox, Warren
-from ._types import (STATES, Command, ExecResult, FileInfo, Frame, Image, ImageEvent, Info, Memory, NetworkPolicy,
+from ._types import (STATES, Command, ExecResult, FileInfo, Frame, Image, ImageConfig, ImageEvent, Info, Memory, NetworkPolicy,
                      PoolStatus, Port, PortToken, Resources, SandboxInfo)
 from ._ws import AsyncExecSession, AsyncPty, ExecSession, Pty
 
@@ -22,5 +22,5 @@ __all__ = [
     "WarrenError", "BadRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError", "ConflictError",
     "TooLargeError", "RateLimitError", "UnavailableError", "StorageFullError",
     "SandboxInfo", "Resources", "Memory", "NetworkPolicy", "Port", "PortToken", "ExecResult", "Frame", "FileInfo",
-    "Command", "Image", "ImageEvent", "Info", "PoolStatus", "STATES",
+    "Command", "Image", "ImageConfig", "ImageEvent", "Info", "PoolStatus", "STATES",
 ]

@@ -84,12 +84,15 @@ def create_body(image: Optional[str] = None, runtime: Optional[str] = None, *, c
 
 
 def exec_body(cmd: Union[str, Sequence[str]], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-              stdin: Union[str, bytes, None] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
+              stdin: Union[str, bytes, None] = None, timeout: Optional[float] = None,
+              user: Optional[str] = None) -> Dict[str, Any]:
     body: Dict[str, Any] = {"cmd": cmd} if isinstance(cmd, str) else {"argv": list(cmd)}
     if env:
         body["env"] = dict(env)
     if cwd:
         body["cwd"] = cwd
+    if user:
+        body["user"] = user
     if stdin is not None:
         body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
     if timeout:
@@ -295,6 +298,40 @@ def images() -> Call:
 
 def image(name: str) -> Call:
     return Call("GET", "/v1/images/" + quote(name, safe=""), parse=lambda d: from_dict(Image, d))
+
+
+def pull_image(name: str, ref: str, auth: Optional[Mapping[str, str]]) -> Call:
+    body: Dict[str, Any] = {"name": name, "ref": ref}
+    if auth:
+        body["auth"] = dict(auth)
+    return Call("POST", "/v1/images", json=body, parse=lambda d: from_dict(Image, d))
+
+
+def import_image(name: str, data: Any) -> Call:
+    return Call("POST", "/v1/images/import", params={"name": name}, content=data, content_type="application/x-tar",
+                parse=lambda d: from_dict(Image, d))
+
+
+def build_dockerfile(name: str, context_tar: Any, dockerfile: Optional[str], args: Optional[Mapping[str, str]]) -> Call:
+    params: Dict[str, Any] = {"name": name}
+    if dockerfile:
+        params["dockerfile"] = dockerfile
+    if args:
+        params["arg"] = [f"{k}={v}" for k, v in args.items()]
+    return Call("POST", "/v1/images/build", params=params, content=context_tar, content_type="application/x-tar",
+                parse=lambda d: from_dict(Image, d))
+
+
+def delete_image(name: str) -> Call:
+    return Call("DELETE", "/v1/images/" + quote(name, safe=""))
+
+
+def prune_images() -> Call:
+    return Call("POST", "/v1/images/prune", parse=lambda d: d)
+
+
+def snapshot(sid: str, name: str) -> Call:
+    return Call("POST", sandbox_path(sid, "/snapshot"), json={"name": name}, parse=lambda d: from_dict(Image, d))
 
 
 def build_image(name: str) -> Call:

@@ -88,6 +88,26 @@ class AsyncWarren:
             await resp.aclose()
         raise WarrenError(f"build image {name}: the server ended the stream early", code="internal")
 
+    async def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None) -> Image:
+        """Pulls ``ref`` from its registry as the image ``name``; ``auth``
+        is ``{"username", "password"}`` or ``{"token"}``, for this pull only."""
+        return await self._do(_api.pull_image(name, ref, auth))
+
+    async def import_image(self, name: str, data: Any) -> Image:
+        """Imports a ``docker save`` or OCI layout tarball (bytes or a file)."""
+        return await self._do(_api.import_image(name, data))
+
+    async def build_dockerfile(self, name: str, context_dir: str, dockerfile: Optional[str] = None,
+                         args: Optional[Mapping[str, str]] = None) -> Image:
+        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a sandbox)."""
+        return await self._do(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args))
+
+    async def delete_image(self, name: str) -> None:
+        await self._do(_api.delete_image(name))
+
+    async def prune_images(self) -> Dict[str, int]:
+        return await self._do(_api.prune_images())
+
     async def create_sandbox(self, image: Optional[str] = None, runtime: Optional[str] = None,
                              **options: Any) -> "AsyncSandbox":
         """Creates a sandbox; ``async with`` deletes it on exit. Options as
@@ -150,14 +170,18 @@ class AsyncSandbox:
     async def fork(self, count: int = 1) -> List["AsyncSandbox"]:
         return [AsyncSandbox(self._c, d) for d in await self._c._do(_api.fork(self.id, count))]
 
+    async def snapshot(self, name: str) -> Image:
+        """Makes the image ``name`` from this sandbox's files as they are."""
+        return await self._c._do(_api.snapshot(self.id, name))
+
     async def set_network(self, policy: Mapping[str, Any]) -> "AsyncSandbox":
         return await self._set(_api.set_network(self.id, policy))
 
     async def exec(self, cmd: Union[str, Sequence[str]], *, env: Optional[Mapping[str, str]] = None,
                    cwd: Optional[str] = None, stdin: Union[str, bytes, None] = None, timeout: Optional[float] = None,
-                   on_stdout: Optional[Callable[[str], Any]] = None,
+                   user: Optional[str] = None, on_stdout: Optional[Callable[[str], Any]] = None,
                    on_stderr: Optional[Callable[[str], Any]] = None) -> ExecResult:
-        body = _api.exec_body(cmd, env, cwd, stdin, timeout)
+        body = _api.exec_body(cmd, env, cwd, stdin, timeout, user)
         if on_stdout is None and on_stderr is None:
             return await self._c._do(_api.exec_(self.id, body))
         collect = _api.ExecCollector(on_stdout, on_stderr)

@@ -111,6 +111,26 @@ class Warren:
 
     # Sandboxes.
 
+    def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None) -> Image:
+        """Pulls ``ref`` from its registry as the image ``name``; ``auth``
+        is ``{"username", "password"}`` or ``{"token"}``, for this pull only."""
+        return self._do(_api.pull_image(name, ref, auth))
+
+    def import_image(self, name: str, data: Any) -> Image:
+        """Imports a ``docker save`` or OCI layout tarball (bytes or a file)."""
+        return self._do(_api.import_image(name, data))
+
+    def build_dockerfile(self, name: str, context_dir: str, dockerfile: Optional[str] = None,
+                         args: Optional[Mapping[str, str]] = None) -> Image:
+        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a sandbox)."""
+        return self._do(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args))
+
+    def delete_image(self, name: str) -> None:
+        self._do(_api.delete_image(name))
+
+    def prune_images(self) -> Dict[str, int]:
+        return self._do(_api.prune_images())
+
     def create_sandbox(self, image: Optional[str] = None, runtime: Optional[str] = None, **options: Any) -> "Sandbox":
         """Creates a sandbox and returns it running, its startup done.
 
@@ -178,6 +198,10 @@ class Sandbox:
     def fork(self, count: int = 1) -> List["Sandbox"]:
         return [Sandbox(self._c, d) for d in self._c._do(_api.fork(self.id, count))]
 
+    def snapshot(self, name: str) -> Image:
+        """Makes the image ``name`` from this sandbox's files as they are."""
+        return self._c._do(_api.snapshot(self.id, name))
+
     def set_network(self, policy: Mapping[str, Any]) -> "Sandbox":
         return self._set(self._c._do(_api.set_network(self.id, policy)))
 
@@ -185,12 +209,12 @@ class Sandbox:
 
     def exec(self, cmd: Union[str, Sequence[str]], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
              stdin: Union[str, bytes, None] = None, timeout: Optional[float] = None,
-             on_stdout: Optional[Callable[[str], Any]] = None,
+             user: Optional[str] = None, on_stdout: Optional[Callable[[str], Any]] = None,
              on_stderr: Optional[Callable[[str], Any]] = None) -> ExecResult:
         """Runs a command to completion: a string runs under /bin/sh -c, a
         list is the argv. With ``on_stdout``/``on_stderr`` the output is
         streamed to them as it comes (and not kept in the result)."""
-        body = _api.exec_body(cmd, env, cwd, stdin, timeout)
+        body = _api.exec_body(cmd, env, cwd, stdin, timeout, user)
         if on_stdout is None and on_stderr is None:
             return self._c._do(_api.exec_(self.id, body))
         collect = _api.ExecCollector(on_stdout, on_stderr)

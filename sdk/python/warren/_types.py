@@ -161,9 +161,24 @@ class PortToken:
 
 
 @dataclasses.dataclass
+class ImageConfig:
+    """What an image says about running it: env, working_dir and user are
+    the defaults of its sandboxes' execs."""
+    env: List[str] = dataclasses.field(default_factory=list)
+    working_dir: str = ""
+    user: str = ""
+    entrypoint: List[str] = dataclasses.field(default_factory=list)
+    cmd: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Image:
     name: str = ""
     state: str = ""
+    kind: str = ""  # builtin, registry, import, dockerfile or snapshot
+    ref: str = ""
+    digest: str = ""
+    config: Optional[ImageConfig] = None
     source: str = ""
     size_bytes: int = 0
     built_at: Optional[datetime] = None
@@ -214,7 +229,7 @@ _NESTED: Dict[type, Dict[str, Any]] = {
     FileInfo: {"mtime": parse_time},
     Command: {"started_at": parse_time, "ended_at": parse_time},
     PortToken: {"expires_at": parse_time},
-    Image: {"built_at": parse_time},
+    Image: {"built_at": parse_time, "config": _one(ImageConfig)},
     Info: {"pools": _list(PoolStatus)},
 }
 

@@ -28,6 +28,8 @@ export interface ListOptions extends CallOptions {
 export interface ExecOptions extends CallOptions {
   env?: Record<string, string>;
   cwd?: string;
+  /** A user of the sandbox (name or uid[:gid]); default the image's. */
+  user?: string;
   stdin?: string;
   /** Kills the command (and all it started) after this long. */
   timeoutSeconds?: number;
@@ -105,6 +107,35 @@ export class Warren {
     return this.t.json({ method: "GET", path: `/v1/images/${enc(name)}`, signal: opts.signal });
   }
 
+  /** Pulls `ref` from its registry as the image `name`; `auth` is for
+   * this pull only. */
+  pullImage(name: string, ref: string, opts: CallOptions & { auth?: { username?: string; password?: string; token?: string } } = {}): Promise<Image> {
+    return this.t.json({ method: "POST", path: "/v1/images", json: { name, ref, auth: opts.auth }, signal: opts.signal });
+  }
+
+  /** Imports a `docker save` or OCI layout tarball as the image `name`. */
+  importImage(name: string, tar: Body, opts: CallOptions = {}): Promise<Image> {
+    return this.t.json({ method: "POST", path: "/v1/images/import", query: { name }, body: tar, contentType: "application/x-tar", signal: opts.signal });
+  }
+
+  /** Builds the image `name` from a Dockerfile; `context` is the build
+   * context as a tar stream. */
+  buildDockerfile(name: string, context: Body, opts: CallOptions & { dockerfile?: string; args?: Record<string, string>; runtime?: string } = {}): Promise<Image> {
+    const query: Record<string, string | undefined> = { name, dockerfile: opts.dockerfile, runtime: opts.runtime };
+    const path = "/v1/images/build" + Object.entries(opts.args ?? {}).map(([k, v], i) => (i ? "&" : "?") + "arg=" + enc(k + "=" + v)).join("");
+    return this.t.json({ method: "POST", path, query, body: context, contentType: "application/x-tar", signal: opts.signal });
+  }
+
+  /** Deletes an image (refused while a sandbox or pool uses it). */
+  deleteImage(name: string, opts: CallOptions = {}): Promise<void> {
+    return this.t.none({ method: "DELETE", path: `/v1/images/${enc(name)}`, signal: opts.signal });
+  }
+
+  /** Removes build caches and layer blobs no image uses. */
+  pruneImages(opts: CallOptions = {}): Promise<{ removed_blobs: number; removed_caches: number; freed_bytes: number }> {
+    return this.t.json({ method: "POST", path: "/v1/images/prune", signal: opts.signal });
+  }
+
   /** Builds an image unless it is ready, reporting each step. */
   async buildImage(name: string, opts: CallOptions & { onProgress?: (ev: ImageEvent) => void } = {}): Promise<Image> {
     const resp = await this.t.send({ method: "POST", path: `/v1/images/${enc(name)}/build`, signal: opts.signal });
@@ -157,6 +188,11 @@ export class Sandbox {
     await this.delete().catch((e) => {
       if (!(e instanceof WarrenError && e.code === "not_found")) throw e;
     });
+  }
+
+  /** Makes the image `name` from this sandbox's files as they are. */
+  snapshot(name: string, opts: CallOptions = {}): Promise<Image> {
+    return this.w.t.json({ method: "POST", path: this.path("/snapshot"), json: { name }, signal: opts.signal });
   }
 
   /** Copies the sandbox, memory and files, into `count` new ones. */
@@ -301,6 +337,7 @@ function execBody(cmd: string | string[], o: ExecOptions) {
     ...(typeof cmd === "string" ? { cmd } : { argv: cmd }),
     env: o.env,
     cwd: o.cwd,
+    user: o.user,
     stdin: o.stdin,
     timeout_seconds: o.timeoutSeconds,
   };

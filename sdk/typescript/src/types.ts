@@ -146,9 +146,21 @@ export interface PortToken {
   expires_at: string;
 }
 
+export interface ImageConfig {
+  env?: string[];
+  working_dir?: string;
+  user?: string;
+  entrypoint?: string[];
+  cmd?: string[];
+}
+
 export interface Image {
   name: string;
   state: "missing" | "building" | "ready" | "failed";
+  kind?: "builtin" | "registry" | "import" | "snapshot" | "dockerfile" | "cache";
+  ref?: string;
+  digest?: string;
+  config?: ImageConfig;
   source?: string;
   size_bytes?: number;
   built_at?: string;

@@ -194,6 +194,32 @@ for (const runtime of runtimes) {
       }
     }));
 
+    it("snapshots a sandbox and builds from a Dockerfile", async () => {
+      await withBox(runtime, async (sb) => {
+        await sb.exec("echo set-up > /ready");
+        const img = await sb.snapshot(`ts-snap-${runtime}`);
+        assert.deepEqual([img.kind, img.state], ["snapshot", "ready"]);
+      });
+      await warren.withSandbox({ image: `ts-snap-${runtime}`, runtime }, async (sb) => {
+        assert.equal((await sb.exec("cat /ready")).stdout, "set-up\n");
+      });
+      const context = pack([
+        { name: "Dockerfile", data: "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built > /b\nUSER nobody\n" },
+        { name: "hello.txt", data: "hello\n" },
+      ]);
+      const img = await warren.buildDockerfile(`ts-built-${runtime}`, context);
+      assert.deepEqual([img.kind, img.config?.user], ["dockerfile", "nobody"]);
+      await warren.withSandbox({ image: img.name, runtime }, async (sb) => {
+        assert.equal((await sb.exec("cat /hello.txt /b; id -u")).stdout, "hello\nbuilt\n65534\n");
+        assert.equal((await sb.exec("id -u", { user: "root" })).stdout, "0\n");
+      });
+      const bad = await warren.buildDockerfile("ts-bad", pack([{ name: "Dockerfile", data: "FROM busybox\nRUN exit 7\n" }])).catch((e) => e);
+      assert.ok(bad instanceof BadRequestError && bad.field === "dockerfile" && bad.message.includes("line 2"), String(bad));
+      for (const n of [`ts-snap-${runtime}`, `ts-built-${runtime}`]) await warren.deleteImage(n);
+      await assert.rejects(warren.deleteImage(`ts-snap-${runtime}`), NotFoundError);
+      assert.ok("removed_caches" in (await warren.pruneImages()));
+    });
+
     it("abandons a call when its signal aborts", () => withBox(runtime, async (sb) => {
       const ac = new AbortController();
       const t0 = Date.now();
