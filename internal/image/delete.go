@@ -51,6 +51,11 @@ func (s *Store) Delete(name string) error {
 	if err := os.RemoveAll(gone); err != nil {
 		return fmt.Errorf("delete image %s: %w", name, err)
 	}
+	// A version it replaced, kept while sandboxes might have used it: no
+	// sandbox uses the name now.
+	if err := os.RemoveAll(filepath.Join(s.dir, ".old-"+name)); err != nil {
+		return fmt.Errorf("delete image %s: %w", name, err)
+	}
 	return s.pruneBlobs()
 }
 
@@ -78,6 +83,18 @@ func (s *Store) Prune(inUse func(name string) bool) (wire.PruneResult, error) {
 			if err := s.Delete(img.Name); err == nil {
 				res.RemovedCaches++
 				res.FreedBytes += img.SizeBytes
+			}
+		}
+	}
+	// Versions that pulls, builds and rebuilds replaced, kept while
+	// sandboxes of the name might still run on them.
+	entries, _ := os.ReadDir(s.dir)
+	for _, e := range entries {
+		if img, ok := strings.CutPrefix(e.Name(), ".old-"); ok && ValidName(img) && (inUse == nil || !inUse(img)) {
+			p := filepath.Join(s.dir, e.Name())
+			res.FreedBytes += treeSize(p)
+			if err := os.RemoveAll(p); err != nil {
+				return res, err
 			}
 		}
 	}
