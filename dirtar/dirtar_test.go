@@ -172,6 +172,13 @@ func TestLayers(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, "tmp")); fi.Mode()&os.ModeSticky == 0 {
 		t.Errorf("sticky bit lost: %v", fi.Mode())
 	}
+	// Device nodes and fifos are never made.
+	must(t, Unpack(layer(e{name: "dev/", flag: tar.TypeDir, mode: 0o755}, e{name: "dev/sda", flag: tar.TypeBlock}, e{name: "dev/mem", flag: tar.TypeChar}, e{name: "fifo", flag: tar.TypeFifo}), dir, opts))
+	for _, p := range []string{"dev/sda", "dev/mem", "fifo"} {
+		if exists(p) {
+			t.Errorf("%s was made", p)
+		}
+	}
 	// A whiteout cannot reach out of the tree.
 	err := Unpack(layer(e{name: "etc/.wh..", flag: tar.TypeReg}), dir, opts)
 	if err == nil {

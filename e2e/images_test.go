@@ -500,11 +500,16 @@ func TestImageImportDeletePrune(t *testing.T) {
 	if out, errOut, code := s.cli(t, "", "image", "import", saved, "--name", "cli-imp"); code != 0 || !strings.Contains(out, "imported cli-imp sha256:") {
 		t.Fatalf("warren image import: %d %s %s", code, out, errOut)
 	}
+	if out, errOut, code := s.cli(t, "", "image", "import", dir, "--name", "cli-oci", "--json"); code != 0 || !strings.Contains(out, `"kind": "import"`) {
+		t.Fatalf("warren image import of an OCI layout directory: %d %s %s", code, out, errOut)
+	}
 	if out, _, code := s.cli(t, "", "image", "ls"); code != 0 || !strings.Contains(out, "cli-imp") || !strings.Contains(out, "import") {
 		t.Fatalf("warren image ls: %s", out)
 	}
-	if out, errOut, code := s.cli(t, "", "image", "rm", "cli-imp", "--json"); code != 0 || !strings.Contains(out, `"deleted"`) {
-		t.Fatalf("warren image rm: %d %s %s", code, out, errOut)
+	for _, n := range []string{"cli-imp", "cli-oci"} {
+		if out, errOut, code := s.cli(t, "", "image", "rm", n, "--json"); code != 0 || !strings.Contains(out, `"deleted"`) {
+			t.Fatalf("warren image rm: %d %s %s", code, out, errOut)
+		}
 	}
 
 	// Delete frees the image; prune frees the blobs no image uses.

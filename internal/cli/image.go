@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/dirtar"
 	"github.com/warrenhq/warren/wire"
 )
 
@@ -177,7 +178,7 @@ func newImportCmd(g *globals) *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Import an image from a docker save tarball or an OCI layout tarball (- for stdin)",
+		Short: "Import an image from a docker save tarball, an OCI layout directory or tarball (- for stdin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" {
@@ -185,12 +186,24 @@ func newImportCmd(g *globals) *cobra.Command {
 			}
 			var r io.Reader = cmd.InOrStdin()
 			if args[0] != "-" {
-				f, err := os.Open(args[0])
+				fi, err := os.Stat(args[0])
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				r = f
+				if fi.IsDir() {
+					// An OCI layout directory travels as a tar stream.
+					pr, pw := io.Pipe()
+					go func() { pw.CloseWithError(dirtar.Pack(pw, args[0])) }()
+					defer pr.Close()
+					r = pr
+				} else {
+					f, err := os.Open(args[0])
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					r = f
+				}
 			}
 			start := time.Now()
 			img, err := g.client().ImportImage(cmd.Context(), name, r, imageProgress(g, cmd.ErrOrStderr(), start))
