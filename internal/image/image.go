@@ -208,39 +208,50 @@ func (s *Store) Ensure(ctx context.Context, name string, watch func(Event)) (str
 		return "", newerFormat(img)
 	}
 	b, leader := s.join(name)
-	var ch chan Event
-	if watch != nil {
-		ch = make(chan Event, 64)
-		b.mu.Lock()
-		b.watchers = append(b.watchers, ch)
-		b.mu.Unlock()
-	}
+	ch := b.watch(watch)
 	if leader {
 		// The build belongs to the store, not to the caller that happened
 		// to start it: other callers may be waiting on it.
 		go s.runBuild(context.WithoutCancel(ctx), name, b)
 	}
+	if err := b.wait(ctx, ch, watch); err != nil {
+		return "", err
+	}
+	return s.RootfsPath(name), nil
+}
+
+// watch subscribes watch (if not nil) to the build's progress.
+func (b *build) watch(watch func(Event)) chan Event {
+	if watch == nil {
+		return nil
+	}
+	ch := make(chan Event, 256)
+	b.mu.Lock()
+	b.watchers = append(b.watchers, ch)
+	b.mu.Unlock()
+	return ch
+}
+
+// wait passes progress to watch until the build ends, and returns its
+// error. Only the caller's context ending stops it early; the build goes
+// on.
+func (b *build) wait(ctx context.Context, ch chan Event, watch func(Event)) error {
 	for {
 		select {
 		case ev := <-ch:
 			watch(ev)
 		case <-b.done:
-			// Drain what is left for this watcher.
-			for ch != nil {
+			for drained := false; !drained && ch != nil; {
 				select {
 				case ev := <-ch:
 					watch(ev)
-					continue
 				default:
+					drained = true
 				}
-				break
 			}
-			if b.err != nil {
-				return "", b.err
-			}
-			return s.RootfsPath(name), nil
+			return b.err
 		case <-ctx.Done():
-			return "", fmt.Errorf("wait for image %s: %w", name, ctx.Err())
+			return fmt.Errorf("wait for image: %w", ctx.Err())
 		}
 	}
 }

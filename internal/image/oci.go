@@ -336,35 +336,14 @@ func (s *Store) make(ctx context.Context, name string, watch func(Event), do fun
 	if !leader {
 		return nil, fmt.Errorf("image %s: %w; try when it is done", name, ErrBusy)
 	}
-	var ch chan Event
-	if watch != nil {
-		ch = make(chan Event, 256)
-		b.mu.Lock()
-		b.watchers = append(b.watchers, ch)
-		b.mu.Unlock()
-	}
+	ch := b.watch(watch)
 	// The work belongs to the store once begun: a client that hangs up
 	// must not leave half an image.
 	go s.runInstall(context.WithoutCancel(ctx), name, b, do)
-	for {
-		select {
-		case ev := <-ch:
-			watch(ev)
-		case <-b.done:
-			for drained := false; !drained && ch != nil; {
-				select {
-				case ev := <-ch:
-					watch(ev)
-				default:
-					drained = true
-				}
-			}
-			if b.err != nil {
-				return nil, b.err
-			}
-			return s.Get(name)
-		}
+	if err := b.wait(ctx, ch, watch); err != nil {
+		return nil, err
 	}
+	return s.Get(name)
 }
 
 func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs string, report func(step, msg string)) error {
