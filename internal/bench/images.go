@@ -97,7 +97,7 @@ func (o *Options) images(ctx context.Context) ([]Row, error) {
 		if docker {
 			for _, into := range []*[]time.Duration{&dbuilds, &drebuilds} {
 				start := time.Now()
-				cmd := exec.CommandContext(ctx, o.Docker, "build", "-q", "--build-arg", "NONCE="+nonce, "-t", "warren-bench-built", ddir)
+				cmd := exec.CommandContext(ctx, o.Docker, "build", "-q", "--network", "none", "--build-arg", "NONCE="+nonce, "-t", "warren-bench-built", ddir)
 				cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 				if b, err := cmd.CombinedOutput(); err != nil {
 					return nil, fmt.Errorf("docker build: %v: %s", err, b)
