@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -41,20 +41,25 @@ import (
 // /token; an anonymous token reads any repository but private/*, a token
 // got with the right user and password reads everything.
 type testRegistry struct {
-	host        string
+	host string
+	// basic: the registry asks for Basic credentials on every request
+	// (no token service), as some private registries do.
+	basic       bool
 	authedPulls atomic.Int32
 	corrupt     atomic.Bool // serve altered blobs for corrupt/*
 }
 
 const regUser, regPass = "ada", "s3cret-registry-pass"
 
-func startRegistry(t *testing.T) *testRegistry {
+func startRegistry(t *testing.T) *testRegistry { return startRegistryWith(t, false) }
+
+func startRegistryWith(t *testing.T, basic bool) *testRegistry {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &testRegistry{host: ln.Addr().String()}
+	r := &testRegistry{host: ln.Addr().String(), basic: basic}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", func(w http.ResponseWriter, req *http.Request) {
@@ -69,6 +74,18 @@ func startRegistry(t *testing.T) *testRegistry {
 		fmt.Fprintf(w, `{"token":%q,"access_token":%q}`, tok, tok)
 	})
 	mux.HandleFunc("/v2/", func(w http.ResponseWriter, req *http.Request) {
+		if r.basic {
+			if u, p, ok := req.BasicAuth(); !ok || u != regUser || p != regPass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+			if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/manifests/") {
+				r.authedPulls.Add(1)
+			}
+			reg.ServeHTTP(w, req)
+			return
+		}
 		tok := strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
 		private := strings.HasPrefix(req.URL.Path, "/v2/private/")
 		if tok != "authed" && (tok != "anon" || private) {
@@ -315,6 +332,15 @@ func TestImagePull(t *testing.T) {
 	out, errOut, code := s.cli(t, regPass+"\n", "image", "pull", reg.host+"/private/bb:1", "--name", "cli-priv", "--username", regUser, "--password-stdin")
 	if code != 0 || !strings.Contains(out, "pulled cli-priv sha256:") || !strings.Contains(errOut, "layer 2/2") {
 		t.Fatalf("warren image pull: %d %s %s", code, out, errOut)
+	}
+	// A registry that asks for Basic credentials on every request.
+	breg := startRegistryWith(t, true)
+	breg.push(t, "team/bb:1", bb)
+	if status, fld, _ := pullErr(t, s, wire.ImagePullRequest{Name: "basic", Ref: breg.host + "/team/bb:1"}); status != 400 || fld != "auth" {
+		t.Fatalf("basic registry without credentials: %d %s", status, fld)
+	}
+	if _, err := s.c.PullImage(ctx, &wire.ImagePullRequest{Name: "basic", Ref: breg.host + "/team/bb:1", Auth: &wire.RegistryAuth{Username: regUser, Password: regPass}}, nil); err != nil || breg.authedPulls.Load() == 0 {
+		t.Fatalf("basic registry with credentials: %v", err)
 	}
 	// The credentials are kept nowhere: not in the data dir, images, or log.
 	assertNowhere(t, regPass, s.dataDir, imgDir)
@@ -727,11 +753,11 @@ CMD ["sh"]
 
 	// Failures name the line and leave no image and no build sandbox.
 	for df, want := range map[string][]string{
-		"FROM busybox\nRUN echo out-before-fail; exit 3\n":  {"line 2", "exited 3", "out-before-fail"},
-		"FROM busybox\nRUN true\nFETCH x\n":                 {"line 3", "unknown instruction FETCH"},
-		"FROM busybox\nCOPY missing.txt /x\n":               {"line 2", "missing.txt: not in the build context"},
+		"FROM busybox\nRUN echo out-before-fail; exit 3\n": {"line 2", "exited 3", "out-before-fail"},
+		"FROM busybox\nRUN true\nFETCH x\n":                {"line 3", "unknown instruction FETCH"},
+		"FROM busybox\nCOPY missing.txt /x\n":              {"line 2", "missing.txt: not in the build context"},
 		"FROM " + reg.host + "/team/nothing:1\nRUN true\n": {"line 1", "not found"},
-		"FROM busybox\nUSER nosuchuser\nRUN true\n":         {"line 3", "nosuchuser"},
+		"FROM busybox\nUSER nosuchuser\nRUN true\n":        {"line 3", "nosuchuser"},
 	} {
 		write("Dockerfile.bad", df, 0o644)
 		_, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "bad", Dockerfile: "Dockerfile.bad"}, dir, nil)
