@@ -252,6 +252,9 @@ def test_images(warren, runtime, tmp_path):
     (tmp_path / "hello.txt").write_text("hello\n")
     img = warren.build_dockerfile(f"py-built-{runtime}", str(tmp_path))
     assert img.kind == "dockerfile" and img.config.user == "nobody"
+    events = []
+    again = warren.build_dockerfile(f"py-built-{runtime}", str(tmp_path), progress=events.append)
+    assert again.kind == "dockerfile" and [e.message for e in events].count("CACHED") == 2, events
     with warren.create_sandbox(image=img.name, runtime=runtime) as sb:
         assert sb.exec("cat /hello.txt /b; id -u").stdout == "hello\nbuilt\n65534\n"
         assert sb.exec("id -u", user="root").stdout == "0\n"

@@ -33,6 +33,7 @@ class Call:
     content_type: Optional[str] = None
     parse: Optional[Callable[[Any], Any]] = None  # JSON answer -> value
     raw: bool = False  # answer is bytes, not JSON
+    accept: Optional[str] = None
 
     @property
     def safe(self) -> bool:

@@ -38,6 +38,8 @@ class AsyncWarren:
         headers = _api.headers(self.api_key)
         if call.content_type:
             headers["Content-Type"] = call.content_type
+        if call.accept:
+            headers["Accept"] = call.accept
         for attempt in range(1, tries + 1):
             try:
                 req = self._http.build_request(call.method, self.url + call.path, params=call.params, json=call.json,
@@ -67,6 +69,23 @@ class AsyncWarren:
             return None
         return call.parse(resp.json())
 
+    async def _progress(self, call: Call, what: str, progress: Optional[Callable[[ImageEvent], Any]]) -> Image:
+        """Runs a long image call: one JSON answer, or with progress the
+        NDJSON events as they come."""
+        if progress is None:
+            return await self._do(call)
+        call.accept = "application/x-ndjson"
+        resp = await self._send(call, stream=True)
+        try:
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    img = _api.image_line(line, what, progress)
+                    if img is not None:
+                        return img
+        finally:
+            await resp.aclose()
+        raise WarrenError(f"{what}: the server ended the stream early", code="internal")
+
     async def info(self) -> Info:
         return await self._do(_api.info())
 
@@ -88,19 +107,23 @@ class AsyncWarren:
             await resp.aclose()
         raise WarrenError(f"build image {name}: the server ended the stream early", code="internal")
 
-    async def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None) -> Image:
+    async def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None,
+                   progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
         """Pulls ``ref`` from its registry as the image ``name``; ``auth``
         is ``{"username", "password"}`` or ``{"token"}``, for this pull only."""
-        return await self._do(_api.pull_image(name, ref, auth))
+        return await self._progress(_api.pull_image(name, ref, auth), "pull " + ref, progress)
 
-    async def import_image(self, name: str, data: Any) -> Image:
+    async def import_image(self, name: str, data: Any, progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
         """Imports a ``docker save`` or OCI layout tarball (bytes or a file)."""
-        return await self._do(_api.import_image(name, data))
+        return await self._progress(_api.import_image(name, data), "import " + name, progress)
 
     async def build_dockerfile(self, name: str, context_dir: str, dockerfile: Optional[str] = None,
-                         args: Optional[Mapping[str, str]] = None) -> Image:
-        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a sandbox)."""
-        return await self._do(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args))
+                         args: Optional[Mapping[str, str]] = None,
+                         progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
+        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a
+        sandbox); ``progress`` gets each step, RUN output line by line, and
+        CACHED for steps that did not need to run."""
+        return await self._progress(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args), "build " + name, progress)
 
     async def delete_image(self, name: str) -> None:
         await self._do(_api.delete_image(name))

@@ -50,6 +50,8 @@ class Warren:
         headers = _api.headers(self.api_key)
         if call.content_type:
             headers["Content-Type"] = call.content_type
+        if call.accept:
+            headers["Accept"] = call.accept
         for attempt in range(1, tries + 1):
             try:
                 req = self._http.build_request(call.method, self.url + call.path, params=call.params, json=call.json,
@@ -84,6 +86,23 @@ class Warren:
             self._loop = LoopThread()
         return self._loop
 
+    def _progress(self, call: Call, what: str, progress: Optional[Callable[[ImageEvent], Any]]) -> Image:
+        """Runs a long image call: one JSON answer, or with progress the
+        NDJSON events as they come."""
+        if progress is None:
+            return self._do(call)
+        call.accept = "application/x-ndjson"
+        resp = self._send(call, stream=True)
+        try:
+            for line in resp.iter_lines():
+                if line.strip():
+                    img = _api.image_line(line, what, progress)
+                    if img is not None:
+                        return img
+        finally:
+            resp.close()
+        raise WarrenError(f"{what}: the server ended the stream early", code="internal")
+
     # The server.
 
     def info(self) -> Info:
@@ -111,19 +130,23 @@ class Warren:
 
     # Sandboxes.
 
-    def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None) -> Image:
+    def pull_image(self, name: str, ref: str, auth: Optional[Mapping[str, str]] = None,
+                   progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
         """Pulls ``ref`` from its registry as the image ``name``; ``auth``
         is ``{"username", "password"}`` or ``{"token"}``, for this pull only."""
-        return self._do(_api.pull_image(name, ref, auth))
+        return self._progress(_api.pull_image(name, ref, auth), "pull " + ref, progress)
 
-    def import_image(self, name: str, data: Any) -> Image:
+    def import_image(self, name: str, data: Any, progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
         """Imports a ``docker save`` or OCI layout tarball (bytes or a file)."""
-        return self._do(_api.import_image(name, data))
+        return self._progress(_api.import_image(name, data), "import " + name, progress)
 
     def build_dockerfile(self, name: str, context_dir: str, dockerfile: Optional[str] = None,
-                         args: Optional[Mapping[str, str]] = None) -> Image:
-        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a sandbox)."""
-        return self._do(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args))
+                         args: Optional[Mapping[str, str]] = None,
+                         progress: Optional[Callable[[ImageEvent], Any]] = None) -> Image:
+        """Builds ``name`` from a Dockerfile in ``context_dir`` (RUN in a
+        sandbox); ``progress`` gets each step, RUN output line by line, and
+        CACHED for steps that did not need to run."""
+        return self._progress(_api.build_dockerfile(name, _tar.pack(context_dir), dockerfile, args), "build " + name, progress)
 
     def delete_image(self, name: str) -> None:
         self._do(_api.delete_image(name))

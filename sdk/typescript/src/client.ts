@@ -1,5 +1,5 @@
 import { WarrenError } from "./errors.js";
-import { type Body, type CallOptions, lines, Transport } from "./transport.js";
+import { type Body, type CallOptions, lines, type Request, Transport } from "./transport.js";
 import type {
   Command, CreateRequest, ExecResult, FileInfo, Frame, Image, ImageEvent, Info, NetworkPolicy, Port, PortToken,
   SandboxInfo, State,
@@ -17,6 +17,12 @@ export interface WarrenOptions {
   fetch?: typeof fetch;
   /** The WebSocket class; default the global one, else the `ws` package. */
   WebSocket?: WebSocketConstructor;
+}
+
+/** Options of long image calls: onProgress gets each step as it comes
+ * (RUN output line by line, CACHED, layers). */
+export interface ProgressOptions extends CallOptions {
+  onProgress?: (ev: ImageEvent) => void;
 }
 
 export interface ListOptions extends CallOptions {
@@ -109,21 +115,35 @@ export class Warren {
 
   /** Pulls `ref` from its registry as the image `name`; `auth` is for
    * this pull only. */
-  pullImage(name: string, ref: string, opts: CallOptions & { auth?: { username?: string; password?: string; token?: string } } = {}): Promise<Image> {
-    return this.t.json({ method: "POST", path: "/v1/images", json: { name, ref, auth: opts.auth }, signal: opts.signal });
+  pullImage(name: string, ref: string, opts: ProgressOptions & { auth?: { username?: string; password?: string; token?: string } } = {}): Promise<Image> {
+    return this.progress({ method: "POST", path: "/v1/images", json: { name, ref, auth: opts.auth }, signal: opts.signal }, `pull ${ref}`, opts.onProgress);
   }
 
   /** Imports a `docker save` or OCI layout tarball as the image `name`. */
-  importImage(name: string, tar: Body, opts: CallOptions = {}): Promise<Image> {
-    return this.t.json({ method: "POST", path: "/v1/images/import", query: { name }, body: tar, contentType: "application/x-tar", signal: opts.signal });
+  importImage(name: string, tar: Body, opts: ProgressOptions = {}): Promise<Image> {
+    return this.progress({ method: "POST", path: "/v1/images/import", query: { name }, body: tar, contentType: "application/x-tar", signal: opts.signal }, `import ${name}`, opts.onProgress);
   }
 
   /** Builds the image `name` from a Dockerfile; `context` is the build
    * context as a tar stream. */
-  buildDockerfile(name: string, context: Body, opts: CallOptions & { dockerfile?: string; args?: Record<string, string>; runtime?: string } = {}): Promise<Image> {
+  buildDockerfile(name: string, context: Body, opts: ProgressOptions & { dockerfile?: string; args?: Record<string, string>; runtime?: string } = {}): Promise<Image> {
     const query: Record<string, string | undefined> = { name, dockerfile: opts.dockerfile, runtime: opts.runtime };
     const path = "/v1/images/build" + Object.entries(opts.args ?? {}).map(([k, v], i) => (i ? "&" : "?") + "arg=" + enc(k + "=" + v)).join("");
-    return this.t.json({ method: "POST", path, query, body: context, contentType: "application/x-tar", signal: opts.signal });
+    return this.progress({ method: "POST", path, query, body: context, contentType: "application/x-tar", signal: opts.signal }, `build ${name}`, opts.onProgress);
+  }
+
+  /** Runs a long image call: one JSON answer, or with onProgress the
+   * NDJSON events as they come. */
+  private async progress(req: Request, what: string, onProgress?: (ev: ImageEvent) => void): Promise<Image> {
+    if (!onProgress) return this.t.json(req);
+    const resp = await this.t.send({ ...req, accept: "application/x-ndjson" });
+    for await (const line of lines(resp)) {
+      const d = JSON.parse(line);
+      if (d.done && d.image && typeof d.image === "object") return d.image as Image;
+      if (d.error) throw new WarrenError(`${what}: ${d.error}`, "internal");
+      onProgress(d as ImageEvent);
+    }
+    throw new WarrenError(`${what}: the server ended the stream early`, "internal");
   }
 
   /** Deletes an image (refused while a sandbox or pool uses it). */

@@ -10,7 +10,7 @@
  * ```
  */
 export { Warren, Sandbox } from "./client.js";
-export type { WarrenOptions, ListOptions, ExecOptions } from "./client.js";
+export type { WarrenOptions, ListOptions, ExecOptions, ProgressOptions } from "./client.js";
 export type { CallOptions, Body } from "./transport.js";
 export { Pty, ExecSession } from "./ws.js";
 export type { WebSocketLike, WebSocketConstructor } from "./ws.js";

@@ -15,6 +15,7 @@ export interface Request {
   json?: unknown;
   body?: Body;
   contentType?: string;
+  accept?: string;
   signal?: AbortSignal;
 }
 
@@ -41,6 +42,7 @@ export class Transport {
   async send(req: Request): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
+    if (req.accept) headers.Accept = req.accept;
     let body: BodyInit | undefined;
     if (req.json !== undefined) {
       body = JSON.stringify(req.json);

@@ -209,6 +209,9 @@ for (const runtime of runtimes) {
       ]);
       const img = await warren.buildDockerfile(`ts-built-${runtime}`, context);
       assert.deepEqual([img.kind, img.config?.user], ["dockerfile", "nobody"]);
+      const events = [];
+      await warren.buildDockerfile(`ts-built-${runtime}`, context, { onProgress: (ev) => events.push(ev.message) });
+      assert.equal(events.filter((m) => m === "CACHED").length, 2, events.join("\n"));
       await warren.withSandbox({ image: img.name, runtime }, async (sb) => {
         assert.equal((await sb.exec("cat /hello.txt /b; id -u")).stdout, "hello\nbuilt\n65534\n");
         assert.equal((await sb.exec("id -u", { user: "root" })).stdout, "0\n");
