@@ -555,6 +555,9 @@ func TestImageImportDeletePrune(t *testing.T) {
 	if res, err := s.c.PruneImages(ctx); err != nil || res.RemovedBlobs != 0 {
 		t.Fatalf("prune after deletes: %+v %v", res, err)
 	}
+	if out, errOut, code := s.cli(t, "", "image", "prune"); code != 0 || !strings.Contains(out, "removed 0 blobs") {
+		t.Fatalf("warren image prune: %d %s %s", code, out, errOut)
+	}
 }
 
 func tarOf(t *testing.T, entries ...entry) []byte {

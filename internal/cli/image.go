@@ -247,7 +247,7 @@ func newPruneCmd(g *globals) *cobra.Command {
 				return err
 			}
 			g.print(cmd.OutOrStdout(), res, func() {
-				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs, freed %.1f MB\n", res.RemovedBlobs, float64(res.FreedBytes)/1e6)
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs and %d build caches, freed %.1f MB\n", res.RemovedBlobs, res.RemovedCaches, float64(res.FreedBytes)/1e6)
 			})
 			return nil
 		},
