@@ -32,15 +32,23 @@ for p in glob.glob('/proc/[0-9]*/environ'):
         pass
 print('token visible in', seen if seen else 'no process')
 path = '/.warren/run/host.sock'
+# The host may drop a refused connection before the junk is sent: the
+# attacker carries on either way.
 for i in range(60):
     s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.send([b'\x00' * 12, b'warren-agent/1 ' + b'A' * 43 + b'\n', b'GET / HTTP/1.1\r\n\r\n'][i % 3])
+    try:
+        s.connect(path)
+        s.send([b'\x00' * 12, b'warren-agent/1 ' + b'A' * 43 + b'\n', b'GET / HTTP/1.1\r\n\r\n'][i % 3])
+    except OSError:
+        pass
     s.close()
 held = []
 for i in range(20):
     s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
+    try:
+        s.connect(path)
+    except OSError:
+        pass
     held.append(s)
 for what, f in [('remove socket', lambda: os.remove(path)), ('write beside it', lambda: open('/.warren/run/fill', 'wb').write(b'x'))]:
     try:

@@ -67,7 +67,17 @@ func TestMain(m *testing.M) {
 	// warren starts LXCFS for runc sandboxes and leaves it serving (it
 	// outlives warren, as sandboxes do); stop it if these tests did.
 	_, lxcfsBefore := os.Stat("/var/lib/lxcfs/proc/meminfo")
+	cgroupsBefore := sandboxCgroups()
 	code := m.Run()
+	// Nothing is orphaned: every sandbox cgroup the tests made is gone.
+	if code == 0 {
+		for _, d := range sandboxCgroups() {
+			if !slices.Contains(cgroupsBefore, d) {
+				fmt.Fprintf(os.Stderr, "e2e: a sandbox's cgroup was left behind: %s\n", d)
+				code = 1
+			}
+		}
+	}
 	if lxcfsBefore != nil {
 		if b, err := os.ReadFile("/run/warren-lxcfs.pid"); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
@@ -77,6 +87,16 @@ func TestMain(m *testing.M) {
 		_ = syscall.Unmount("/var/lib/lxcfs", syscall.MNT_DETACH)
 	}
 	os.Exit(code)
+}
+
+// sandboxCgroups lists the sandbox cgroups on this host, v1 and v2.
+func sandboxCgroups() []string {
+	var out []string
+	for _, pat := range []string{"/sys/fs/cgroup/*/warren/sbx_*", "/sys/fs/cgroup/warren/sbx_*"} {
+		m, _ := filepath.Glob(pat)
+		out = append(out, m...)
+	}
+	return out
 }
 
 // server is one warren serve process.

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Root is where the hierarchy is mounted.
@@ -126,11 +128,24 @@ func Dirs(root, rel string) []string {
 func Remove(root, rel string) error {
 	var errs []error
 	for _, d := range Dirs(root, rel) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeDir removes a cgroup, waiting a little while it is busy: the
+// processes of a sandbox just killed take a moment to leave it.
+func removeDir(d string) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = os.Remove(d); !errors.Is(err, syscall.EBUSY) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
 }
 
 // Children lists the names of the cgroups under rel, in any hierarchy.

@@ -72,6 +72,10 @@ type Manager struct {
 	ending   map[string]bool // deletes, pauses and resumes under way in this process
 	checking map[string]bool // liveness checks after a dropped agent, one per sandbox
 	pools    []*pool
+	// fillers are the pools' refill loops, waited for before the pools
+	// are drained: a boot under way when warren stops finishes its own
+	// cleanup first.
+	fillers sync.WaitGroup
 }
 
 // live is what the manager holds in memory for a sandbox it runs.

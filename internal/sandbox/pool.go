@@ -75,7 +75,11 @@ func (m *Manager) StartPools(ctx context.Context, specs []PoolSpec) error {
 		m.mu.Lock()
 		m.pools = append(m.pools, p)
 		m.mu.Unlock()
-		go m.fill(ctx, p)
+		m.fillers.Add(1)
+		go func() {
+			defer m.fillers.Done()
+			m.fill(ctx, p)
+		}()
 	}
 	return nil
 }
@@ -126,6 +130,10 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 	}
 	defer done()
 	sp := p.shape
+	// A boot is not cut short when warren stops: killing a runtime
+	// mid-create can leave its processes and cgroups behind. It finishes,
+	// joins the pool, and is drained with it.
+	ctx = context.WithoutCancel(ctx)
 	timings, l, err := m.boot(ctx, row.ID, p.spec.Image, m.cfg.Runtimes[rtName], &sp)
 	if err != nil {
 		m.teardown(context.WithoutCancel(ctx), row.ID, m.cfg.Runtimes[rtName])
@@ -241,6 +249,10 @@ func (m *Manager) Pools() []wire.PoolStatus {
 
 // DrainPools removes every pooled sandbox, for shutdown.
 func (m *Manager) DrainPools(ctx context.Context) {
+	// The refill loops end with the context StartPools was given; a boot
+	// they had under way either joins the pool (drained below) or tears
+	// itself down.
+	m.fillers.Wait()
 	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StatePooled}})
 	if err != nil {
 		return
