@@ -35,7 +35,7 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit test-nonroot sdk-typescript test-sdk-cross test-cgroupv2 vet clean fuzz install uninstall
+.PHONY: all deps build run test test-unit test-nonroot sdk-typescript test-sdk-cross fmt-check test-cgroupv2 vet clean fuzz install uninstall
 
 # The Go SDK (and the packages it uses) build, tests included, for these.
 SDK_PLATFORMS := darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 linux/arm64 freebsd/amd64
@@ -56,13 +56,17 @@ run: deps build
 	$(BIN) serve
 
 # Every test that needs no root and no sandbox; any user can run it.
-test-unit: test-sdk-cross
+test-unit: test-sdk-cross fmt-check
 	go vet ./...
 	go test -count=1 $$(go list ./... | grep -v /e2e$$)
 
 # The TypeScript SDK, built from its pinned npm packages (package-lock.json).
 sdk-typescript:
 	cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+# Every Go file as gofmt writes it.
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
 test-sdk-cross:
 	@set -e; for p in $(SDK_PLATFORMS); do echo "go SDK for $$p"; \
@@ -79,7 +83,7 @@ uninstall:
 	@$(INSTALL_VARS) scripts/install.sh uninstall
 
 # The suite drives real runsc and runc sandboxes; it needs root.
-test: deps build sdk-typescript test-sdk-cross
+test: deps build sdk-typescript test-sdk-cross fmt-check
 	go vet ./...
 	# The hostile-guest suite, with the race detector.
 	go test -race -count=1 ./internal/guest/

@@ -65,7 +65,6 @@ func (p *PTYSession) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-
 // Write sends keystrokes (or any bytes) to the terminal.
 func (p *PTYSession) Write(b []byte) (int, error) {
 	if err := p.conn.Write(p.ctx, websocket.MessageBinary, b); err != nil {

@@ -87,8 +87,8 @@ type live struct {
 
 	// Set before the sandbox goes live, and by a pool claim under mu.
 	env       map[string]string
-	workdir   string // the image's, for execs that name none
-	user      string // the image's, for execs that name none
+	workdir   string        // the image's, for execs that name none
+	user      string        // the image's, for execs that name none
 	expiresAt time.Time     // zero: no deadline
 	idle      time.Duration // zero: never idle out
 	idlePause bool          // pause rather than delete when idle

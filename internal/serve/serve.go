@@ -62,7 +62,7 @@ type Options struct {
 	// CORSOrigins lets web pages from these origins call the API
 	// ("https://app.example.com,http://localhost:3000", or "*").
 	CORSOrigins string
-	Log   *slog.Logger
+	Log         *slog.Logger
 	// Ready, if set, is called once the API is listening, with the
 	// isolation warnings the user must see.
 	Ready func(url, adminKey string, keyIsNew bool, warnings []string)
