@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +134,24 @@ func TestFiles(t *testing.T) {
 		t.Run(rt, func(t *testing.T) {
 			sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt})
 			ctx := context.Background()
+			// A directory up and back down with the Go SDK, as tar.
+			src := t.TempDir()
+			os.MkdirAll(filepath.Join(src, "a/b"), 0o755)
+			os.WriteFile(filepath.Join(src, "a/b/f.txt"), []byte("deep\n"), 0o640)
+			os.Symlink("a/b/f.txt", filepath.Join(src, "link"))
+			if _, err := s.c.UploadDir(ctx, sb.ID, src, "/up"); err != nil {
+				t.Fatal(err)
+			}
+			if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "cat /up/link; stat -c %a /up/a/b/f.txt"}); r.Stdout != "deep\n640\n" {
+				t.Fatalf("uploaded dir: %+v", r)
+			}
+			dst := filepath.Join(t.TempDir(), "down")
+			if err := s.c.DownloadDir(ctx, sb.ID, "/up", dst); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(dst, "link")); string(b) != "deep\n" {
+				t.Fatalf("downloaded dir: %q", b)
+			}
 			data := make([]byte, 10<<20)
 			_, _ = rand.Read(data)
 			fi, err := s.c.WriteFile(ctx, sb.ID, "/data/blobs/big.bin", bytes.NewReader(data))

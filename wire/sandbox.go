@@ -32,9 +32,6 @@ func (s State) Valid() bool {
 	return false
 }
 
-// Final reports whether a sandbox in s is gone for good.
-func (s State) Final() bool { return s == StateDeleted || s == StateFailed }
-
 // What an idle timeout does.
 const (
 	IdleStop  = "stop"

@@ -147,8 +147,8 @@ func (s *Server) handleImportImage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "name", Message: "query parameter name is required"})
 		return
 	}
-	if !image.ValidName(name) {
-		s.fail(w, r, &sandbox.Error{Kind: sandbox.KindBadRequest, Field: "name", Message: fmt.Sprintf("image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)})
+	if err := s.images.CheckName(name); err != nil {
+		s.fail(w, r, imageErr(err))
 		return
 	}
 	if err := s.notInUse(r, name, "replace"); err != nil {

@@ -70,7 +70,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	if old := b.cmds[req.Name]; old != nil {
 		old.mu.Lock()
-		running := old.info.State == "running"
+		running := old.info.State == wire.CommandRunning
 		old.mu.Unlock()
 		if running {
 			b.mu.Unlock()
@@ -99,14 +99,14 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	cmd.Stdout = notifyWriter{f, c}
 	cmd.Stderr = cmd.Stdout
 	cmd.WaitDelay = 0
-	c.info = wire.Command{Name: req.Name, Cmd: req.Cmd, State: "running", StartedAt: time.Now().UTC()}
+	c.info = wire.Command{Name: req.Name, Cmd: req.Cmd, State: wire.CommandRunning, StartedAt: time.Now().UTC()}
 	mark := a.memory.mark()
 	if err := cmd.Start(); err != nil {
 		code, msg := startError(err)
 		f.WriteString(msg)
 		f.Close()
 		now := time.Now().UTC()
-		c.info.State, c.info.ExitCode, c.info.EndedAt = "exited", &code, &now
+		c.info.State, c.info.ExitCode, c.info.EndedAt = wire.CommandExited, &code, &now
 		writeJSON(w, http.StatusOK, c.info)
 		return
 	}
@@ -118,7 +118,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 		now := time.Now().UTC()
 		oom := a.memory.lostToOOM(mark, cmd.Process.Pid, code)
 		c.mu.Lock()
-		c.info.State, c.info.ExitCode, c.info.EndedAt, c.info.OOMKilled = "exited", &code, &now, oom
+		c.info.State, c.info.ExitCode, c.info.EndedAt, c.info.OOMKilled = wire.CommandExited, &code, &now, oom
 		c.mu.Unlock()
 		c.notify()
 	}()
@@ -165,7 +165,7 @@ func (a *Agent) handleCommandLogs(w http.ResponseWriter, r *http.Request) {
 		// Snapshot before copying: once a command has exited its log is
 		// complete, and a write after the snapshot closes changed.
 		c.mu.Lock()
-		changed, running := c.changed, c.info.State == "running"
+		changed, running := c.changed, c.info.State == wire.CommandRunning
 		c.mu.Unlock()
 		if _, err := io.Copy(w, f); err != nil {
 			return

@@ -30,14 +30,14 @@ func cleanPath(r *http.Request) (string, error) {
 }
 
 func fileInfo(path string, fi fs.FileInfo) wire.FileInfo {
-	kind := "other"
+	kind := wire.FileTypeOther
 	switch {
 	case fi.Mode().IsRegular():
-		kind = "file"
+		kind = wire.FileTypeFile
 	case fi.IsDir():
-		kind = "dir"
+		kind = wire.FileTypeDir
 	case fi.Mode()&fs.ModeSymlink != 0:
-		kind = "symlink"
+		kind = wire.FileTypeSymlink
 	}
 	return wire.FileInfo{
 		Name:    fi.Name(),

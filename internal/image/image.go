@@ -103,6 +103,24 @@ func NewStore(dir string, opts Options) (*Store, error) {
 // ValidName reports whether name can name an image.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
+// CheckName says what is wrong with name for an image to be made under
+// it (a pull, import, build or snapshot), as bad input naming "name".
+func (s *Store) CheckName(name string) error { return s.checkName(name, wire.ImageRegistry) }
+
+// checkName is CheckName for an image of kind: only build caches are
+// named cache-*.
+func (s *Store) checkName(name, kind string) error {
+	switch {
+	case !ValidName(name):
+		return badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
+	case s.Builtin(name):
+		return badInput("name", "%q is a built-in image; choose another name", name)
+	case strings.HasPrefix(name, "cache-") != (kind == wire.ImageCache):
+		return badInput("name", "%q: names starting cache- are Dockerfile build caches', and only theirs", name)
+	}
+	return nil
+}
+
 // Builtin reports whether name is one of warren's own images.
 func (s *Store) Builtin(name string) bool {
 	_, ok := s.builders[name]
@@ -162,14 +180,14 @@ func (s *Store) Get(name string) (*Image, error) {
 	if b != nil {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return &Image{Name: name, State: "building", Source: s.sources[name], Progress: b.progress}, nil
+		return &Image{Name: name, State: wire.ImageBuilding, Source: s.sources[name], Progress: b.progress}, nil
 	}
 	img, err := s.readMeta(name)
 	if err == nil && img.Format > formatVersion {
-		return &Image{Name: name, State: "failed", Source: s.sources[name], Format: img.Format, Error: newerFormat(img).Error()}, nil
+		return &Image{Name: name, State: wire.ImageFailed, Source: s.sources[name], Format: img.Format, Error: newerFormat(img).Error()}, nil
 	}
 	if err != nil || img.Format != formatVersion {
-		return &Image{Name: name, State: "missing", Source: s.sources[name]}, nil
+		return &Image{Name: name, State: wire.ImageMissing, Source: s.sources[name]}, nil
 	}
 	return img, nil
 }
@@ -202,7 +220,7 @@ func (s *Store) List() []*Image {
 func (s *Store) Ensure(ctx context.Context, name string, watch func(Event)) (string, error) {
 	if img, err := s.Get(name); err != nil {
 		return "", err
-	} else if img.State == "ready" {
+	} else if img.State == wire.ImageReady {
 		return s.RootfsPath(name), nil
 	} else if img.Format > formatVersion {
 		return "", newerFormat(img)

@@ -60,11 +60,8 @@ func (s *Store) blobPath(d v1.Hash) string {
 // auth if given, else from the docker config.json the Store was given (or
 // the environment's); they are used for this pull only.
 func (s *Store) Pull(ctx context.Context, name, ref string, auth *wire.RegistryAuth, watch func(Event)) (*Image, error) {
-	if !ValidName(name) {
-		return nil, badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
-	}
-	if _, builtin := s.builders[name]; builtin {
-		return nil, badInput("name", "%q is a built-in image; pull under another name", name)
+	if err := s.CheckName(name); err != nil {
+		return nil, err
 	}
 	r, err := gname.ParseReference(ref)
 	if err != nil {
@@ -156,11 +153,8 @@ func (k dockerConfigKeychain) Resolve(r authn.Resource) (authn.Authenticator, er
 // Import reads an image from a file: a docker save tarball, an OCI layout
 // directory, or an OCI layout as a tarball.
 func (s *Store) Import(ctx context.Context, name, path string, watch func(Event)) (*Image, error) {
-	if !ValidName(name) {
-		return nil, badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
-	}
-	if _, builtin := s.builders[name]; builtin {
-		return nil, badInput("name", "%q is a built-in image; import under another name", name)
+	if err := s.CheckName(name); err != nil {
+		return nil, err
 	}
 	m := &meta{Image: Image{Kind: wire.ImageImport, Source: "import " + filepath.Base(path)}}
 	var cleanup func()
@@ -169,18 +163,21 @@ func (s *Store) Import(ctx context.Context, name, path string, watch func(Event)
 			cleanup()
 		}
 	}()
-	img, err := s.installOCI(ctx, name, m, watch, func(report func(step, msg string)) (v1.Image, error) {
+	return s.installOCI(ctx, name, m, watch, func(report func(step, msg string)) (v1.Image, error) {
 		report("read", "reading "+filepath.Base(path))
 		img, done, err := s.openImageFile(path)
 		cleanup = done
 		return img, err
 	})
-	// What a pull blames on its ref, an import blames on its file.
-	var in *InputError
-	if errors.As(err, &in) && in.Field == "ref" {
-		in.Field = "file"
+}
+
+// blame is the input a bad image's content is blamed on: what a pull was
+// given (its ref) or an import (its file).
+func blame(m *meta) string {
+	if m.Kind == wire.ImageImport {
+		return "file"
 	}
-	return img, err
+	return "ref"
 }
 
 // openImageFile opens an image in a file or directory; done removes what
@@ -305,11 +302,8 @@ func (s *Store) installOCI(ctx context.Context, name string, m *meta, watch func
 // Snapshot makes the image name, of kind, from a tree fill writes into an
 // empty root filesystem, with cfg as its config.
 func (s *Store) Snapshot(ctx context.Context, name, kind, source string, cfg *wire.ImageConfig, fill func(ctx context.Context, rootfs string) error) (*Image, error) {
-	if !ValidName(name) {
-		return nil, badInput("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
-	}
-	if _, builtin := s.builders[name]; builtin {
-		return nil, badInput("name", "%q is a built-in image; snapshot under another name", name)
+	if err := s.checkName(name, kind); err != nil {
+		return nil, err
 	}
 	m := &meta{Image: Image{Kind: kind, Source: source, Config: cfg}}
 	return s.make(ctx, name, nil, func(ctx context.Context, report func(step, msg string)) error {
@@ -354,10 +348,10 @@ func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs s
 	m.Digest = digest.String()
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return tampered(fmt.Errorf("read the image's config: %w", err))
+		return tampered(blame(m), fmt.Errorf("read the image's config: %w", err))
 	}
 	if cf.OS != "" && cf.OS != "linux" {
-		return badInput("ref", "the image is for %s, not linux", cf.OS)
+		return badInput(blame(m), "the image is for %s, not linux", cf.OS)
 	}
 	c := cf.Config
 	m.Config = &wire.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd}
@@ -372,7 +366,7 @@ func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs s
 			return err
 		}
 		step := fmt.Sprintf("layer %d/%d", i+1, len(layers))
-		if err := s.fetchBlob(ctx, l, d, step, report); err != nil {
+		if err := s.fetchBlob(ctx, l, d, blame(m), step, report); err != nil {
 			return err
 		}
 		m.Layers = append(m.Layers, d.String())
@@ -383,7 +377,7 @@ func (s *Store) unpackImage(ctx context.Context, img v1.Image, m *meta, rootfs s
 			}
 			// The layer itself is at fault: a name or link leading out,
 			// a broken stream.
-			return &InputError{Field: "ref", Err: fmt.Errorf("%s (%s) cannot be applied: %w", step, short(d), err)}
+			return &InputError{Field: blame(m), Err: fmt.Errorf("%s (%s) cannot be applied: %w", step, short(d), err)}
 		}
 	}
 	return nil
@@ -393,7 +387,7 @@ func short(d v1.Hash) string { return d.Algorithm + ":" + d.Hex[:min(12, len(d.H
 
 // fetchBlob keeps a layer's compressed blob under its digest, verified,
 // unless it is there already.
-func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Hash, step string, report func(step, msg string)) error {
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Hash, field, step string, report func(step, msg string)) error {
 	if d.Algorithm != "sha256" {
 		return fmt.Errorf("layer %s: unsupported digest algorithm", d)
 	}
@@ -423,19 +417,19 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, d v1.Hash, step strin
 		err = cerr
 	}
 	if err != nil {
-		return tampered(fmt.Errorf("fetch layer %s: %w", short(d), err))
+		return tampered(field, fmt.Errorf("fetch layer %s: %w", short(d), err))
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
-		return badInput("ref", "layer %s: its content has digest sha256:%s; refusing it", short(d), got)
+		return badInput(field, "layer %s: its content has digest sha256:%s; refusing it", short(d), got)
 	}
 	return os.Rename(tmp.Name(), dst)
 }
 
 // tampered marks a content mismatch (what a registry or file sent is not
-// what its digest promised) as the ref's fault, not warren's.
-func tampered(err error) error {
+// what its digest promised) as the input's fault, not warren's.
+func tampered(field string, err error) error {
 	if strings.Contains(err.Error(), "error verifying") {
-		return badInput("ref", "%v; refusing it", err)
+		return badInput(field, "%v; refusing it", err)
 	}
 	return err
 }

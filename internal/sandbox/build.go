@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -68,8 +69,8 @@ type build struct {
 // an unchanged rebuild runs nothing. A failing step fails the build and
 // leaves no image of that name; the build sandbox is always deleted.
 func (m *Manager) BuildDockerfile(ctx context.Context, org string, req BuildRequest, report func(step, msg string)) (*wire.Image, error) {
-	if !image.ValidName(req.Name) || m.cfg.Images.Builtin(req.Name) || strings.HasPrefix(req.Name, "cache-") {
-		return nil, badRequest("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63), not a built-in image's, not cache-*", req.Name)
+	if err := m.cfg.Images.CheckName(req.Name); err != nil {
+		return nil, err
 	}
 	if req.Dockerfile == "" {
 		req.Dockerfile = "Dockerfile"
@@ -354,19 +355,9 @@ func (b *build) run(ctx context.Context, step string, in dockerfile.Instruction)
 	if !in.JSON {
 		argv = append(slices.Clone(b.shell), strings.Join(in.Args, " "))
 	}
-	env := map[string]string{}
-	for k, v := range b.env() {
-		env[k] = v
-	}
-	keys := slices.Sorted(func(yield func(string) bool) {
-		for k := range env {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	env := map[string]string(b.env())
 	var envKey strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		envKey.WriteString(k + "=" + env[k] + "\x00")
 	}
 	j, _ := json.Marshal(argv)
@@ -390,7 +381,7 @@ func (b *build) exec(ctx context.Context, step string, req *wire.ExecRequest) er
 	defer release()
 	defer conn.CloseNow()
 	_ = wsjson.Write(ctx, conn, wire.Frame{Type: wire.FrameStdinClose})
-	var partial, tail string
+	var partial, out string
 	flush := func(s string, all bool) {
 		partial += s
 		for {
@@ -414,24 +405,20 @@ func (b *build) exec(ctx context.Context, step string, req *wire.ExecRequest) er
 		switch f.Type {
 		case wire.FrameStdout, wire.FrameStderr:
 			flush(f.Data, false)
-			tail = lastBytes(tail+f.Data, 2048)
+			out += f.Data
+			if len(out) > 8192 {
+				out = out[len(out)-4096:]
+			}
 		case wire.FrameError:
 			return errors.New(f.Message)
 		case wire.FrameExit:
 			flush("", true)
 			if f.ExitCode != nil && *f.ExitCode != 0 {
-				return badRequest("dockerfile", "the command exited %d; its output ends: %s", *f.ExitCode, strings.TrimSpace(tail))
+				return badRequest("dockerfile", "the command exited %d; its output ends: %s", *f.ExitCode, tail(out))
 			}
 			return nil
 		}
 	}
-}
-
-func lastBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[len(s)-n:]
 }
 
 // copy runs COPY and ADD from the build context: sources (globs allowed)

@@ -780,5 +780,5 @@ func writeNetworkFiles(rootfs, host string, info *network.Info, uid int) error {
 
 func newLive(id string, rt runtime.Runtime, agent *guest.Client, sp *spec, lastUse time.Time) *live {
 	return &live{id: id, rt: rt, agent: agent, env: sp.Env, workdir: sp.Workdir, user: sp.User, lastUse: lastUse, flushed: lastUse,
-		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second, idlePause: sp.IdleAction == "pause"}
+		idle: time.Duration(sp.IdleTimeoutSeconds) * time.Second, idlePause: sp.IdleAction == wire.IdlePause}
 }

@@ -228,7 +228,7 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 	l.env, l.workdir, l.user = sp.Env, sp.Workdir, sp.User
 	l.expiresAt = exp
 	l.idle = time.Duration(sp.IdleTimeoutSeconds) * time.Second
-	l.idlePause = sp.IdleAction == "pause"
+	l.idlePause = sp.IdleAction == wire.IdlePause
 	l.lastUse = time.Now()
 	l.mu.Unlock()
 	return row, l

@@ -3,14 +3,12 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
 
 	"github.com/warrenhq/warren/dirtar"
-	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/wire"
@@ -26,11 +24,8 @@ func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Ima
 	if name == "" {
 		return nil, badRequest("name", "name is required: the new image's name")
 	}
-	if !image.ValidName(name) {
-		return nil, badRequest("name", "image name %q must be lowercase letters, digits, '.', '_' or '-' (up to 63)", name)
-	}
-	if m.cfg.Images.Builtin(name) {
-		return nil, badRequest("name", "%q is a built-in image; snapshot under another name", name)
+	if err := m.cfg.Images.CheckName(name); err != nil {
+		return nil, err
 	}
 	if user, err := m.ImageInUse(ctx, name); err != nil {
 		return nil, err
@@ -55,15 +50,7 @@ func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Ima
 	if base, err := m.cfg.Images.Get(row.Image); err == nil && base.Config != nil {
 		cfg.Entrypoint, cfg.Cmd = base.Config.Entrypoint, base.Config.Cmd
 	}
-	img, err := m.snapshot(ctx, l, &sp, name, wire.ImageSnapshot, "snapshot of "+id+" ("+row.Image+")", cfg)
-	var in *image.InputError
-	if errors.As(err, &in) {
-		return nil, badRequest(in.Field, "%s", in.Error())
-	}
-	if errors.Is(err, image.ErrBusy) {
-		return nil, conflict("%s", err.Error())
-	}
-	return img, err
+	return m.snapshot(ctx, l, &sp, name, wire.ImageSnapshot, "snapshot of "+id+" ("+row.Image+")", cfg)
 }
 
 // snapshot copies a running sandbox's files into the image name, frozen
