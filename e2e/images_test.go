@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -739,6 +740,22 @@ CMD ["sh"]
 	sb := s.create(t, client.CreateRequest{Image: "app-hi", Runtime: "runc"})
 	if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "cat built.txt"}); r.Stdout != "built with hi\n" {
 		t.Fatalf("--build-arg: %+v", r)
+	}
+	s.c.DeleteSandbox(ctx, sb.ID)
+
+	// SHELL, ENTRYPOINT and COPY --chmod.
+	write("Dockerfile.more", "FROM busybox\nSHELL [\"/bin/sh\", \"-xc\"]\nCOPY --chmod=0700 conf.txt /secret.conf\nRUN echo traced\nENTRYPOINT [\"/bin/sh\"]\n", 0o644)
+	events = nil
+	more, err := s.c.BuildDir(ctx, client.BuildOptions{Name: "more", Dockerfile: "Dockerfile.more"}, dir, func(ev client.ImageEvent) { events = append(events, ev.Message) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(events, "+ echo traced") || strings.Join(more.Config.Entrypoint, " ") != "/bin/sh" {
+		t.Fatalf("SHELL or ENTRYPOINT: %v %+v", events, more.Config)
+	}
+	sb = s.create(t, client.CreateRequest{Image: "more", Runtime: "runc"})
+	if r := s.exec(t, sb.ID, client.ExecRequest{Cmd: "stat -c %a /secret.conf"}); r.Stdout != "700\n" {
+		t.Fatalf("COPY --chmod: %+v", r)
 	}
 	s.c.DeleteSandbox(ctx, sb.ID)
 
