@@ -32,6 +32,8 @@ type Agent struct {
 
 	bgOnce     sync.Once
 	background *background
+	procsOnce  sync.Once
+	procTable  *procTable
 	memory     *memoryGuard
 }
 
@@ -126,6 +128,14 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("POST /commands", a.handleStartCommand)
 	mux.HandleFunc("GET /commands", a.handleListCommands)
 	mux.HandleFunc("GET /commands/{name}/logs", a.handleCommandLogs)
+	mux.HandleFunc("POST /procs", a.handleStartProc)
+	mux.HandleFunc("GET /procs", a.handleListProcs)
+	mux.HandleFunc("GET /procs/{pid}/events", a.handleConnectProc)
+	mux.HandleFunc("POST /procs/{pid}/input", a.procHandler(procInput))
+	mux.HandleFunc("POST /procs/{pid}/close-stdin", a.procHandler(procCloseStdin))
+	mux.HandleFunc("POST /procs/{pid}/signal", a.procHandler(procSignal))
+	mux.HandleFunc("POST /procs/{pid}/resize", a.procHandler(procResize))
+	mux.HandleFunc("POST /files/move", pathHandler(move))
 	mux.HandleFunc("POST /ready", a.handleReady)
 	mux.HandleFunc("GET /memory", a.handleMemory)
 	mux.HandleFunc("POST /memory/pressure", a.handlePressure)

@@ -455,6 +455,15 @@ func NewFrameReader(r io.Reader) *FrameReader {
 
 // Next returns the next frame; io.EOF at a clean end.
 func (fr *FrameReader) Next() (*wire.Frame, error) {
+	var f wire.Frame
+	if err := fr.NextInto(&f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// NextInto decodes the next non-empty line into v; io.EOF at a clean end.
+func (fr *FrameReader) NextInto(v any) error {
 	for {
 		fr.line = fr.line[:0]
 		var err error
@@ -462,7 +471,7 @@ func (fr *FrameReader) Next() (*wire.Frame, error) {
 			var chunk []byte
 			chunk, err = fr.r.ReadSlice('\n')
 			if len(fr.line)+len(chunk) > MaxFrame {
-				return nil, fmt.Errorf("a frame is longer than %d bytes", MaxFrame)
+				return fmt.Errorf("a frame is longer than %d bytes", MaxFrame)
 			}
 			fr.line = append(fr.line, chunk...)
 			if !errors.Is(err, bufio.ErrBufferFull) {
@@ -470,20 +479,19 @@ func (fr *FrameReader) Next() (*wire.Frame, error) {
 			}
 		}
 		if err != nil && (len(fr.line) == 0 || !errors.Is(err, io.EOF)) {
-			return nil, err
+			return err
 		}
 		line := bytes.TrimSpace(fr.line)
 		if len(line) == 0 {
 			if err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
-		var f wire.Frame
-		if jerr := json.Unmarshal(line, &f); jerr != nil {
-			return nil, fmt.Errorf("malformed frame: %v", jerr)
+		if jerr := json.Unmarshal(line, v); jerr != nil {
+			return fmt.Errorf("malformed frame: %v", jerr)
 		}
-		return &f, nil
+		return nil
 	}
 }
 
@@ -735,4 +743,86 @@ func (c *Client) Ready(ctx context.Context, rc *wire.ReadyCheck) (*ReadyResult, 
 		return nil, err
 	}
 	return &out, nil
+}
+
+// ProcStream is a process's events, read from the agent.
+type ProcStream struct {
+	body io.ReadCloser
+	fr   *FrameReader
+}
+
+// Next returns the next event; io.EOF once the stream ends.
+func (s *ProcStream) Next() (*ProcEvent, error) {
+	var ev ProcEvent
+	if err := s.fr.NextInto(&ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+// Close stops watching; the process goes on.
+func (s *ProcStream) Close() error { return s.body.Close() }
+
+func (c *Client) procStream(ctx context.Context, method, path string, body io.Reader) (*ProcStream, error) {
+	resp, err := c.request(ctx, method, path, nil, body)
+	if err != nil {
+		return nil, err
+	}
+	return &ProcStream{body: resp.Body, fr: NewFrameReader(resp.Body)}, nil
+}
+
+// StartProc starts a process that outlives the returned stream of its
+// events (ProcStarted first).
+func (c *Client) StartProc(ctx context.Context, req *ProcStart) (*ProcStream, error) {
+	body, _ := json.Marshal(req)
+	return c.procStream(ctx, http.MethodPost, "/procs", bytes.NewReader(body))
+}
+
+// ConnectProc watches a running process's events from now on.
+func (c *Client) ConnectProc(ctx context.Context, pid int) (*ProcStream, error) {
+	return c.procStream(ctx, http.MethodGet, "/procs/"+strconv.Itoa(pid)+"/events", nil)
+}
+
+// Procs lists the running processes.
+func (c *Client) Procs(ctx context.Context) ([]ProcInfo, error) {
+	var out ProcList
+	if err := c.doLimited(ctx, http.MethodGet, "/procs", nil, nil, &out, MaxListAnswer); err != nil {
+		return nil, err
+	}
+	return out.Procs, nil
+}
+
+// ProcInput writes to a process's terminal or stdin.
+func (c *Client) ProcInput(ctx context.Context, pid int, data []byte) error {
+	return c.procCall(ctx, pid, "input", ProcInput{Data: data})
+}
+
+// ProcCloseStdin ends a process's input.
+func (c *Client) ProcCloseStdin(ctx context.Context, pid int) error {
+	return c.procCall(ctx, pid, "close-stdin", struct{}{})
+}
+
+// ProcSignal signals a process and its group.
+func (c *Client) ProcSignal(ctx context.Context, pid, signal int) error {
+	return c.procCall(ctx, pid, "signal", ProcSignal{Signal: signal})
+}
+
+// ProcResize resizes a process's terminal.
+func (c *Client) ProcResize(ctx context.Context, pid int, size TermSize) error {
+	return c.procCall(ctx, pid, "resize", size)
+}
+
+func (c *Client) procCall(ctx context.Context, pid int, what string, v any) error {
+	body, _ := json.Marshal(v)
+	return c.do(ctx, http.MethodPost, "/procs/"+strconv.Itoa(pid)+"/"+what, nil, bytes.NewReader(body), nil)
+}
+
+// Move renames a path inside the sandbox, creating the destination's
+// parents, and describes the moved entry.
+func (c *Client) Move(ctx context.Context, from, to string) (*wire.FileInfo, error) {
+	var fi wire.FileInfo
+	if err := c.do(ctx, http.MethodPost, "/files/move", url.Values{"path": {from}, "to": {to}}, nil, &fi); err != nil {
+		return nil, err
+	}
+	return &fi, nil
 }

@@ -224,6 +224,29 @@ func mkdir(p string, _ *http.Request) (any, error) {
 	return statPath(p)
 }
 
+// move renames a file or directory to the absolute path in "to",
+// creating the destination's parents; it answers the moved entry.
+func move(p string, r *http.Request) (any, error) {
+	to := r.URL.Query().Get("to")
+	if !filepath.IsAbs(to) {
+		return nil, fmt.Errorf("%w: destination %q must be absolute", errBadRequest, to)
+	}
+	to = filepath.Clean(to)
+	if p == "/" || to == "/" {
+		return nil, fmt.Errorf("%w: refusing to move /", errBadRequest)
+	}
+	if _, err := os.Lstat(p); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(p, to); err != nil {
+		return nil, err
+	}
+	return statPath(to)
+}
+
 func remove(p string, r *http.Request) (any, error) {
 	if p == "/" {
 		return nil, fmt.Errorf("%w: refusing to remove /", errBadRequest)
