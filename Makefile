@@ -35,7 +35,7 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit test-nonroot sdk-typescript test-sdk-cross fmt-check test-cgroupv2 vet clean fuzz install uninstall
+.PHONY: all deps build run test test-unit test-nonroot sdk-typescript e2b-sdk generate-envd test-sdk-cross fmt-check test-cgroupv2 vet clean fuzz install uninstall
 
 # The Go SDK (and the packages it uses) build, tests included, for these.
 SDK_PLATFORMS := darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 linux/arm64 freebsd/amd64
@@ -64,6 +64,17 @@ test-unit: test-sdk-cross fmt-check
 sdk-typescript:
 	cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
+# E2B's JavaScript SDK, for the compatibility test (e2e/e2b, pinned by
+# its package-lock.json).
+e2b-sdk:
+	cd e2e/e2b && npm ci --no-audit --no-fund --loglevel=error
+
+# envd's Go code from warren's definitions (committed; needs protoc,
+# protoc-gen-go and protoc-gen-connect-go at the versions in go.mod).
+generate-envd:
+	cd internal/envd/spec && protoc -I . -I /usr/include --go_out=. --go_opt=paths=source_relative \
+		--connect-go_out=. --connect-go_opt=paths=source_relative process/process.proto filesystem/filesystem.proto
+
 # Every Go file as gofmt writes it.
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
@@ -83,7 +94,7 @@ uninstall:
 	@$(INSTALL_VARS) scripts/install.sh uninstall
 
 # The suite drives real runsc and runc sandboxes; it needs root.
-test: deps build sdk-typescript test-sdk-cross fmt-check
+test: deps build sdk-typescript e2b-sdk test-sdk-cross fmt-check
 	go vet ./...
 	# The hostile-guest suite, with the race detector.
 	go test -race -count=1 ./internal/guest/

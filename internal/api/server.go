@@ -39,6 +39,11 @@ type Server struct {
 	Preview *preview.Proxy
 	// CORS, if set, lets pages from its origins call the API.
 	CORS *CORS
+	// E2B, if set, serves the requests of E2B's SDKs it matches.
+	E2B interface {
+		Match(r *http.Request) bool
+		http.Handler
+	}
 }
 
 // New builds the API server.
@@ -119,6 +124,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	if _, _, _, ok := s.previewMatch(r); ok {
 		s.Preview.ServeHTTP(rec, r)
+	} else if s.E2B != nil && s.E2B.Match(r) {
+		s.E2B.ServeHTTP(rec, r)
 	} else if s.CORS.handle(rec, r) {
 		// a preflight, answered
 	} else {
@@ -189,11 +196,16 @@ func (s *Server) previewMatch(r *http.Request) (string, int, string, bool) {
 	return s.Preview.Match(r)
 }
 
-var errNoKey = errors.New("missing or malformed API key: send Authorization: Bearer <key>")
+var errNoKey = errors.New("missing or malformed API key: send Authorization: Bearer <key> (or X-API-Key: <key>)")
 
 // keyOf looks up the request's API key.
 func (s *Server) keyOf(r *http.Request) (*store.APIKey, error) {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		// E2B's SDKs send their key this way.
+		key = r.Header.Get("X-API-Key")
+		ok = key != ""
+	}
 	if !ok {
 		key, ok = protocolKey(r)
 	}

@@ -137,6 +137,20 @@ var ErrNoPreview = errors.New("no such preview")
 // PreviewTarget returns where to send a preview request for a sandbox's
 // port. org "" skips the owner check (a signed token already bound it).
 func (m *Manager) PreviewTarget(ctx context.Context, org, id string, port int) (netip.AddrPort, error) {
+	return m.portTarget(ctx, org, id, port, true)
+}
+
+// PortTarget returns where any port of a sandbox is served, exposed or
+// not, for a caller that authorized the request itself (the E2B layer's
+// public ports). Like a preview, a visit wakes a paused sandbox.
+func (m *Manager) PortTarget(ctx context.Context, org, id string, port int) (netip.AddrPort, error) {
+	if err := validPort(port); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return m.portTarget(ctx, org, id, port, false)
+}
+
+func (m *Manager) portTarget(ctx context.Context, org, id string, port int, exposed bool) (netip.AddrPort, error) {
 	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
 	if err == nil && row.State == StatePaused {
 		// A visit wakes a paused sandbox, as any other use does.
@@ -149,7 +163,7 @@ func (m *Manager) PreviewTarget(ctx context.Context, org, id string, port int) (
 	}
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
-	if !slices.Contains(sp.Ports, port) || m.cfg.Network == nil {
+	if exposed && !slices.Contains(sp.Ports, port) || m.cfg.Network == nil {
 		return netip.AddrPort{}, ErrNoPreview
 	}
 	info := m.cfg.Network.Get(id)

@@ -20,6 +20,7 @@ import (
 	"github.com/warrenhq/warren/internal/agentbin"
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
+	"github.com/warrenhq/warren/internal/e2b"
 	"github.com/warrenhq/warren/internal/idmap"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/lxcfs"
@@ -176,6 +177,7 @@ func Run(ctx context.Context, o Options) error {
 	proxy.Targets, proxy.Org = mgr, handler.OrgOf
 	handler.Preview = proxy
 	handler.CORS = cors
+	handler.E2B = e2b.New(e2b.Config{Sandboxes: mgr, Org: handler.OrgOf, Secret: secret, Domain: e2bDomain(proxy.Domain, o.PublicURL), Log: log})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	if ln != nil {
@@ -234,6 +236,19 @@ func previewDomain(given, publicURL string) string {
 		return "localhost"
 	}
 	return ""
+}
+
+// e2bDomain is the domain E2B's SDKs are told their sandboxes are under:
+// the preview domain, with the port the server is reached on, since the
+// SDKs build {port}-{id}.{domain} hosts from it.
+func e2bDomain(domain, publicURL string) string {
+	if domain == "" {
+		return ""
+	}
+	if u, err := url.Parse(publicURL); err == nil && u.Port() != "" {
+		return domain + ":" + u.Port()
+	}
+	return domain
 }
 
 // hostRestarted says whether the host booted since warren last ran here,
