@@ -22,7 +22,17 @@ func TestE2BSDK(t *testing.T) {
 	}
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
-			s := startServer(t, "", "WARREN_RUNTIME="+rt)
+			// Its own image directory: the suite snapshots images.
+			imgs := filepath.Join(t.TempDir(), "images")
+			if err := os.MkdirAll(imgs, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"base", "busybox"} {
+				if err := os.Symlink(filepath.Join(imageDir, name), filepath.Join(imgs, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := startServer(t, "", "WARREN_RUNTIME="+rt, "WARREN_IMAGE_DIR="+imgs)
 			cmd := exec.Command("node", "--test", "--test-reporter=spec", "e2b.test.mjs")
 			cmd.Dir = dir
 			cmd.Env = append(environWithout("E2B_API_KEY", "E2B_DOMAIN", "E2B_DEBUG"),
@@ -36,6 +46,7 @@ func TestE2BSDK(t *testing.T) {
 				t.Fatalf("unexpected summary:\n%s", out)
 			}
 			t.Logf("the e2b SDK suite passed on %s in %v", rt, time.Since(start).Round(time.Second))
+			readmeE2BExample(t, dir, cmd.Env)
 			left, err := s.c.ListSandboxes(context.Background(), client.ListOptions{States: []client.State{"running", "paused"}})
 			if err != nil {
 				t.Fatal(err)
@@ -44,5 +55,31 @@ func TestE2BSDK(t *testing.T) {
 				t.Errorf("the suite left sandbox %s %s", sb.ID, sb.State)
 			}
 		})
+	}
+}
+
+// readmeE2BExample runs the README's E2B example as written.
+func readmeE2BExample(t *testing.T, dir string, env []string) {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(readme), "## Already on E2B?")
+	_, code, ok2 := strings.Cut(sec, "```js\n")
+	code, _, ok3 := strings.Cut(code, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("the README has no E2B example under \"## Already on E2B?\"")
+	}
+	f := filepath.Join(dir, "readme-example.mjs")
+	if err := os.WriteFile(f, []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f)
+	cmd := exec.Command("node", f)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "hello from e2b on warren\n\nkept in the sandbox\n" {
+		t.Fatalf("the README's E2B example: %v\n%s", err, out)
 	}
 }

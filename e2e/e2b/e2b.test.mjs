@@ -176,6 +176,34 @@ test(`E2B SDK on warren (${runtime})`, async (t) => {
     }
   })
 
+  await t.test('createSnapshot makes a template for Sandbox.create', async () => {
+    await sbx.files.write('/opt/from-snapshot.txt', 'snapshotted')
+    const snap = await sbx.createSnapshot()
+    assert.ok(snap.snapshotId)
+    const child = await Sandbox.create(snap.snapshotId)
+    try {
+      assert.equal(await child.files.read('/opt/from-snapshot.txt'), 'snapshotted')
+    } finally {
+      await child.kill()
+    }
+  })
+
+  // runc sandboxes cannot be checkpointed: pausing (and forking) one is
+  // refused.
+  if (runtime !== 'runc') await t.test('fork copies a running sandbox', async () => {
+    await sbx.files.write('/tmp/before-fork.txt', 'shared past')
+    const [copy] = await sbx.fork()
+    assert.ok(!(copy instanceof Error), `${copy}`)
+    try {
+      assert.notEqual(copy.sandboxId, sbx.sandboxId)
+      assert.equal(await copy.files.read('/tmp/before-fork.txt'), 'shared past')
+      await copy.files.write('/tmp/before-fork.txt', 'diverged')
+      assert.equal(await sbx.files.read('/tmp/before-fork.txt'), 'shared past')
+    } finally {
+      await copy.kill()
+    }
+  })
+
   // runc sandboxes cannot be checkpointed: pausing one is refused.
   if (runtime !== 'runc') await t.test('pause, then connect with processes and files kept', async () => {
     const bg = await sbx.commands.run('sleep 600', { background: true })

@@ -44,6 +44,8 @@ func (h *Handler) apiRoutes() http.Handler {
 		{"POST /sandboxes/{id}/connect", h.connect},
 		{"POST /v2/sandboxes/{id}/connect", h.connect},
 		{"POST /sandboxes/{id}/refreshes", h.refresh},
+		{"POST /sandboxes/{id}/fork", h.fork},
+		{"POST /sandboxes/{id}/snapshots", h.snapshot},
 		{"GET /sandboxes/{id}/metrics", h.metrics},
 	} {
 		mux.HandleFunc(r.pattern, h.authenticated(r.handler))
@@ -345,6 +347,77 @@ func (h *Handler) setTimeout(w http.ResponseWriter, r *http.Request, org string)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// forkResult is one entry of a fork's answer.
+type forkResult struct {
+	Sandbox *sandboxAnswer `json:"sandbox,omitempty"`
+	Error   *apiError      `json:"error,omitempty"`
+}
+
+// fork copies a running sandbox into count new ones (gVisor only). warren
+// makes all copies or none, so every entry succeeds or the call fails.
+func (h *Handler) fork(w http.ResponseWriter, r *http.Request, org string) {
+	var b struct {
+		Timeout *int64 `json:"timeout"`
+		Count   *int   `json:"count"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&b); err != nil && !errors.Is(err, io.EOF) {
+		apiFail(w, http.StatusBadRequest, "invalid request body: "+err.Error())
+		return
+	}
+	sb, ok := h.lookup(w, r, org)
+	if !ok {
+		return
+	}
+	count := 1
+	if b.Count != nil {
+		count = *b.Count
+	}
+	copies, err := h.sandboxes.Fork(r.Context(), org, sb.ID, count)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	out := make([]forkResult, 0, len(copies))
+	for _, c := range copies {
+		if b.Timeout != nil {
+			if _, err := h.sandboxes.SetTimeout(r.Context(), org, c.ID, *b.Timeout); err != nil {
+				out = append(out, forkResult{Error: &apiError{Code: statusOf(err), Message: err.Error()}})
+				continue
+			}
+		}
+		a := h.answer(c)
+		out = append(out, forkResult{Sandbox: &a})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// snapshot saves a sandbox's files as an image, which later creates take
+// as their template. (E2B's snapshots keep memory too; warren's image
+// snapshots keep files: see docs/E2B.md.)
+func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request, org string) {
+	var b struct {
+		Name string `json:"name"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&b); err != nil && !errors.Is(err, io.EOF) {
+		apiFail(w, http.StatusBadRequest, "invalid request body: "+err.Error())
+		return
+	}
+	sb, ok := h.lookup(w, r, org)
+	if !ok {
+		return
+	}
+	name := b.Name
+	if name == "" {
+		name = fmt.Sprintf("snapshot-%s-%d", e2bID(sb.ID), time.Now().Unix())
+	}
+	img, err := h.sandboxes.Snapshot(r.Context(), org, sb.ID, name)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"snapshotID": img.Name, "names": []string{img.Name}})
 }
 
 // refresh extends a sandbox's life, as E2B's keep-alive does.

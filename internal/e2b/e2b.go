@@ -57,6 +57,8 @@ type Sandboxes interface {
 	Pause(ctx context.Context, org, id string) (*wire.Sandbox, error)
 	Resume(ctx context.Context, org, id string) (*wire.Sandbox, error)
 	SetTimeout(ctx context.Context, org, id string, seconds int64) (*wire.Sandbox, error)
+	Fork(ctx context.Context, org, id string, count int) ([]*wire.Sandbox, error)
+	Snapshot(ctx context.Context, org, id, name string) (*wire.Image, error)
 	PortTarget(ctx context.Context, org, id string, port int) (netip.AddrPort, error)
 
 	StartProcess(ctx context.Context, org, id string, req *guest.ProcStart) (*sandbox.ProcStream, error)
