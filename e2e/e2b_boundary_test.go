@@ -154,7 +154,7 @@ func TestE2BBoundaries(t *testing.T) {
 	if st, body := e2bCall(t, "POST", s.url+"/v3/templates", key, `{}`, nil); st != 501 || !strings.Contains(body, "Dockerfile") {
 		t.Errorf("template build: %d %s", st, body)
 	}
-	if st, body := e2bCall(t, "POST", s.url+"/v2/sandboxes", key, `{"templateID":"no-such-image"}`, nil); st < 400 || st >= 500 {
+	if st, body := e2bCall(t, "POST", s.url+"/v2/sandboxes", key, `{"templateID":"no-such-image"}`, nil); st != 404 || !strings.Contains(body, "no-such-image") {
 		t.Errorf("unknown template: %d %s", st, body)
 	}
 	if st, body := e2bCall(t, "DELETE", s.url+"/sandboxes/"+strings.Repeat("z", 20), key, "", nil); st != 404 || !strings.Contains(body, `"code":404`) {

@@ -118,6 +118,10 @@ test(`E2B SDK on warren (${runtime})`, async (t) => {
     // Relative paths are the user's home.
     await sbx.files.write('rel.txt', 'home')
     assert.equal((await sbx.commands.run('cat ~/rel.txt')).stdout, 'home')
+    // Compressed on the way.
+    await sbx.files.write('/tmp/dir/gz.txt', 'zipped', { gzip: true })
+    assert.equal(await sbx.files.read('/tmp/dir/gz.txt'), 'zipped')
+    await sbx.files.remove('/tmp/dir/gz.txt')
     // Several at once.
     await sbx.files.write([{ path: '/tmp/multi/a.txt', data: 'A' }, { path: '/tmp/multi/b.txt', data: 'B' }])
     assert.equal(await sbx.files.read('/tmp/multi/b.txt'), 'B')

@@ -165,6 +165,11 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, org string) {
 	}
 	sb, err := h.sandboxes.Create(r.Context(), org, req)
 	if err != nil {
+		// An unknown template is E2B's 404 (the SDKs' NotFoundError).
+		if kind, field := sandbox.KindOf(err); kind == sandbox.KindBadRequest && field == "image" {
+			apiFail(w, http.StatusNotFound, err.Error())
+			return
+		}
 		h.fail(w, err)
 		return
 	}
