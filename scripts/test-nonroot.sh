@@ -7,10 +7,16 @@ set -euo pipefail
 bins=$(mktemp -d)
 chmod 755 "$bins"
 trap 'rm -rf "$bins"' EXIT
-go test -c -o "$bins/" ./... >/dev/null
+# One binary per package with tests, named by its import path: two
+# packages may share a last element.
+binof() { echo "$bins/$(tr / _ <<<"$1").test"; }
+export -f binof
+export bins
+go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./... | grep . |
+	xargs -P "$(nproc)" -I{} bash -c 'go test -c -o "$(binof {})" {} >/dev/null'
 status=0
 while read -r dir path; do
-	bin=$bins/$(basename "$path").test
+	bin=$(binof "$path")
 	[ -f "$bin" ] || continue
 	if ! out=$(cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups --reset-env \
 		env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$bin" 2>&1); then
