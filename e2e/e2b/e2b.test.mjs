@@ -4,7 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
-import { Sandbox, CommandExitError, AuthenticationError, NotFoundError } from 'e2b'
+import { Sandbox, CommandExitError, AuthenticationError, NotFoundError, FilesystemEventType } from 'e2b'
 
 const runtime = process.env.WARREN_TEST_RUNTIME ?? 'default'
 const tag = `e2b-test-${runtime}-${process.pid}`
@@ -143,6 +143,27 @@ test(`E2B SDK on warren (${runtime})`, async (t) => {
     await sbx.files.remove('/tmp/dir')
     assert.equal(await sbx.files.exists('/tmp/dir'), false)
     await assert.rejects(sbx.files.read('/tmp/dir/nope'), (err) => err instanceof NotFoundError)
+  })
+
+  await t.test('watchDir', async () => {
+    await sbx.files.makeDir('/tmp/watched')
+    const events = []
+    const handle = await sbx.files.watchDir('/tmp/watched', (e) => { events.push(e) }, { recursive: true })
+    try {
+      await sbx.files.write('/tmp/watched/new.txt', 'x')
+      await eventually('the write to be seen', () => events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.CREATE))
+      await sbx.files.makeDir('/tmp/watched/sub')
+      await eventually('the new directory to be seen', () => events.some((e) => e.name === 'sub'))
+      // Followed once made: its own changes arrive too.
+      await sbx.commands.run('echo deep > /tmp/watched/sub/deep.txt')
+      await eventually('the change below to be seen', () => events.some((e) => e.name === 'sub/deep.txt'))
+      await sbx.files.remove('/tmp/watched/new.txt')
+      await eventually('the removal to be seen', () => events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.REMOVE))
+      // The write's temporary file is not news.
+      assert.ok(!events.some((e) => e.name.includes('.warren-')), JSON.stringify(events))
+    } finally {
+      await handle.stop()
+    }
   })
 
   await t.test('getHost serves a port of the sandbox', async () => {

@@ -76,6 +76,11 @@ type Sandboxes interface {
 	Mkdir(ctx context.Context, org, id, path string) (*wire.FileInfo, error)
 	RemoveFile(ctx context.Context, org, id, path string, recursive bool) error
 	MoveFile(ctx context.Context, org, id, from, to string) (*wire.FileInfo, error)
+
+	WatchDir(ctx context.Context, org, id string, req guest.WatchRequest) (*sandbox.WatchStream, error)
+	CreateWatcher(ctx context.Context, org, id string, req guest.WatchRequest) (string, error)
+	WatcherEvents(ctx context.Context, org, id, watcher string) ([]guest.WatchEvent, error)
+	RemoveWatcher(ctx context.Context, org, id, watcher string) error
 }
 
 // Handler serves E2B's APIs.

@@ -137,24 +137,59 @@ func (s *processService) Connect(ctx context.Context, req *connect.Request[proce
 	})
 }
 
-// relay sends a process's events to a caller, with keepalives at the
-// interval the caller asks for, until the process ends or the caller
-// leaves. Leaving does not stop the process; reaching the caller's
-// deadline on the stream that started it does.
+// relay sends a process's events to a caller, with keepalives, until
+// the process ends or the caller leaves. Leaving does not stop the
+// process; reaching the caller's deadline on the stream that started it
+// does.
 func relay(ctx context.Context, h *Handler, ps *sandbox.ProcStream, header http.Header, started bool, send func(*process.ProcessEvent) error) error {
-	type next struct {
-		ev  *guest.ProcEvent
+	defer ps.Close()
+	pid := 0
+	err := pump(ctx, header, ps.Next, func(n *guest.ProcEvent) (bool, error) {
+		if n.Type == guest.ProcStarted {
+			pid = n.PID
+		}
+		ev := toEvent(n)
+		if ev == nil {
+			return false, nil
+		}
+		return n.Type == guest.ProcEnded, send(ev)
+	}, func() error {
+		return send(&process.ProcessEvent{Event: &process.ProcessEvent_Keepalive{Keepalive: &process.ProcessEvent_KeepAlive{}}})
+	})
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The caller's own timer may close the connection a moment
+		// before the server's deadline fires; either way the command's
+		// time is up.
+		deadline, ok := ctx.Deadline()
+		if started && pid > 0 && ok && time.Until(deadline) < 250*time.Millisecond {
+			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := h.sandboxes.SignalProcess(bg, "", sandboxOf(ctx), pid, int(syscall.SIGKILL)); err != nil && h.log != nil {
+				h.log.Warn("e2b: kill a process past its deadline", "sandbox.id", sandboxOf(ctx), "pid", pid, "err", err)
+			}
+			cancel()
+		}
+	}
+	return err
+}
+
+// pump hands each item next yields to handle, and sends keepalives at
+// the interval the caller asked for (Keepalive-Ping-Interval, in
+// seconds), until handle says the stream is done, next fails or ctx
+// ends. The errors are Connect's: next's failure is unavailable, the
+// end of ctx deadline_exceeded (wrapping ctx's error).
+func pump[T any](ctx context.Context, header http.Header, next func() (T, error), handle func(T) (done bool, err error), keepalive func() error) error {
+	type item struct {
+		v   T
 		err error
 	}
-	events := make(chan next)
+	items := make(chan item)
 	stop := make(chan struct{})
 	defer close(stop)
-	defer ps.Close()
 	go func() {
 		for {
-			ev, err := ps.Next()
+			v, err := next()
 			select {
-			case events <- next{ev, err}:
+			case items <- item{v, err}:
 			case <-stop:
 				return
 			}
@@ -169,45 +204,23 @@ func relay(ctx context.Context, h *Handler, ps *sandbox.ProcStream, header http.
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	pid := 0
 	for {
 		select {
-		case n := <-events:
-			if n.err != nil {
-				if errors.Is(n.err, io.EOF) {
-					return connect.NewError(connect.CodeUnavailable, errors.New("the sandbox ended the process's stream"))
+		case it := <-items:
+			if it.err != nil {
+				if errors.Is(it.err, io.EOF) {
+					return connect.NewError(connect.CodeUnavailable, errors.New("the sandbox ended the stream"))
 				}
-				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("lost the sandbox's process stream: %w", n.err))
+				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("lost the sandbox's stream: %w", it.err))
 			}
-			ev := toEvent(n.ev)
-			if n.ev.Type == guest.ProcStarted {
-				pid = n.ev.PID
-			}
-			if ev == nil {
-				continue
-			}
-			if err := send(ev); err != nil {
+			if done, err := handle(it.v); err != nil || done {
 				return err
 			}
-			if n.ev.Type == guest.ProcEnded {
-				return nil
-			}
 		case <-tick.C:
-			if err := send(&process.ProcessEvent{Event: &process.ProcessEvent_Keepalive{Keepalive: &process.ProcessEvent_KeepAlive{}}}); err != nil {
+			if err := keepalive(); err != nil {
 				return err
 			}
 		case <-ctx.Done():
-			// The caller's own timer may close the connection a moment
-			// before the server's deadline fires; either way the
-			// command's time is up.
-			deadline, ok := ctx.Deadline()
-			if started && pid > 0 && ok && time.Until(deadline) < 250*time.Millisecond {
-				bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-				if err := h.sandboxes.SignalProcess(bg, "", sandboxOf(ctx), pid, int(syscall.SIGKILL)); err != nil && h.log != nil {
-					h.log.Warn("e2b: kill a process past its deadline", "sandbox.id", sandboxOf(ctx), "pid", pid, "err", err)
-				}
-				cancel()
-			}
 			return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
 		}
 	}
@@ -415,4 +428,91 @@ func (s *filesystemService) ListDir(ctx context.Context, req *connect.Request[fi
 		level = next
 	}
 	return connect.NewResponse(out), nil
+}
+
+// eventTypes maps the agent's watch events to envd's.
+var eventTypes = map[string]filesystem.EventType{
+	guest.WatchCreate: filesystem.EventType_EVENT_TYPE_CREATE,
+	guest.WatchWrite:  filesystem.EventType_EVENT_TYPE_WRITE,
+	guest.WatchRemove: filesystem.EventType_EVENT_TYPE_REMOVE,
+	guest.WatchRename: filesystem.EventType_EVENT_TYPE_RENAME,
+	guest.WatchChmod:  filesystem.EventType_EVENT_TYPE_CHMOD,
+}
+
+func fsEvent(ev *guest.WatchEvent) *filesystem.FilesystemEvent {
+	t, ok := eventTypes[ev.Type]
+	if !ok {
+		return nil
+	}
+	out := &filesystem.FilesystemEvent{Name: ev.Name, Type: t}
+	if ev.Entry != nil {
+		out.Entry = entryInfo(ev.Entry)
+	}
+	return out
+}
+
+func (s *filesystemService) watchRequest(req connect.AnyRequest, p string, recursive, entry bool) guest.WatchRequest {
+	return guest.WatchRequest{Path: resolve(p, s.user(req)), Recursive: recursive, Entry: entry}
+}
+
+// WatchDir streams a directory's changes until the caller leaves or its
+// deadline passes.
+func (s *filesystemService) WatchDir(ctx context.Context, req *connect.Request[filesystem.WatchDirRequest], stream *connect.ServerStream[filesystem.WatchDirResponse]) error {
+	m := req.Msg
+	ws, err := s.h.sandboxes.WatchDir(ctx, "", sandboxOf(ctx), s.watchRequest(req, m.GetPath(), m.GetRecursive(), m.GetIncludeEntry()))
+	if err != nil {
+		return rpcError(err)
+	}
+	defer ws.Close()
+	return pump(ctx, req.Header(), ws.Next, func(ev *guest.WatchEvent) (bool, error) {
+		switch ev.Type {
+		case guest.WatchStarted:
+			return false, stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Start{Start: &filesystem.WatchDirResponse_StartEvent{}}})
+		case guest.WatchFailed:
+			return true, connect.NewError(watchCode(ev.Code), errors.New(ev.Error))
+		}
+		if fe := fsEvent(ev); fe != nil {
+			return false, stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Filesystem{Filesystem: fe}})
+		}
+		return false, nil
+	}, func() error {
+		return stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Keepalive{Keepalive: &filesystem.WatchDirResponse_KeepAlive{}}})
+	})
+}
+
+func watchCode(code string) connect.Code {
+	if code == guest.WatchLimitCode {
+		return connect.CodeResourceExhausted
+	}
+	return connect.CodeInternal
+}
+
+func (s *filesystemService) CreateWatcher(ctx context.Context, req *connect.Request[filesystem.CreateWatcherRequest]) (*connect.Response[filesystem.CreateWatcherResponse], error) {
+	m := req.Msg
+	id, err := s.h.sandboxes.CreateWatcher(ctx, "", sandboxOf(ctx), s.watchRequest(req, m.GetPath(), m.GetRecursive(), m.GetIncludeEntry()))
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&filesystem.CreateWatcherResponse{WatcherId: id}), nil
+}
+
+func (s *filesystemService) GetWatcherEvents(ctx context.Context, req *connect.Request[filesystem.GetWatcherEventsRequest]) (*connect.Response[filesystem.GetWatcherEventsResponse], error) {
+	evs, err := s.h.sandboxes.WatcherEvents(ctx, "", sandboxOf(ctx), req.Msg.GetWatcherId())
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	out := &filesystem.GetWatcherEventsResponse{}
+	for i := range evs {
+		if fe := fsEvent(&evs[i]); fe != nil {
+			out.Events = append(out.Events, fe)
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *filesystemService) RemoveWatcher(ctx context.Context, req *connect.Request[filesystem.RemoveWatcherRequest]) (*connect.Response[filesystem.RemoveWatcherResponse], error) {
+	if err := s.h.sandboxes.RemoveWatcher(ctx, "", sandboxOf(ctx), req.Msg.GetWatcherId()); err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&filesystem.RemoveWatcherResponse{}), nil
 }

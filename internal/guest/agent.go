@@ -34,6 +34,8 @@ type Agent struct {
 	background *background
 	procsOnce  sync.Once
 	procTable  *procTable
+	watchOnce  sync.Once
+	watches    *watches
 	memory     *memoryGuard
 }
 
@@ -136,6 +138,10 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("POST /procs/{pid}/signal", a.procHandler(procSignal))
 	mux.HandleFunc("POST /procs/{pid}/resize", a.procHandler(procResize))
 	mux.HandleFunc("POST /files/move", pathHandler(move))
+	mux.HandleFunc("GET /files/watch", a.handleWatch)
+	mux.HandleFunc("POST /watchers", a.handleCreateWatcher)
+	mux.HandleFunc("GET /watchers/{id}/events", a.handleWatcherEvents)
+	mux.HandleFunc("DELETE /watchers/{id}", a.handleRemoveWatcher)
 	mux.HandleFunc("POST /ready", a.handleReady)
 	mux.HandleFunc("GET /memory", a.handleMemory)
 	mux.HandleFunc("POST /memory/pressure", a.handlePressure)

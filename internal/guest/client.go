@@ -826,3 +826,63 @@ func (c *Client) Move(ctx context.Context, from, to string) (*wire.FileInfo, err
 	}
 	return &fi, nil
 }
+
+// WatchStream is a directory's changes, read from the agent.
+type WatchStream struct {
+	body io.ReadCloser
+	fr   *FrameReader
+}
+
+// Next returns the next event (WatchStarted first); io.EOF once the
+// stream ends.
+func (s *WatchStream) Next() (*WatchEvent, error) {
+	var ev WatchEvent
+	if err := s.fr.NextInto(&ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+// Close stops watching.
+func (s *WatchStream) Close() error { return s.body.Close() }
+
+// Watch streams a directory's changes until the stream is closed.
+func (c *Client) Watch(ctx context.Context, req WatchRequest) (*WatchStream, error) {
+	q := url.Values{"path": {req.Path}}
+	if req.Recursive {
+		q.Set("recursive", "1")
+	}
+	if req.Entry {
+		q.Set("entry", "1")
+	}
+	resp, err := c.request(ctx, http.MethodGet, "/files/watch", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &WatchStream{body: resp.Body, fr: NewFrameReader(resp.Body)}, nil
+}
+
+// CreateWatcher starts a watcher that keeps a directory's changes until
+// they are read.
+func (c *Client) CreateWatcher(ctx context.Context, req WatchRequest) (string, error) {
+	body, _ := json.Marshal(req)
+	var out WatcherID
+	if err := c.do(ctx, http.MethodPost, "/watchers", nil, bytes.NewReader(body), &out); err != nil {
+		return "", err
+	}
+	return out.ID, nil
+}
+
+// WatcherEvents takes the changes a watcher has seen since the last call.
+func (c *Client) WatcherEvents(ctx context.Context, id string) ([]WatchEvent, error) {
+	var out WatcherEvents
+	if err := c.doLimited(ctx, http.MethodGet, "/watchers/"+url.PathEscape(id)+"/events", nil, nil, &out, MaxListAnswer); err != nil {
+		return nil, err
+	}
+	return out.Events, nil
+}
+
+// RemoveWatcher stops a watcher.
+func (c *Client) RemoveWatcher(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/watchers/"+url.PathEscape(id), nil, nil, nil)
+}

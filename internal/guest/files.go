@@ -112,7 +112,7 @@ func writeFile(p string, r *http.Request) (any, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".warren-*")
+	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+tempMarker+"*")
 	if err != nil {
 		return nil, err
 	}

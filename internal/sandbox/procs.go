@@ -52,16 +52,73 @@ func (m *Manager) ConnectProcess(ctx context.Context, org, id string, pid int) (
 }
 
 func (m *Manager) procStream(ctx context.Context, org, id string, open func(*live) (*guest.ProcStream, error)) (*ProcStream, error) {
-	l, done, err := m.use(ctx, org, id)
+	s, release, err := openStream(ctx, m, org, id, open)
 	if err != nil {
 		return nil, err
 	}
-	s, err := open(l)
+	return &ProcStream{ProcStream: s, release: release}, nil
+}
+
+// openStream opens a stream from a running sandbox's agent; release
+// gives back the operation slot and the stream's hold on the sandbox.
+func openStream[S any](ctx context.Context, m *Manager, org, id string, open func(*live) (S, error)) (s S, release func(), err error) {
+	l, done, err := m.use(ctx, org, id)
+	if err != nil {
+		return s, nil, err
+	}
+	s, err = open(l)
 	if err != nil {
 		done()
-		return nil, m.callFailed(ctx, l, err)
+		return s, nil, m.callFailed(ctx, l, err)
 	}
-	return &ProcStream{ProcStream: s, release: both(l.hold(), done)}, nil
+	return s, both(l.hold(), done), nil
+}
+
+// WatchStream is a directory's changes; Close stops watching and gives
+// back the sandbox's operation slot.
+type WatchStream struct {
+	*guest.WatchStream
+	release func()
+}
+
+// Close stops watching.
+func (s *WatchStream) Close() error {
+	err := s.WatchStream.Close()
+	s.release()
+	return err
+}
+
+// WatchDir streams the changes under a directory of a sandbox.
+func (m *Manager) WatchDir(ctx context.Context, org, id string, req guest.WatchRequest) (*WatchStream, error) {
+	s, release, err := openStream(ctx, m, org, id, func(l *live) (*guest.WatchStream, error) { return l.agent.Watch(ctx, req) })
+	if err != nil {
+		return nil, err
+	}
+	return &WatchStream{WatchStream: s, release: release}, nil
+}
+
+// CreateWatcher starts a watcher in a sandbox that keeps a directory's
+// changes until they are read.
+func (m *Manager) CreateWatcher(ctx context.Context, org, id string, req guest.WatchRequest) (wid string, err error) {
+	err = m.withAgent(ctx, org, id, func(a *guest.Client) error {
+		wid, err = a.CreateWatcher(ctx, req)
+		return err
+	})
+	return wid, err
+}
+
+// WatcherEvents takes the changes a watcher has seen since the last call.
+func (m *Manager) WatcherEvents(ctx context.Context, org, id, wid string) (evs []guest.WatchEvent, err error) {
+	err = m.withAgent(ctx, org, id, func(a *guest.Client) error {
+		evs, err = a.WatcherEvents(ctx, wid)
+		return err
+	})
+	return evs, err
+}
+
+// RemoveWatcher stops a watcher.
+func (m *Manager) RemoveWatcher(ctx context.Context, org, id, wid string) error {
+	return m.withAgent(ctx, org, id, func(a *guest.Client) error { return a.RemoveWatcher(ctx, wid) })
 }
 
 // withAgent runs one call to a running sandbox's agent.
