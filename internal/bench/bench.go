@@ -459,13 +459,19 @@ func memAvailableMB() float64 {
 // rawBundle writes a minimal OCI bundle on the image's rootfs (read-only,
 // no network, like `runsc do`) running argv.
 func (o *Options) rawBundle(dir string, argv []string) error {
+	// runc refuses a root reached through a symlink (an image dir that
+	// is a link, say).
+	root, err := filepath.EvalSymlinks(o.Rootfs)
+	if err != nil {
+		return fmt.Errorf("resolve the image's rootfs: %w", err)
+	}
 	spec := map[string]any{
 		"ociVersion": "1.0.2",
 		"process": map[string]any{
 			"args": argv, "cwd": "/", "env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			"user": map[string]int{"uid": 0, "gid": 0},
 		},
-		"root":     map[string]any{"path": o.Rootfs, "readonly": true},
+		"root":     map[string]any{"path": root, "readonly": true},
 		"hostname": "bench",
 		"mounts": []map[string]any{
 			{"destination": "/proc", "type": "proc", "source": "proc"},
