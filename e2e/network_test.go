@@ -76,6 +76,8 @@ func startPeer(t *testing.T) *peer {
 func startDNS(t *testing.T) string {
 	t.Helper()
 	zone := map[string]string{"allowed.test.": publicA, "blocked.test.": publicB, "sub.wild.test.": publicC,
+		// The egress injection test's HTTPS hosts.
+		"api.test.": publicA, "other.test.": publicA,
 		// A name whose owner points it at the host's network too, for
 		// a week.
 		"rebind.test.": "169.254.169.254," + private + "," + publicA}

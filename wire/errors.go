@@ -18,6 +18,7 @@ const (
 	CodeConflict            ErrorCode = "conflict"             // 409: the sandbox's state does not allow it
 	CodeTooLarge            ErrorCode = "too_large"            // 413
 	CodeTooManyRequests     ErrorCode = "too_many_requests"    // 429: try again later
+	CodeQuotaExceeded       ErrorCode = "quota_exceeded"       // 429: the org's quota named by Field is used up
 	CodeInternal            ErrorCode = "internal"             // 500
 	CodeUnavailable         ErrorCode = "unavailable"          // 503
 	CodeInsufficientStorage ErrorCode = "insufficient_storage" // 507: the sandbox's disk is full
@@ -26,7 +27,7 @@ const (
 var statusOf = map[ErrorCode]int{
 	CodeBadRequest: http.StatusBadRequest, CodeUnauthorized: http.StatusUnauthorized, CodeForbidden: http.StatusForbidden,
 	CodeNotFound: http.StatusNotFound, CodeConflict: http.StatusConflict, CodeTooLarge: http.StatusRequestEntityTooLarge,
-	CodeTooManyRequests: http.StatusTooManyRequests, CodeInternal: http.StatusInternalServerError,
+	CodeTooManyRequests: http.StatusTooManyRequests, CodeQuotaExceeded: http.StatusTooManyRequests, CodeInternal: http.StatusInternalServerError,
 	CodeUnavailable: http.StatusServiceUnavailable, CodeInsufficientStorage: http.StatusInsufficientStorage,
 }
 
@@ -41,8 +42,11 @@ func (c ErrorCode) Status() int {
 // CodeForStatus is the code of an answer with this status that carried no
 // error body (a proxy's, say).
 func CodeForStatus(status int) ErrorCode {
-	for c, s := range statusOf {
-		if s == status {
+	// In order: a status more than one code shares (429) maps to the
+	// general one.
+	for _, c := range []ErrorCode{CodeBadRequest, CodeUnauthorized, CodeForbidden, CodeNotFound, CodeConflict, CodeTooLarge,
+		CodeTooManyRequests, CodeInternal, CodeUnavailable, CodeInsufficientStorage} {
+		if statusOf[c] == status {
 			return c
 		}
 	}

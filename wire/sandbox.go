@@ -64,6 +64,14 @@ type CreateRequest struct {
 	Network    *NetworkPolicy `json:"network,omitempty"`
 	Files      []File         `json:"files,omitempty"`
 	Startup    *Startup       `json:"startup,omitempty"`
+	// Volumes are mounted before the sandbox starts.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Secrets name the org's secrets to inject as environment variables:
+	// {"OPENAI_API_KEY": "openai"}.
+	Secrets map[string]string `json:"secrets,omitempty"`
+	// SecretFiles name secrets to write as files under /run/secrets, a
+	// memory-backed filesystem: {"/run/secrets/openai": "openai"}.
+	SecretFiles map[string]string `json:"secret_files,omitempty"`
 }
 
 // Resources are a sandbox's hard limits.
@@ -170,6 +178,11 @@ type Sandbox struct {
 	Reason string `json:"reason,omitempty"`
 	// Memory is what a running sandbox uses (GET of one sandbox only).
 	Memory *Memory `json:"memory,omitempty"`
+	// Volumes, Secrets and SecretFiles are as the create asked: names,
+	// never values.
+	Volumes     []VolumeMount     `json:"volumes,omitempty"`
+	Secrets     map[string]string `json:"secrets,omitempty"`
+	SecretFiles map[string]string `json:"secret_files,omitempty"`
 }
 
 // Memory is a running sandbox's memory use.

@@ -18,7 +18,9 @@ import (
 	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/preview"
 	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/secrets"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/internal/volume"
 	"github.com/warrenhq/warren/wire"
 )
 
@@ -34,7 +36,6 @@ type Server struct {
 	mux      *http.ServeMux
 	started  time.Time
 	patterns []string
-	metrics  http.Handler
 	// Preview serves exposed ports; nil disables previews.
 	Preview *preview.Proxy
 	// CORS, if set, lets pages from its origins call the API.
@@ -44,15 +45,23 @@ type Server struct {
 		Match(r *http.Request) bool
 		http.Handler
 	}
+	// Secrets stores orgs' secrets; nil turns the secret routes off.
+	Secrets *secrets.Vault
+	// Volumes keeps volumes' storage; nil turns the volume routes off.
+	Volumes *volume.Manager
+	// limiter slows down clients that keep failing to authenticate.
+	limiter *limiter
+	// Metrics counts what the API does (may be nil).
+	Metrics *metrics.Metrics
 }
 
 // New builds the API server.
 func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.Logger) *Server {
-	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now(), metrics: metrics.Handler(mgr)}
-	for _, r := range s.routes() {
+	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now(), limiter: newLimiter()}
+	for _, r := range append(s.routes(), s.tenancyRoutes()...) {
 		h := r.handler
-		if r.auth {
-			h = s.authenticate(h)
+		if r.scopes != nil {
+			h = s.authenticate(r.scopes, h)
 		}
 		s.mux.Handle(r.pattern, h)
 		s.patterns = append(s.patterns, r.pattern)
@@ -66,52 +75,64 @@ func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.L
 type route struct {
 	pattern string // "METHOD /path"
 	handler http.HandlerFunc
-	auth    bool
+	// scopes the caller's key must all have; nil: no key needed,
+	// anyKey: any valid key.
+	scopes []string
 }
+
+// Scopes of routes.
+var (
+	anyKey   = []string{}
+	read     = []string{wire.ScopeSandboxesRead}
+	write    = []string{wire.ScopeSandboxesWrite}
+	images   = []string{wire.ScopeImagesWrite}
+	snapshot = []string{wire.ScopeSandboxesWrite, wire.ScopeImagesWrite}
+	admin    = []string{wire.ScopeAdmin}
+)
 
 func (s *Server) routes() []route {
 	return []route{
-		{"GET /healthz", s.handleHealth, false},
-		{"GET /metrics", s.handleMetrics, true},
-		{"GET /v1/openapi.json", s.handleOpenAPI, false},
-		{"GET /v1/info", s.handleInfo, true},
-		{"POST /v1/sandboxes", s.handleCreate, true},
-		{"GET /v1/sandboxes", s.handleList, true},
-		{"GET /v1/sandboxes/{id}", s.handleGet, true},
-		{"DELETE /v1/sandboxes/{id}", s.handleDelete, true},
-		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, true},
-		{"POST /v1/sandboxes/{id}/pause", s.handlePause, true},
-		{"POST /v1/sandboxes/{id}/resume", s.handleResume, true},
-		{"POST /v1/sandboxes/{id}/fork", s.handleFork, true},
-		{"POST /v1/sandboxes/{id}/snapshot", s.handleSnapshot, true},
-		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, true},
-		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, true},
-		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, true},
-		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens", s.handleRevokeTokens, true},
-		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens/{token_id}", s.handleRevokeTokens, true},
-		{"POST /v1/sandboxes/{id}/exec", s.handleExec, true},
-		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, true},
-		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, true},
-		{"GET /v1/sandboxes/{id}/files", s.handleReadFile, true},
-		{"PUT /v1/sandboxes/{id}/files", s.fileRoute(s.writeFile), true},
-		{"DELETE /v1/sandboxes/{id}/files", s.fileRoute(s.removeFile), true},
-		{"GET /v1/sandboxes/{id}/files/list", s.fileRoute(s.listFiles), true},
-		{"GET /v1/sandboxes/{id}/files/stat", s.fileRoute(s.statFile), true},
-		{"POST /v1/sandboxes/{id}/files/mkdir", s.fileRoute(s.mkdir), true},
-		{"GET /v1/sandboxes/{id}/files/archive", s.handleReadArchive, true},
-		{"PUT /v1/sandboxes/{id}/files/archive", s.fileRoute(s.writeArchive), true},
-		{"GET /v1/sandboxes/{id}/pty", s.handlePTY, true},
-		{"POST /v1/sandboxes/{id}/commands", s.handleStartCommand, true},
-		{"GET /v1/sandboxes/{id}/commands", s.handleListCommands, true},
-		{"GET /v1/sandboxes/{id}/commands/{name}/logs", s.handleCommandLogs, true},
-		{"GET /v1/images", s.handleListImages, true},
-		{"POST /v1/images", s.handlePullImage, true},
-		{"POST /v1/images/import", s.handleImportImage, true},
-		{"POST /v1/images/build", s.handleDockerfileBuild, true},
-		{"POST /v1/images/prune", s.handlePruneImages, true},
-		{"GET /v1/images/{name}", s.handleGetImage, true},
-		{"DELETE /v1/images/{name}", s.handleDeleteImage, true},
-		{"POST /v1/images/{name}/build", s.handleBuildImage, true},
+		{"GET /healthz", s.handleHealth, nil},
+		{"GET /metrics", s.handleMetrics, []string{wire.ScopeMetricsRead}},
+		{"GET /v1/openapi.json", s.handleOpenAPI, nil},
+		{"GET /v1/info", s.handleInfo, anyKey},
+		{"POST /v1/sandboxes", s.handleCreate, write},
+		{"GET /v1/sandboxes", s.handleList, read},
+		{"GET /v1/sandboxes/{id}", s.handleGet, read},
+		{"DELETE /v1/sandboxes/{id}", s.handleDelete, write},
+		{"PUT /v1/sandboxes/{id}/network", s.handleSetNetwork, write},
+		{"POST /v1/sandboxes/{id}/pause", s.handlePause, write},
+		{"POST /v1/sandboxes/{id}/resume", s.handleResume, write},
+		{"POST /v1/sandboxes/{id}/fork", s.handleFork, write},
+		{"POST /v1/sandboxes/{id}/snapshot", s.handleSnapshot, snapshot},
+		{"POST /v1/sandboxes/{id}/ports/{port}", s.handleExposePort, write},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}", s.handleUnexposePort, write},
+		{"POST /v1/sandboxes/{id}/ports/{port}/token", s.handlePortToken, write},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens", s.handleRevokeTokens, write},
+		{"DELETE /v1/sandboxes/{id}/ports/{port}/tokens/{token_id}", s.handleRevokeTokens, write},
+		{"POST /v1/sandboxes/{id}/exec", s.handleExec, write},
+		{"POST /v1/sandboxes/{id}/exec/stream", s.handleExecStream, write},
+		{"GET /v1/sandboxes/{id}/exec/ws", s.handleExecWS, write},
+		{"GET /v1/sandboxes/{id}/files", s.handleReadFile, read},
+		{"PUT /v1/sandboxes/{id}/files", s.fileRoute(s.writeFile), write},
+		{"DELETE /v1/sandboxes/{id}/files", s.fileRoute(s.removeFile), write},
+		{"GET /v1/sandboxes/{id}/files/list", s.fileRoute(s.listFiles), read},
+		{"GET /v1/sandboxes/{id}/files/stat", s.fileRoute(s.statFile), read},
+		{"POST /v1/sandboxes/{id}/files/mkdir", s.fileRoute(s.mkdir), write},
+		{"GET /v1/sandboxes/{id}/files/archive", s.handleReadArchive, read},
+		{"PUT /v1/sandboxes/{id}/files/archive", s.fileRoute(s.writeArchive), write},
+		{"GET /v1/sandboxes/{id}/pty", s.handlePTY, write},
+		{"POST /v1/sandboxes/{id}/commands", s.handleStartCommand, write},
+		{"GET /v1/sandboxes/{id}/commands", s.handleListCommands, read},
+		{"GET /v1/sandboxes/{id}/commands/{name}/logs", s.handleCommandLogs, read},
+		{"GET /v1/images", s.handleListImages, read},
+		{"POST /v1/images", s.handlePullImage, images},
+		{"POST /v1/images/import", s.handleImportImage, images},
+		{"POST /v1/images/build", s.handleDockerfileBuild, images},
+		{"POST /v1/images/prune", s.handlePruneImages, images},
+		{"GET /v1/images/{name}", s.handleGetImage, read},
+		{"DELETE /v1/images/{name}", s.handleDeleteImage, images},
+		{"POST /v1/images/{name}/build", s.handleBuildImage, images},
 	}
 }
 
@@ -178,10 +199,33 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 type ctxKey struct{}
 
-// Caller is who made a request.
+// Caller is who made a request: the org its key acts in, the key, and
+// what the key may do.
 type Caller struct {
-	Org   string
-	KeyID string
+	Org    string
+	KeyID  string
+	Scopes []string
+}
+
+// Can says whether the caller's key has scope: admin has every scope,
+// and a write scope includes its read scope.
+func (c Caller) Can(scope string) bool {
+	for _, have := range c.Scopes {
+		if have == wire.ScopeAdmin || have == scope {
+			return true
+		}
+		if family, ok := strings.CutSuffix(scope, ":read"); ok && have == family+":write" {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeAdmin says whether the caller administers the whole node: an admin
+// key of the default org. Admin keys of other orgs administer only
+// their own org.
+func (c Caller) NodeAdmin() bool {
+	return c.Org == wire.DefaultOrgID && c.Can(wire.ScopeAdmin)
 }
 
 func callerFrom(ctx context.Context) Caller {
@@ -196,9 +240,14 @@ func (s *Server) previewMatch(r *http.Request) (string, int, string, bool) {
 	return s.Preview.Match(r)
 }
 
-var errNoKey = errors.New("missing or malformed API key: send Authorization: Bearer <key> (or X-API-Key: <key>)")
+var (
+	errNoKey      = errors.New("missing or malformed API key: send Authorization: Bearer <key> (or X-API-Key: <key>)")
+	errBadKey     = errors.New("invalid API key")
+	errExpiredKey = errors.New("API key expired")
+)
 
-// keyOf looks up the request's API key.
+// keyOf looks up the request's API key; an unknown, expired or revoked
+// key is errBadKey or errExpiredKey.
 func (s *Server) keyOf(r *http.Request) (*store.APIKey, error) {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -213,7 +262,17 @@ func (s *Server) keyOf(r *http.Request) (*store.APIKey, error) {
 	if !ok || !apikey.Valid(key) {
 		return nil, errNoKey
 	}
-	return s.store.APIKeyByHash(r.Context(), apikey.Hash(key))
+	k, err := s.store.APIKeyByHash(r.Context(), apikey.Hash(key))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errBadKey
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !k.ExpiresAt.IsZero() && time.Now().After(k.ExpiresAt) {
+		return nil, errExpiredKey
+	}
+	return k, nil
 }
 
 // protocolKey finds an API key offered as a WebSocket subprotocol
@@ -233,31 +292,62 @@ func protocolKey(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// OrgOf authenticates a request by API key, for the preview proxy.
-func (s *Server) OrgOf(r *http.Request) (string, bool) {
-	k, err := s.keyOf(r)
-	if err != nil {
-		return "", false
+// Authorize authenticates a request by API key for another front (the
+// preview proxy, the E2B layer) and checks that the key has scope. It
+// answers the caller, or the status and message to refuse with.
+func (s *Server) Authorize(r *http.Request, scopes ...string) (Caller, int, string) {
+	c, e := s.caller(r, scopes)
+	if e != nil {
+		return Caller{}, e.Code.Status(), e.Message
 	}
-	return k.Org, true
+	return c, 0, ""
 }
 
-func (s *Server) authenticate(next http.HandlerFunc) http.HandlerFunc {
+// OrgOf authenticates a request by API key with read access to
+// sandboxes, for the preview proxy.
+func (s *Server) OrgOf(r *http.Request) (string, bool) {
+	c, status, _ := s.Authorize(r, wire.ScopeSandboxesRead)
+	return c.Org, status == 0
+}
+
+// caller authenticates a request and checks its key's scopes. Clients
+// that keep failing are slowed down per address.
+func (s *Server) caller(r *http.Request, scopes []string) (Caller, *wire.Error) {
+	addr := clientAddr(r)
+	if wait := s.limiter.blocked(addr); wait > 0 {
+		return Caller{}, &wire.Error{Code: wire.CodeTooManyRequests, Message: fmt.Sprintf("too many failed authentications from %s; try again in %d s", addr, int(wait.Seconds())+1)}
+	}
+	k, err := s.keyOf(r)
+	if err != nil {
+		if errors.Is(err, errNoKey) || errors.Is(err, errBadKey) || errors.Is(err, errExpiredKey) {
+			s.limiter.fail(addr)
+			if s.Metrics != nil {
+				s.Metrics.AuthFailure(err.Error())
+			}
+			return Caller{}, &wire.Error{Code: wire.CodeUnauthorized, Message: err.Error()}
+		}
+		return Caller{}, &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
+	}
+	c := Caller{Org: k.Org, KeyID: k.ID, Scopes: k.Scopes}
+	for _, sc := range scopes {
+		if !c.Can(sc) {
+			return Caller{}, &wire.Error{Code: wire.CodeForbidden, Message: fmt.Sprintf("API key %s lacks the scope %s", k.ID, sc)}
+		}
+	}
+	return c, nil
+}
+
+func (s *Server) authenticate(scopes []string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		k, err := s.keyOf(r)
-		switch {
-		case errors.Is(err, errNoKey):
-			writeError(w, wire.CodeUnauthorized, err.Error(), "")
-			return
-		case errors.Is(err, store.ErrNotFound):
-			writeError(w, wire.CodeUnauthorized, "invalid API key", "")
-			return
-		case err != nil:
-			writeError(w, wire.CodeInternal, err.Error(), "")
+		c, e := s.caller(r, scopes)
+		if e != nil {
+			if e.Code == wire.CodeTooManyRequests {
+				w.Header().Set("Retry-After", "60")
+			}
+			writeError(w, e.Code, e.Message, "")
 			return
 		}
-		ctx := context.WithValue(r.Context(), ctxKey{}, Caller{Org: k.Org, KeyID: k.ID})
-		next(w, r.WithContext(ctx))
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
 	}
 }
 
@@ -285,6 +375,7 @@ var codeOf = map[sandbox.Kind]wire.ErrorCode{
 	sandbox.KindTooMany:     wire.CodeTooManyRequests,
 	sandbox.KindNoSpace:     wire.CodeInsufficientStorage,
 	sandbox.KindTooLarge:    wire.CodeTooLarge,
+	sandbox.KindQuota:       wire.CodeQuotaExceeded,
 }
 
 // errorOf is what the API says about err.
@@ -295,7 +386,7 @@ func errorOf(err error) wire.Error {
 		code = wire.CodeInternal
 	}
 	e := wire.Error{Code: code, Message: err.Error()}
-	if code == wire.CodeBadRequest {
+	if code == wire.CodeBadRequest || code == wire.CodeQuotaExceeded {
 		e.Field = field
 	}
 	return e
@@ -343,7 +434,16 @@ func decode(r *http.Request, v any) error {
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	s.metrics.ServeHTTP(w, r)
+	// The node's metrics name every org's sandboxes.
+	if c := callerFrom(r.Context()); !c.NodeAdmin() && c.Org != wire.DefaultOrgID {
+		writeError(w, wire.CodeForbidden, "metrics are for keys of the default org", "")
+		return
+	}
+	if s.Metrics == nil {
+		writeError(w, wire.CodeNotFound, "metrics are off", "")
+		return
+	}
+	s.Metrics.Handler().ServeHTTP(w, r)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,27 @@ func New() (key, id string) {
 	return key, ID(key)
 }
 
+// E2BPrefix starts keys in the shape E2B's SDKs check for: "e2b_" and 40
+// hex digits.
+const E2BPrefix = "e2b_"
+
+// NewE2B returns a fresh random key in E2B's shape (160 bits).
+func NewE2B() string {
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	return E2BPrefix + hex.EncodeToString(b)
+}
+
+// VisiblePrefix is the part of a key shown to recognise it by: its
+// prefix and four more characters.
+func VisiblePrefix(key string) string {
+	n := 8
+	if strings.HasPrefix(key, E2BPrefix) {
+		n = len(E2BPrefix) + 4
+	}
+	return key[:min(n, len(key))]
+}
+
 // Hash is what the store keeps. Keys are random and long, so a fast hash
 // is enough: there is nothing to brute-force.
 func Hash(key string) string {

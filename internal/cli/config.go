@@ -29,6 +29,8 @@ func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
 // (a secret on a command line is visible to every user of the host).
 var configOnly = map[string]string{
 	"admin-key":              "WARREN_ADMIN_KEY",
+	"master-key":             "WARREN_MASTER_KEY",
+	"master-key-previous":    "WARREN_MASTER_KEY_PREVIOUS",
 	"allow-insecure-runtime": process.AllowEnv,
 }
 
@@ -42,8 +44,10 @@ func applyConfig(cmd *cobra.Command, path string) (map[string]string, error) {
 	if _, err := toml.DecodeFile(path, &raw); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && raw["admin-key"] != nil {
-		return nil, fmt.Errorf("config %s holds admin-key but every user of this host can read it: chmod 600 it", path)
+	for _, secret := range []string{"admin-key", "master-key", "master-key-previous"} {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && raw[secret] != nil {
+			return nil, fmt.Errorf("config %s holds %s but every user of this host can read it: chmod 600 it", path, secret)
+		}
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

@@ -40,7 +40,7 @@ func keyValues(flag string, in []string) (map[string]string, error) {
 func newCreateCmd(g *globals) *cobra.Command {
 	var req client.CreateRequest
 	var res client.Resources
-	var env, md []string
+	var env, md, vols, secretEnv, secretFiles []string
 	var timeout, idle time.Duration
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -53,6 +53,20 @@ func newCreateCmd(g *globals) *cobra.Command {
 			}
 			if req.Metadata, err = keyValues("metadata", md); err != nil {
 				return err
+			}
+			if req.Secrets, err = keyValues("secret", secretEnv); err != nil {
+				return err
+			}
+			if req.SecretFiles, err = keyValues("secret-file", secretFiles); err != nil {
+				return err
+			}
+			for _, v := range vols {
+				name, path, ok := strings.Cut(v, ":")
+				path, mode, _ := strings.Cut(path, ":")
+				if !ok || name == "" || path == "" || mode != "" && mode != "ro" && mode != "rw" {
+					return fmt.Errorf("--volume %q: expected NAME:PATH[:ro]", v)
+				}
+				req.Volumes = append(req.Volumes, client.VolumeMount{Name: name, Path: path, ReadOnly: mode == "ro"})
 			}
 			if res != (client.Resources{}) {
 				req.Resources = &res
@@ -89,6 +103,9 @@ func newCreateCmd(g *globals) *cobra.Command {
 	f.IntVar(&res.PIDs, "pids", 0, "process limit (default 512)")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment KEY=VALUE (repeatable)")
 	f.StringArrayVarP(&md, "metadata", "m", nil, "metadata KEY=VALUE (repeatable)")
+	f.StringArrayVar(&vols, "volume", nil, "mount a volume NAME:PATH[:ro] (repeatable)")
+	f.StringArrayVar(&secretEnv, "secret", nil, "set ENV to the value of the org's secret: ENV=SECRET (repeatable)")
+	f.StringArrayVar(&secretFiles, "secret-file", nil, "write a secret to a file on a memory-backed /run/secrets: /run/secrets/FILE=SECRET (repeatable)")
 	f.DurationVar(&timeout, "timeout", 0, "hard lifetime, e.g. 1h (0: none)")
 	f.DurationVar(&idle, "idle-timeout", 0, "end the sandbox after this long without use (0: never)")
 	return cmd

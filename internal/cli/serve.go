@@ -40,6 +40,8 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &o.PreviewDomain, "preview-domain", "WARREN_PREVIEW_DOMAIN", "", "serve previews at PORT-ID.DOMAIN too")
 	f.StringVar(&n.workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
 	envString(f, &o.Pools, "pool", "WARREN_POOL", "", "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2")
+	envString(f, &o.EgressCAFile, "egress-ca-file", "WARREN_EGRESS_CA_FILE", "", "PEM file of CAs to trust, beside the host's, when verifying the servers secrets are injected into")
+	envString(f, &o.MetricsListen, "metrics-listen", "WARREN_METRICS_LISTEN", "", "also serve Prometheus metrics at http://ADDR/metrics, without a key (keep it private); /metrics on the API needs a key of the default org")
 	envString(f, &o.CORSOrigins, "cors-origin", "WARREN_CORS_ORIGIN", "", "let web pages from these origins call the API (the TypeScript SDK in a browser): ORIGIN,... or *")
 	envString(f, &n.logFormat, "log-format", "WARREN_LOG_FORMAT", "text", "log format: text or json")
 	envString(f, &n.logLevel, "log-level", "WARREN_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -49,6 +51,8 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 // have no flag.
 func (n *nodeFlags) load(cmd *cobra.Command) error {
 	n.AdminKey = os.Getenv("WARREN_ADMIN_KEY")
+	n.MasterKey = os.Getenv("WARREN_MASTER_KEY")
+	n.PreviousMasterKeys = os.Getenv("WARREN_MASTER_KEY_PREVIOUS")
 	if n.config == "" {
 		return nil
 	}
@@ -58,6 +62,12 @@ func (n *nodeFlags) load(cmd *cobra.Command) error {
 	}
 	if k, ok := extras["admin-key"]; ok {
 		n.AdminKey = k
+	}
+	if k, ok := extras["master-key"]; ok {
+		n.MasterKey = k
+	}
+	if k, ok := extras["master-key-previous"]; ok {
+		n.PreviousMasterKeys = k
 	}
 	if v, ok := extras["allow-insecure-runtime"]; ok && (v == "true" || v == "1") {
 		// The process runtime reads its consent from the environment,

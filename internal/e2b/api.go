@@ -28,29 +28,31 @@ const clientID = "warren"
 
 func (h *Handler) apiRoutes() http.Handler {
 	mux := http.NewServeMux()
+	read, write := []string{wire.ScopeSandboxesRead}, []string{wire.ScopeSandboxesWrite}
 	for _, r := range []struct {
 		pattern string
 		handler func(w http.ResponseWriter, r *http.Request, org string)
+		scopes  []string
 	}{
-		{"POST /sandboxes", h.create},
-		{"POST /v2/sandboxes", h.create},
-		{"GET /sandboxes", h.list},
-		{"GET /v2/sandboxes", h.list},
-		{"GET /sandboxes/{id}", h.get},
-		{"DELETE /sandboxes/{id}", h.kill},
-		{"POST /sandboxes/{id}/timeout", h.setTimeout},
-		{"POST /sandboxes/{id}/pause", h.pause},
-		{"POST /sandboxes/{id}/resume", h.connect},
-		{"POST /sandboxes/{id}/connect", h.connect},
-		{"POST /v2/sandboxes/{id}/connect", h.connect},
-		{"POST /sandboxes/{id}/refreshes", h.refresh},
-		{"POST /sandboxes/{id}/fork", h.fork},
-		{"POST /sandboxes/{id}/snapshots", h.snapshot},
-		{"GET /sandboxes/{id}/metrics", h.metrics},
+		{"POST /sandboxes", h.create, write},
+		{"POST /v2/sandboxes", h.create, write},
+		{"GET /sandboxes", h.list, read},
+		{"GET /v2/sandboxes", h.list, read},
+		{"GET /sandboxes/{id}", h.get, read},
+		{"DELETE /sandboxes/{id}", h.kill, write},
+		{"POST /sandboxes/{id}/timeout", h.setTimeout, write},
+		{"POST /sandboxes/{id}/pause", h.pause, write},
+		{"POST /sandboxes/{id}/resume", h.connect, write},
+		{"POST /sandboxes/{id}/connect", h.connect, write},
+		{"POST /v2/sandboxes/{id}/connect", h.connect, write},
+		{"POST /sandboxes/{id}/refreshes", h.refresh, write},
+		{"POST /sandboxes/{id}/fork", h.fork, write},
+		{"POST /sandboxes/{id}/snapshots", h.snapshot, []string{wire.ScopeSandboxesWrite, wire.ScopeImagesWrite}},
+		{"GET /sandboxes/{id}/metrics", h.metrics, read},
 	} {
-		mux.HandleFunc(r.pattern, h.authenticated(r.handler))
+		mux.HandleFunc(r.pattern, h.authenticated(r.scopes, r.handler))
 	}
-	mux.HandleFunc("/", h.authenticated(func(w http.ResponseWriter, r *http.Request, _ string) {
+	mux.HandleFunc("/", h.authenticated(nil, func(w http.ResponseWriter, r *http.Request, _ string) {
 		if strings.Contains(r.URL.Path, "templates") {
 			apiFail(w, http.StatusNotImplemented, "warren does not build E2B templates: build an image with warren's API (POST /v1/images/build takes a Dockerfile) and pass its name as the template")
 			return
@@ -61,12 +63,15 @@ func (h *Handler) apiRoutes() http.Handler {
 }
 
 // authenticated checks the API key in X-API-KEY (or warren's own
-// Authorization header).
-func (h *Handler) authenticated(next func(w http.ResponseWriter, r *http.Request, org string)) http.HandlerFunc {
+// Authorization header) and its scopes.
+func (h *Handler) authenticated(scopes []string, next func(w http.ResponseWriter, r *http.Request, org string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		org, ok := h.org(r)
-		if !ok {
-			apiFail(w, http.StatusUnauthorized, "invalid or missing API key: send it in X-API-KEY")
+		org, status, msg := h.authorize(r, scopes...)
+		if status != 0 {
+			if status == http.StatusUnauthorized {
+				msg += ": send it in X-API-KEY"
+			}
+			apiFail(w, status, msg)
 			return
 		}
 		next(w, r, org)

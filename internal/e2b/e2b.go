@@ -86,9 +86,10 @@ type Sandboxes interface {
 // Handler serves E2B's APIs.
 type Handler struct {
 	sandboxes Sandboxes
-	// org authenticates a control-plane request by API key.
-	org    func(r *http.Request) (string, bool)
-	secret []byte
+	// authorize authenticates a control-plane request by API key and
+	// checks the key's scopes: the org, or the status to refuse with.
+	authorize func(r *http.Request, scopes ...string) (org string, status int, msg string)
+	secret    []byte
 	// domain is what E2B's SDKs build hosts under: {port}-{id}.{domain};
 	// "" turns host-based routing off.
 	domain string
@@ -100,7 +101,7 @@ type Handler struct {
 // Config configures a Handler.
 type Config struct {
 	Sandboxes Sandboxes
-	Org       func(r *http.Request) (string, bool)
+	Authorize func(r *http.Request, scopes ...string) (org string, status int, msg string)
 	// Secret signs envd access tokens; keep it across restarts.
 	Secret []byte
 	// Domain is returned to the SDKs as the sandboxes' domain (it may
@@ -111,7 +112,7 @@ type Config struct {
 
 // New builds the handler.
 func New(c Config) *Handler {
-	h := &Handler{sandboxes: c.Sandboxes, org: c.Org, secret: c.Secret, domain: strings.ToLower(c.Domain), log: c.Log}
+	h := &Handler{sandboxes: c.Sandboxes, authorize: c.Authorize, secret: c.Secret, domain: strings.ToLower(c.Domain), log: c.Log}
 	h.envd = h.envdRoutes()
 	h.api = h.apiRoutes()
 	return h

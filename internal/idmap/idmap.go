@@ -76,8 +76,9 @@ func Hold() int {
 }
 
 // Mount makes an idmapped view of the directory src at dst: files the
-// host's uid N owns appear owned by N+HostID.
-func Mount(src, dst string, userns *os.File) error {
+// host's uid N owns appear owned by N+HostID. The view is read-only
+// unless writable (a volume's; an image's never is).
+func Mount(src, dst string, userns *os.File, writable bool) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dst, err)
 	}
@@ -86,7 +87,11 @@ func Mount(src, dst string, userns *os.File) error {
 		return fmt.Errorf("clone the mount of %s: %w", src, err)
 	}
 	defer unix.Close(fd)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(userns.Fd())}
+	set := uint64(unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+	if !writable {
+		set |= unix.MOUNT_ATTR_RDONLY
+	}
+	attr := &unix.MountAttr{Attr_set: set, Userns_fd: uint64(userns.Fd())}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
 		return fmt.Errorf("idmap the mount of %s: %w", src, err)
 	}

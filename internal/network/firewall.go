@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -159,6 +160,10 @@ var (
 	// resolvers pairs each sandbox's interface with its gateway, where
 	// its own DNS resolver listens; no other host address is open to it.
 	resolvers = &nftables.Set{Table: table, Name: "resolvers", KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr), Concatenation: true}
+	// intercepted holds the interfaces of sandboxes whose HTTPS goes
+	// through warren's egress proxy (they hold secrets with allowed
+	// hosts).
+	intercepted = &nftables.Set{Table: table, Name: "intercepted", KeyType: nftables.TypeIFName}
 	// table6 drops all IPv6 from and to sandboxes. Sandboxes have no IPv6
 	// (it is disabled on both ends of their links); this is the backstop.
 	table6 = &nftables.Table{Name: tableName, Family: nftables.TableFamilyIPv6}
@@ -213,7 +218,7 @@ func ifnameKey(name string) []byte {
 
 // program writes the whole table, with every given sandbox, in one batch.
 // It runs at startup; later changes touch one sandbox at a time.
-func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
+func program(subnet netip.Prefix, interceptPort uint16, sandboxes map[string]*sandboxRules) error {
 	c, err := newConn()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
@@ -228,7 +233,7 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 	if err := c.AddSet(routes, nil); err != nil {
 		return fmt.Errorf("add sandbox map: %w", err)
 	}
-	for _, set := range []*nftables.Set{sources, resolvers} {
+	for _, set := range []*nftables.Set{sources, resolvers, intercepted} {
 		if err := c.AddSet(set, nil); err != nil {
 			return fmt.Errorf("add %s set: %w", set.Name, err)
 		}
@@ -267,6 +272,24 @@ func program(subnet netip.Prefix, sandboxes map[string]*sandboxRules) error {
 	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(proto, 53), ifaceAnd(16, resolvers, false), []expr.Any{verdict(expr.VerdictAccept)}))
+	}
+	if interceptPort != 0 {
+		// An intercepted sandbox's HTTPS goes to the egress proxy, at
+		// its gateway: the only other host port open to it.
+		pre := c.AddChain(&nftables.Chain{Name: "intercept", Table: table, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept})
+		rule(pre, cat(
+			[]expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Lookup{SourceRegister: 1, SetName: intercepted.Name, SetID: intercepted.ID},
+			},
+			l4dport(unix.IPPROTO_TCP, 443),
+			[]expr.Any{
+				&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(interceptPort)},
+				&expr.Redir{RegisterProtoMin: 1},
+			}))
+		rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), l4dport(unix.IPPROTO_TCP, interceptPort),
+			ifaceAnd(16, resolvers, false), []expr.Any{verdict(expr.VerdictAccept)}))
 	}
 	rule(in, cat(ifname(expr.MetaKeyIIFNAME, hostPrefix, expr.CmpOpEq, true), []expr.Any{verdict(expr.VerdictDrop)}))
 
@@ -363,6 +386,11 @@ func addSandbox(c *nftables.Conn, id string, sb *sandboxRules) error {
 	if err := c.SetAddElements(resolvers, []nftables.SetElement{{Key: pairKey(link, sb.info.Gateway)}}); err != nil {
 		return err
 	}
+	if sb.info.Intercept {
+		if err := c.SetAddElements(intercepted, []nftables.SetElement{{Key: ifnameKey(link)}}); err != nil {
+			return err
+		}
+	}
 	return c.SetAddElements(routes, []nftables.SetElement{{
 		Key:         ifnameKey(link),
 		VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain.Name},
@@ -374,7 +402,7 @@ func addSandbox(c *nftables.Conn, id string, sb *sandboxRules) error {
 // after a batch that never landed.
 func removeSandbox(c *nftables.Conn, id string, slot int) error {
 	key := ifnameKey(hostLink(slot))
-	for _, set := range []*nftables.Set{routes, sources, resolvers} {
+	for _, set := range []*nftables.Set{routes, sources, resolvers, intercepted} {
 		els, err := c.GetSetElements(set)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", set.Name, err)

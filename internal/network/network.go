@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// (host:port); by default the host's first nameserver.
 	Upstream string
 	Log      *slog.Logger
+	// InterceptPort, if set, is where the egress proxy listens: the HTTPS
+	// of sandboxes marked by Intercept is redirected there.
+	InterceptPort uint16
 }
 
 // Info is what a sandbox's network looks like.
@@ -38,6 +42,8 @@ type Info struct {
 	Address netip.Addr `json:"address"`
 	Gateway netip.Addr `json:"gateway"`
 	Policy  Policy     `json:"policy"`
+	// Intercept sends the sandbox's HTTPS through the egress proxy.
+	Intercept bool `json:"intercept,omitempty"`
 }
 
 // Manager owns sandbox networks on this host.
@@ -95,7 +101,7 @@ func New(cfg Config) (*Manager, error) {
 			}
 		}
 	}
-	if err := program(cfg.Subnet, m.fw); err != nil {
+	if err := program(cfg.Subnet, cfg.InterceptPort, m.fw); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -245,6 +251,88 @@ func (m *Manager) SetPolicy(id string, p *Policy) (*Policy, error) {
 		m.log.Warn("flush connections after a policy change", "sandbox.id", id, "err", err)
 	}
 	return pol, nil
+}
+
+// Intercept sends a sandbox's HTTPS connections through the egress proxy,
+// or stops; new connections only.
+func (m *Manager) Intercept(id string, on bool) error {
+	if m.cfg.InterceptPort == 0 {
+		return errors.New("this node has no egress proxy")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	info := m.nets[id]
+	if info == nil {
+		return fmt.Errorf("sandbox %s has no network", id)
+	}
+	if info.Intercept == on {
+		return nil
+	}
+	c, err := newConn()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	key := []nftables.SetElement{{Key: ifnameKey(hostLink(info.Slot))}}
+	if on {
+		err = c.SetAddElements(intercepted, key)
+	} else {
+		err = c.SetDeleteElements(intercepted, key)
+	}
+	if err == nil {
+		err = c.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("intercept the HTTPS of %s: %w", id, err)
+	}
+	info.Intercept = on
+	return m.save(id, info)
+}
+
+// Owner is the sandbox whose address src is.
+func (m *Manager) Owner(src netip.Addr) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, n := range m.nets {
+		if n.Address == src {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// Permits says whether a sandbox's policy lets it reach dst now, as its
+// firewall chain would: for connections warren makes on its behalf.
+func (m *Manager) Permits(id string, dst netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fw := m.fw[id]
+	if fw == nil {
+		return false
+	}
+	r := fw.rules
+	for _, p := range r.denyNets {
+		if p.Contains(dst) {
+			return false
+		}
+	}
+	switch r.egress {
+	case EgressDefault:
+		for _, p := range blockedByDefault {
+			if p.Contains(dst) {
+				return false
+			}
+		}
+		return true
+	case EgressAllowlist:
+		for _, p := range r.allowNets {
+			if p.Contains(dst) {
+				return true
+			}
+		}
+		exp, ok := fw.resolved[dst]
+		return ok && time.Now().Before(exp)
+	}
+	return false
 }
 
 // forgetConnections drops the connection-tracking entries a sandbox

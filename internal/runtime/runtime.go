@@ -71,11 +71,13 @@ type UserNamespaced interface {
 	UserNamespace() (*IDRange, string)
 }
 
-// Mount binds a host directory into a sandbox.
+// Mount binds a host directory into a sandbox, or, with Tmpfs, puts an
+// empty memory-backed filesystem of its own at Target (Source unused).
 type Mount struct {
 	Source   string `json:"source"`
 	Target   string `json:"target"`
 	ReadOnly bool   `json:"read_only,omitempty"`
+	Tmpfs    bool   `json:"tmpfs,omitempty"`
 }
 
 // Resources are hard limits. Zero means the backend's default.

@@ -47,6 +47,20 @@ func (m *Manager) Fork(ctx context.Context, org, id string, count int) ([]*wire.
 	if err != nil {
 		return nil, err
 	}
+	var src spec
+	_ = json.Unmarshal(row.Spec, &src)
+	if len(src.Secrets)+len(src.SecretFiles) > 0 {
+		return nil, conflict("sandbox %s holds secrets; forking would copy them, so it is refused", id)
+	}
+	if len(src.Volumes) > 0 {
+		return nil, conflict("sandbox %s mounts volumes, which a copy could not share; it cannot be forked", id)
+	}
+	// Checked again, atomically, as each copy is recorded; this spares
+	// the source a checkpoint when the copies cannot all fit.
+	if err := m.cfg.Store.Admits(ctx, row.Org, store.Demand{Sandboxes: count, CPU: float64(count) * row.CPU,
+		MemoryMB: count * row.MemoryMB, DiskMB: count * row.DiskMB, Creates: count}); err != nil {
+		return nil, err
+	}
 	release, err := m.claim(id)
 	if err != nil {
 		return nil, err
@@ -145,7 +159,8 @@ func (m *Manager) forkOne(ctx context.Context, src *store.Sandbox, sp *spec, rt 
 		md[k] = v
 	}
 	row := &store.Sandbox{ID: newID(), Org: src.Org, State: StateCreating, Runtime: src.Runtime, Image: src.Image,
-		Spec: specJSON, Metadata: md, CreatedAt: now, UpdatedAt: now, LastActiveAt: now}
+		Spec: specJSON, Metadata: md, CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
+		CPU: sp.Resources.CPU, MemoryMB: sp.Resources.MemoryMB, DiskMB: sp.Resources.DiskMB}
 	done, err := m.beginCreate(ctx, row)
 	if err != nil {
 		return nil, err

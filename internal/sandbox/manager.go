@@ -16,14 +16,17 @@ import (
 	"time"
 
 	"github.com/warrenhq/warren/internal/disk"
+	"github.com/warrenhq/warren/internal/egress"
 	"github.com/warrenhq/warren/internal/failpoint"
 	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/inroot"
+	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/runtime"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/internal/volume"
 	"github.com/warrenhq/warren/wire"
 )
 
@@ -57,6 +60,26 @@ type Config struct {
 	// sandboxes did not survive, and the first reconcile says so.
 	HostRestarted bool
 	Log           *slog.Logger
+	// Secrets opens the secrets sandboxes name; nil: none can.
+	Secrets Secrets
+	// Volumes keeps volumes' storage; nil: none can be mounted.
+	Volumes *volume.Manager
+	// Egress substitutes secrets with allowed hosts into sandboxes'
+	// outgoing requests; nil: such secrets are given as they are.
+	Egress Egress
+	// Metrics counts creates, deletes, execs and resumes (may be nil).
+	Metrics *metrics.Metrics
+}
+
+// Egress is what the manager needs of the egress proxy.
+type Egress interface {
+	// Placeholder is what a sandbox sees instead of a secret's value.
+	Placeholder(sandboxID, secretID string) (string, error)
+	// Attach sends a sandbox's HTTPS through the proxy with these
+	// substitutions; it answers the CA the sandbox must trust.
+	Attach(sandboxID string, subs []egress.Substitution) ([]byte, error)
+	// Detach forgets a sandbox that has ended.
+	Detach(sandboxID string)
 }
 
 // Manager runs the sandboxes of one node.
@@ -87,6 +110,7 @@ type live struct {
 
 	// Set before the sandbox goes live, and by a pool claim under mu.
 	env       map[string]string
+	secretEnv []string      // the names in env that hold secrets
 	workdir   string        // the image's, for execs that name none
 	user      string        // the image's, for execs that name none
 	expiresAt time.Time     // zero: no deadline
@@ -259,19 +283,61 @@ func (m *Manager) runDir(id string) string { return filepath.Join(m.sandboxDir(i
 // behind but a row in state failed that says why.
 func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*wire.Sandbox, error) {
 	start := time.Now()
+	sb, err := m.create(ctx, org, req, start)
+	if err != nil {
+		m.countRefusal(err)
+		m.cfg.Metrics.Created("", outcome(err), 0)
+		return nil, err
+	}
+	m.cfg.Metrics.Created(sb.BootPath, "ok", time.Since(start))
+	return sb, nil
+}
+
+// outcome names how a call ended, for metrics: ok, or its error's kind.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	kind, _ := KindOf(err)
+	return [...]string{"internal", "bad_request", "not_found", "conflict", "unavailable", "too_many_requests", "no_space", "too_large", "quota_exceeded"}[kind]
+}
+
+// countRefusal counts a refusal by a quota.
+func (m *Manager) countRefusal(err error) {
+	if kind, field := KindOf(err); kind == KindQuota {
+		m.cfg.Metrics.QuotaRefusal(field)
+	}
+}
+
+func (m *Manager) create(ctx context.Context, org string, req *CreateRequest, start time.Time) (*wire.Sandbox, error) {
 	sp, img, rtName, err := m.validate(req)
 	if err != nil {
 		return nil, err
 	}
+	if err := m.validateTenancy(ctx, org, rtName, req, sp); err != nil {
+		return nil, err
+	}
 	rt := m.cfg.Runtimes[rtName]
-	if row, l := m.claimPooled(ctx, org, img, rtName, sp, req); row != nil {
-		return m.finishClaim(ctx, row, l, req, start)
+	row, l, err := m.claimPooled(ctx, org, img, rtName, sp, req)
+	if err != nil {
+		return nil, err
+	}
+	if row != nil {
+		m.cfg.Metrics.PoolClaim(true)
+		return m.finishClaim(ctx, row, l, req, sp, start)
+	}
+	if m.hasPool(img) {
+		m.cfg.Metrics.PoolClaim(false)
 	}
 	specJSON, _ := json.Marshal(sp)
 	now := time.Now().UTC()
-	row := &store.Sandbox{
+	row = &store.Sandbox{
 		ID: newID(), Org: org, State: StateCreating, Runtime: rtName, Image: img,
 		Spec: specJSON, Metadata: req.Metadata, CreatedAt: now, UpdatedAt: now, LastActiveAt: now,
+		CPU: sp.Resources.CPU, MemoryMB: sp.Resources.MemoryMB, DiskMB: sp.Resources.DiskMB,
+	}
+	for _, v := range sp.Volumes {
+		row.Mounts = append(row.Mounts, store.Mount{VolumeID: v.ID, ReadOnly: v.ReadOnly})
 	}
 	if row.Metadata == nil {
 		row.Metadata = map[string]string{}
@@ -287,22 +353,36 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	// The boot belongs to warren once the row exists: a client that hangs
 	// up must not leave a half-built sandbox behind.
 	bootCtx := context.WithoutCancel(ctx)
+	var sec *openedSecrets
 	timings, l, err := m.boot(bootCtx, row.ID, img, rt, sp)
 	if err == nil {
-		if err = m.runStartup(bootCtx, l, req, timings); err != nil {
+		sec, err = m.applySecrets(bootCtx, l, org, sp)
+		if err == nil {
+			err = m.writeSecretFiles(bootCtx, l, sec.files)
+		}
+		if err == nil {
+			err = m.runStartup(bootCtx, l, req, timings)
+		}
+		if err != nil {
 			l.close()
 		}
 	}
 	if err != nil {
-		log.Error("create failed", "err", redact(err.Error()))
+		var values []string
+		if sec != nil {
+			values = sec.values
+		}
+		msg := redactSecrets(redact(err.Error()), values)
+		log.Error("create failed", "err", msg)
 		m.teardown(bootCtx, row.ID, rt)
-		reason := redact("create failed: " + err.Error())
+		reason := "create failed: " + msg
 		_, _ = m.cfg.Store.Transition(bootCtx, row.ID, []string{StateCreating}, StateFailed, store.Change{Reason: &reason, Ended: true})
+		m.releaseVolumes(bootCtx, sp)
 		var e *Error
 		if errors.As(err, &e) {
-			return nil, err
+			return nil, &Error{Kind: e.Kind, Field: e.Field, Message: redactSecrets(e.Message, values)}
 		}
-		return nil, &Error{Kind: KindInternal, Message: reason, Err: err}
+		return nil, &Error{Kind: KindInternal, Message: reason}
 	}
 	timings["total_ms"] = time.Since(start).Milliseconds()
 	boot := BootCold
@@ -323,6 +403,18 @@ func (m *Manager) Create(ctx context.Context, org string, req *CreateRequest) (*
 	return m.view(row2), nil
 }
 
+// storeError turns the store's refusals of a new sandbox into the API's.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrInUse):
+		return &Error{Kind: KindConflict, Message: err.Error(), Err: err}
+	case errors.Is(err, store.ErrNotFound):
+		// A volume went between the check and the insert.
+		return &Error{Kind: KindBadRequest, Field: "volumes", Message: err.Error(), Err: err}
+	}
+	return err
+}
+
 // beginCreate records a new sandbox in state creating. Its id is marked
 // as a create under way first, so no reconcile pass takes what it builds
 // for an orphan; done clears the mark.
@@ -337,22 +429,30 @@ func (m *Manager) beginCreate(ctx context.Context, row *store.Sandbox) (done fun
 	}
 	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
 		done()
-		return nil, err
+		return nil, storeError(err)
 	}
 	return done, nil
 }
 
 // finishClaim runs a create's startup in a sandbox taken from a pool.
-func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, req *CreateRequest, start time.Time) (*wire.Sandbox, error) {
+func (m *Manager) finishClaim(ctx context.Context, row *store.Sandbox, l *live, req *CreateRequest, sp *spec, start time.Time) (*wire.Sandbox, error) {
 	ctx = context.WithoutCancel(ctx)
 	timings := map[string]int64{"claim_ms": time.Since(start).Milliseconds()}
-	if err := m.runStartup(ctx, l, req, timings); err != nil {
-		m.failRow(ctx, row, l.rt, redact("create failed: "+err.Error()))
+	sec, err := m.applySecrets(ctx, l, row.Org, sp)
+	if err == nil {
+		err = m.runStartup(ctx, l, req, timings)
+	}
+	if err != nil {
+		var values []string
+		if sec != nil {
+			values = sec.values
+		}
+		m.failRow(ctx, row, l.rt, redactSecrets(redact("create failed: "+err.Error()), values))
 		var e *Error
 		if errors.As(err, &e) {
-			return nil, err
+			return nil, &Error{Kind: e.Kind, Field: e.Field, Message: redactSecrets(e.Message, values)}
 		}
-		return nil, &Error{Kind: KindInternal, Message: "create failed: " + err.Error(), Err: err}
+		return nil, &Error{Kind: KindInternal, Message: redactSecrets("create failed: "+err.Error(), values)}
 	}
 	timings["total_ms"] = time.Since(start).Milliseconds()
 	out, err := m.cfg.Store.Transition(ctx, row.ID, []string{StateRunning}, StateRunning, store.Change{Timings: timings})
@@ -447,7 +547,13 @@ func (m *Manager) startRuntime(ctx context.Context, id string, lay overlay.Layou
 	startCtx, cancel := context.WithTimeout(ctx, runtimeStartTimeout)
 	defer cancel()
 	rs := m.runtimeSpec(id, lay, netns, sp)
-	if rs.UserNS = userNS(rt, sp); rs.UserNS != nil && netns != "" {
+	rs.UserNS = userNS(rt, sp)
+	vols, err := m.volumeMounts(sp, rs.UserNS)
+	if err != nil {
+		return err
+	}
+	rs.Mounts = append(rs.Mounts, vols...)
+	if rs.UserNS != nil && netns != "" {
 		rs.Sysfs = filepath.Join(m.sandboxDir(id), "sys")
 		if mounted, _ := overlay.IsMounted(rs.Sysfs); !mounted {
 			if err := network.MountSysfs(id, rs.Sysfs); err != nil {
@@ -607,6 +713,9 @@ func (m *Manager) runtimeSpec(id string, lay overlay.Layout, netns string, sp *s
 // sandbox directory. It is idempotent and safe on half-built sandboxes.
 func (m *Manager) teardown(ctx context.Context, id string, rt runtime.Runtime) error {
 	m.detach(id)
+	if m.cfg.Egress != nil {
+		m.cfg.Egress.Detach(id)
+	}
 	var errs []error
 	if rt != nil {
 		if err := rt.Stop(ctx, id); err != nil {
@@ -665,7 +774,9 @@ func (m *Manager) Delete(ctx context.Context, org, id string) (*wire.Sandbox, er
 	if err != nil {
 		return nil, err
 	}
-	return m.end(ctx, row, "deleted by request")
+	sb, err := m.end(ctx, row, "deleted by request")
+	m.cfg.Metrics.Deleted(outcome(err))
+	return sb, err
 }
 
 // end moves a sandbox through deleting to deleted, tearing it down.
@@ -702,6 +813,9 @@ func (m *Manager) end(ctx context.Context, row *store.Sandbox, reason string) (*
 	if err != nil {
 		return nil, err
 	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	m.releaseVolumes(ctx, &sp)
 	m.log.Info("sandbox deleted", "sandbox.id", row.ID, "reason", reason)
 	return m.view(out), nil
 }
@@ -714,6 +828,10 @@ func (m *Manager) view(r *store.Sandbox) *wire.Sandbox {
 		Metadata: r.Metadata, TimeoutSeconds: sp.TimeoutSeconds, IdleTimeoutSeconds: sp.IdleTimeoutSeconds,
 		Network:   sp.Network,
 		CreatedAt: r.CreatedAt, BootPath: r.BootPath, Timings: r.Timings, Reason: r.Reason,
+		Secrets: sp.Secrets, SecretFiles: sp.SecretFiles,
+	}
+	for _, vs := range sp.Volumes {
+		v.Volumes = append(v.Volumes, wire.VolumeMount{Name: vs.Name, Path: vs.Path, ReadOnly: vs.ReadOnly})
 	}
 	if !r.ExpiresAt.IsZero() {
 		t := r.ExpiresAt

@@ -133,8 +133,8 @@ func (m *Manager) RunningMemory(ctx context.Context) map[string]*wire.Memory {
 	return out
 }
 
-// CountByState counts this node's sandboxes by state, deleted ones left
-// out.
-func (m *Manager) CountByState(ctx context.Context) (map[string]int, error) {
+// CountByState counts this node's sandboxes by state and runtime,
+// deleted ones left out.
+func (m *Manager) CountByState(ctx context.Context) (map[[2]string]int, error) {
 	return m.cfg.Store.CountByState(ctx)
 }

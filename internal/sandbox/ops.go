@@ -137,10 +137,14 @@ func (m *Manager) Exec(ctx context.Context, org, id string, req *wire.ExecReques
 		return nil, err
 	}
 	defer done()
+	start := time.Now()
 	r := *req
 	r.Env = l.withEnv(req.Env)
 	l.fill(&r.Cwd, &r.User)
 	res, err := l.agent.Exec(ctx, &r)
+	if err == nil {
+		m.cfg.Metrics.Executed(time.Since(start))
+	}
 	return res, m.callFailed(ctx, l, err)
 }
 

@@ -87,6 +87,9 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*wire.Sandbox, err
 	if err != nil {
 		return nil, err
 	}
+	if m.holdsPlainSecrets(ctx, row) {
+		return nil, conflict("sandbox %s holds the value of a secret; pausing would write it to disk with its memory, so it is refused (secrets with allowed_hosts do not stop a pause)", id)
+	}
 	release, err := m.claim(id)
 	if err != nil {
 		return nil, err
@@ -146,6 +149,14 @@ func (m *Manager) checkpoint(ctx context.Context, row *store.Sandbox, rt runtime
 // Resume restores a paused sandbox: its processes continue where they
 // were, with every file it had.
 func (m *Manager) Resume(ctx context.Context, org, id string) (*wire.Sandbox, error) {
+	start := time.Now()
+	sb, err := m.resume(ctx, org, id)
+	m.countRefusal(err)
+	m.cfg.Metrics.Resumed(outcome(err), time.Since(start))
+	return sb, err
+}
+
+func (m *Manager) resume(ctx context.Context, org, id string) (*wire.Sandbox, error) {
 	row, err := m.row(ctx, org, id)
 	if err != nil {
 		return nil, err
@@ -168,6 +179,9 @@ func (m *Manager) Resume(ctx context.Context, org, id string) (*wire.Sandbox, er
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	if _, err := m.cfg.Store.Transition(ctx, id, []string{StatePaused}, StateResuming, store.Change{}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, conflict("sandbox %s changed state; try again", id)
+		}
 		return nil, err
 	}
 	failpoint.Hit("resume.resuming")
@@ -212,6 +226,9 @@ func (m *Manager) bringBack(ctx context.Context, row *store.Sandbox, rt runtime.
 		return fmt.Errorf("%s sandbox %s: %w", during, row.ID, err)
 	}
 	l.expiresAt = row.ExpiresAt
+	if _, err := m.applySecrets(ctx, l, row.Org, &sp); err != nil {
+		m.log.Warn("open the secrets of a restored sandbox", "sandbox.id", row.ID, "err", err)
+	}
 	m.goLive(l, row.Org)
 	return nil
 }
@@ -234,7 +251,13 @@ func (m *Manager) restore(ctx context.Context, row *store.Sandbox, rt runtime.Ru
 		phases["network_ms"] = time.Since(start).Milliseconds()
 		netns = network.NSPath(id)
 	}
-	l, err := m.restoreInto(ctx, id, rt, cp, sp, m.runtimeSpec(id, lay, netns, sp), m.checkpointDir(id), phases)
+	rs := m.runtimeSpec(id, lay, netns, sp)
+	vols, err := m.volumeMounts(sp, nil) // only gVisor restores; it has no user namespace
+	if err != nil {
+		return nil, err
+	}
+	rs.Mounts = append(rs.Mounts, vols...)
+	l, err := m.restoreInto(ctx, id, rt, cp, sp, rs, m.checkpointDir(id), phases)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -123,7 +124,8 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 	specJSON, _ := json.Marshal(p.shape)
 	now := time.Now().UTC()
 	row := &store.Sandbox{ID: newID(), Org: "", State: StateCreating, Runtime: rtName, Image: p.spec.Image,
-		Spec: specJSON, Metadata: map[string]string{}, CreatedAt: now, UpdatedAt: now}
+		Spec: specJSON, Metadata: map[string]string{}, CreatedAt: now, UpdatedAt: now,
+		CPU: p.shape.Resources.CPU, MemoryMB: p.shape.Resources.MemoryMB, DiskMB: p.shape.Resources.DiskMB}
 	done, err := m.beginCreate(ctx, row)
 	if err != nil {
 		return "", err
@@ -158,15 +160,18 @@ func (m *Manager) bootPooled(ctx context.Context, p *pool) (string, error) {
 }
 
 // claimPooled hands a pooled sandbox to a create whose image and shape
-// match, or returns nil.
-func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *spec, req *CreateRequest) (*store.Sandbox, *live) {
+// match, or returns nil. A quota that refuses the claim is the create's
+// answer: a cold boot would be refused the same way.
+func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *spec, req *CreateRequest) (*store.Sandbox, *live, error) {
 	want := m.defaultShape()
 	m.imageDefaults(img, &want)
 	want.Network, want.Env, want.TimeoutSeconds, want.IdleTimeoutSeconds, want.IdleAction, want.Ports = nil, nil, 0, 0, "", nil
 	got := *sp
-	got.Network, got.Env, got.TimeoutSeconds, got.IdleTimeoutSeconds, got.IdleAction, got.Ports = nil, nil, 0, 0, "", nil
+	// Secrets as env are given per process, so a warm sandbox serves
+	// them; volumes and secret files are mounted at boot, so it cannot.
+	got.Network, got.Env, got.TimeoutSeconds, got.IdleTimeoutSeconds, got.IdleAction, got.Ports, got.Secrets = nil, nil, 0, 0, "", nil, nil
 	if rtName != m.cfg.DefaultRuntime || !reflect.DeepEqual(want, got) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	m.mu.Lock()
 	pools := append([]*pool(nil), m.pools...)
@@ -179,7 +184,7 @@ func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *
 			p.mu.Lock()
 			if len(p.ready) == 0 {
 				p.mu.Unlock()
-				return nil, nil
+				return nil, nil, nil
 			}
 			id := p.ready[0]
 			p.ready = p.ready[1:]
@@ -188,26 +193,35 @@ func (m *Manager) claimPooled(ctx context.Context, org, img, rtName string, sp *
 			case p.kick <- struct{}{}:
 			default:
 			}
-			if row, l := m.takePooled(ctx, org, id, sp, req); row != nil {
-				return row, l
+			row, l, err := m.takePooled(ctx, org, id, sp, req)
+			var qe *store.QuotaError
+			if errors.As(err, &qe) {
+				// Still pooled: back it goes.
+				p.mu.Lock()
+				p.ready = append([]string{id}, p.ready...)
+				p.mu.Unlock()
+				return nil, nil, err
+			}
+			if row != nil {
+				return row, l, nil
 			}
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // takePooled turns one pooled sandbox into the caller's: its row, its
 // env, its network policy and its deadlines.
-func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req *CreateRequest) (*store.Sandbox, *live) {
+func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req *CreateRequest) (*store.Sandbox, *live, error) {
 	m.mu.Lock()
 	l := m.live[id]
 	m.mu.Unlock()
 	if l == nil || !l.agent.Connected() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if sp.Network != nil && !reflect.DeepEqual(sp.Network, m.defaultShape().Network) {
 		if _, err := m.cfg.Network.SetPolicy(id, sp.Network); err != nil {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	var exp time.Time
@@ -221,7 +235,7 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 	}
 	row, err := m.cfg.Store.Claim(ctx, id, org, md, b, exp)
 	if err != nil {
-		return nil, nil
+		return nil, nil, err
 	}
 	l.mu.Lock()
 	l.org = org
@@ -231,7 +245,19 @@ func (m *Manager) takePooled(ctx context.Context, org, id string, sp *spec, req 
 	l.idlePause = sp.IdleAction == wire.IdlePause
 	l.lastUse = time.Now()
 	l.mu.Unlock()
-	return row, l
+	return row, l, nil
+}
+
+// hasPool says whether a warm pool keeps sandboxes of img.
+func (m *Manager) hasPool(img string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.pools {
+		if p.spec.Image == img {
+			return true
+		}
+	}
+	return false
 }
 
 // Pools reports the warm pools.

@@ -133,11 +133,16 @@ func (m *Manager) withAgent(ctx context.Context, org, id string, call func(*gues
 
 // Processes lists a sandbox's running processes.
 func (m *Manager) Processes(ctx context.Context, org, id string) (out []guest.ProcInfo, err error) {
-	err = m.withAgent(ctx, org, id, func(a *guest.Client) error {
-		out, err = a.Procs(ctx)
-		return err
-	})
-	return out, err
+	l, done, err := m.use(ctx, org, id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	out, err = l.agent.Procs(ctx)
+	for i := range out {
+		out[i].Env = l.hideSecretEnv(out[i].Env)
+	}
+	return out, m.callFailed(ctx, l, err)
 }
 
 // ProcessInput writes to a process's stdin or terminal.
@@ -185,6 +190,9 @@ func (m *Manager) SetTimeout(ctx context.Context, org, id string, seconds int64)
 	var exp time.Time
 	if seconds > 0 {
 		exp = time.Now().Add(time.Duration(seconds) * time.Second).UTC()
+	}
+	if err := m.lifetimeAllows(ctx, row, exp); err != nil {
+		return nil, err
 	}
 	row, err = m.cfg.Store.Transition(ctx, id, []string{row.State}, row.State, store.Change{ExpiresAt: &exp})
 	if err != nil {

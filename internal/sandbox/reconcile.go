@@ -101,6 +101,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	}
 	wg.Wait()
 	m.cfg.HostRestarted = false
+	m.SweepVolumes(ctx)
 	m.sweep(ctx, func(id string) bool {
 		mu.Lock()
 		kept := keep[id]
@@ -135,7 +136,7 @@ func (m *Manager) settle(ctx context.Context, row *store.Sandbox, rt runtime.Run
 	}
 	if st == runtime.StatusRunning {
 		if err := m.reattach(ctx, row, rt); err == nil {
-			if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateRunning, store.Change{}); err == nil {
+			if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StateRunning, store.Change{Unchecked: true}); err == nil {
 				_ = os.RemoveAll(m.checkpointDir(row.ID))
 				m.log.Info("reconcile: interrupted "+row.State+" rolled back; the sandbox runs", "sandbox.id", row.ID)
 				return true
@@ -147,7 +148,7 @@ func (m *Manager) settle(ctx context.Context, row *store.Sandbox, rt runtime.Run
 	if hasCheckpoint(m.checkpointDir(row.ID)) {
 		_ = rt.Stop(ctx, row.ID)
 		reason := "interrupted while " + row.State + "; paused with what was saved"
-		if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StatePaused, store.Change{Reason: &reason}); err == nil {
+		if _, err := m.cfg.Store.Transition(ctx, row.ID, []string{row.State}, StatePaused, store.Change{Reason: &reason, Unchecked: true}); err == nil {
 			m.log.Warn("reconcile: interrupted "+row.State+"; the sandbox is paused", "sandbox.id", row.ID)
 			return true
 		}
@@ -214,6 +215,9 @@ func (m *Manager) failRow(ctx context.Context, row *store.Sandbox, rt runtime.Ru
 	if err := m.teardown(ctx, row.ID, rt); err != nil {
 		m.log.Error("tear down failed sandbox", "sandbox.id", row.ID, "err", err)
 	}
+	var sp spec
+	_ = json.Unmarshal(row.Spec, &sp)
+	m.releaseVolumes(ctx, &sp)
 }
 
 // checkLive fails a sandbox whose agent has gone and whose runtime says it
@@ -245,6 +249,7 @@ func (m *Manager) checkLive(ctx context.Context, row *store.Sandbox, rt runtime.
 // next reconcile, so callers learn of a dead sandbox in milliseconds.
 func (m *Manager) agentLost(id string) func() {
 	return func() {
+		m.cfg.Metrics.AgentReconnect()
 		// One check at a time per sandbox: an agent that connects and
 		// drops in a loop must not become a storm of runtime calls.
 		m.mu.Lock()
@@ -314,6 +319,10 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	}
 	l := newLive(row.ID, rt, agent, &sp, last)
 	l.expiresAt = row.ExpiresAt
+	if _, err := m.applySecrets(ctx, l, row.Org, &sp); err != nil {
+		// A secret deleted since: the sandbox runs on without it.
+		m.log.Warn("open the secrets of an adopted sandbox", "sandbox.id", row.ID, "err", err)
+	}
 	m.guardMemory(l, &sp)
 	m.goLive(l, row.Org)
 	m.log.Info("reattached sandbox", "sandbox.id", row.ID)

@@ -43,6 +43,9 @@ func (m *Manager) Snapshot(ctx context.Context, org, id, name string) (*wire.Ima
 	}
 	var sp spec
 	_ = json.Unmarshal(row.Spec, &sp)
+	if len(sp.Secrets)+len(sp.SecretFiles) > 0 {
+		return nil, conflict("sandbox %s holds secrets; a snapshot could carry them into an image, so it is refused", id)
+	}
 	cfg := &wire.ImageConfig{WorkingDir: sp.Workdir, User: sp.User}
 	for _, k := range slices.Sorted(maps.Keys(sp.Env)) {
 		cfg.Env = append(cfg.Env, k+"="+sp.Env[k])

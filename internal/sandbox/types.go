@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/warrenhq/warren/internal/runtime"
+	"github.com/warrenhq/warren/internal/store"
 	"github.com/warrenhq/warren/wire"
 )
 
@@ -60,6 +61,11 @@ type spec struct {
 	// PreviewNotBefore revokes, per port, the preview tokens issued
 	// before a time (unix milliseconds): a revoke-all or an unexpose.
 	PreviewNotBefore map[int]int64 `json:"preview_not_before,omitempty"`
+	// Volumes are mounted at boot; Secrets and SecretFiles name the
+	// org's secrets (never their values) for env and /run/secrets.
+	Volumes     []volumeSpec      `json:"volumes,omitempty"`
+	Secrets     map[string]string `json:"secrets,omitempty"`
+	SecretFiles map[string]string `json:"secret_files,omitempty"`
 }
 
 // Kind classifies an Error for the API.
@@ -77,6 +83,8 @@ const (
 	KindNoSpace
 	// KindTooLarge: a request body is over its limit.
 	KindTooLarge
+	// KindQuota: the org's quota (Field) does not allow it.
+	KindQuota
 )
 
 // Error is an error a caller can act on.
@@ -113,6 +121,10 @@ func KindOf(err error) (Kind, string) {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Kind, e.Field
+	}
+	var qe *store.QuotaError
+	if errors.As(err, &qe) {
+		return KindQuota, qe.Field
 	}
 	return KindInternal, ""
 }

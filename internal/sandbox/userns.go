@@ -40,17 +40,27 @@ func (m *Manager) idmappedImage(img, lower string, r *runtime.IDRange) (string, 
 	if mounted, _ := overlay.IsMounted(view); mounted {
 		return view, nil
 	}
-	if m.userns == nil {
-		f, err := idmap.Range{HostID: r.HostID, Size: r.Size}.Userns()
-		if err != nil {
-			return "", err
-		}
-		m.userns = f
+	if err := m.ensureUserns(r); err != nil {
+		return "", err
 	}
-	if err := idmap.Mount(lower, view, m.userns); err != nil {
+	if err := idmap.Mount(lower, view, m.userns, false); err != nil {
 		return "", err
 	}
 	return view, nil
+}
+
+// ensureUserns makes the user namespace idmapped mounts are made for,
+// once; the caller holds idmapMu.
+func (m *Manager) ensureUserns(r *runtime.IDRange) error {
+	if m.userns != nil {
+		return nil
+	}
+	f, err := idmap.Range{HostID: r.HostID, Size: r.Size}.Userns()
+	if err != nil {
+		return err
+	}
+	m.userns = f
+	return nil
 }
 
 // prepareUserNS gives a sandbox's run directory to the uid that is root

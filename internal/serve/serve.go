@@ -5,6 +5,8 @@ package serve
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,9 +23,11 @@ import (
 	"github.com/warrenhq/warren/internal/api"
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/e2b"
+	"github.com/warrenhq/warren/internal/egress"
 	"github.com/warrenhq/warren/internal/idmap"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/lxcfs"
+	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/network"
 	"github.com/warrenhq/warren/internal/overlay"
 	"github.com/warrenhq/warren/internal/preview"
@@ -31,7 +35,10 @@ import (
 	"github.com/warrenhq/warren/internal/runtime/oci"
 	"github.com/warrenhq/warren/internal/runtime/process"
 	"github.com/warrenhq/warren/internal/sandbox"
+	"github.com/warrenhq/warren/internal/secrets"
 	"github.com/warrenhq/warren/internal/store"
+	"github.com/warrenhq/warren/internal/volume"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Options configures a node.
@@ -44,7 +51,17 @@ type Options struct {
 	Runsc   string // path of runsc; default: PATH
 	Runc    string // path of runc; default: PATH
 	// AdminKey, if set, is the bootstrap admin key (WARREN_ADMIN_KEY).
-	AdminKey     string
+	AdminKey string
+	// MasterKey, if set, seals secrets (WARREN_MASTER_KEY); else a key
+	// file in the data dir does. PreviousMasterKeys still open what they
+	// sealed; everything is resealed under the current key at start.
+	MasterKey          string
+	PreviousMasterKeys string
+	// MetricsListen, if set, serves /metrics there without a key.
+	MetricsListen string
+	// EgressCAFile adds CAs (PEM) to the host's for verifying the servers
+	// secrets are injected into (a corporate TLS proxy's, a test's).
+	EgressCAFile string
 	DebianMirror string
 	// DockerConfig is the directory of a docker config.json with registry
 	// credentials for pulls.
@@ -73,7 +90,7 @@ type Options struct {
 }
 
 // DefaultOrg owns everything until organizations arrive.
-const DefaultOrg = "default"
+const DefaultOrg = wire.DefaultOrgID
 
 // Run serves until ctx ends. Sandboxes keep running after it returns; the
 // next Run adopts them.
@@ -105,6 +122,28 @@ func Run(ctx context.Context, o Options) error {
 	defer st.Close()
 	key, isNew, err := bootstrapKey(ctx, st, o.DataDir, o.AdminKey)
 	if err != nil {
+		return err
+	}
+	keys, err := secrets.Load(o.DataDir, o.MasterKey, o.PreviousMasterKeys)
+	if err != nil {
+		return err
+	}
+	vault := &secrets.Vault{Store: st, Keys: keys, NewID: func() string { return newID("sec_") }}
+	if n, err := vault.Rotate(ctx); err != nil {
+		return fmt.Errorf("reseal secrets under the current master key: %w", err)
+	} else if n > 0 {
+		log.Info("secrets resealed under the current master key", "count", n, "key.id", keys.CurrentID())
+	}
+	volumes := &volume.Manager{Dir: filepath.Join(o.DataDir, "volumes")}
+	vols, err := st.ListVolumes(ctx, "")
+	if err != nil {
+		return err
+	}
+	sizes := map[string]int{}
+	for _, v := range vols {
+		sizes[v.ID] = v.SizeMB
+	}
+	if err := volumes.Reconcile(ctx, sizes); err != nil {
 		return err
 	}
 	images, err := image.NewStore(o.ImageDir, image.Options{DebianMirror: o.DebianMirror, DockerConfig: o.DockerConfig})
@@ -142,19 +181,35 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	proxy := &preview.Proxy{Secret: secret, Domain: previewDomain(o.PreviewDomain, o.PublicURL), Base: o.PublicURL}
-	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log})
+	// The egress proxy takes sandboxes' HTTPS redirected to it (only from
+	// their own addresses; anything else is closed at once).
+	egressLn, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		return fmt.Errorf("listen for the egress proxy: %w", err)
+	}
+	defer egressLn.Close()
+	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log,
+		InterceptPort: uint16(egressLn.Addr().(*net.TCPAddr).Port)})
 	if err != nil {
 		return err
 	}
 	defer nets.Close()
+	roots, err := egressRoots(o.EgressCAFile)
+	if err != nil {
+		return err
+	}
+	outbound := &egress.Proxy{Dir: filepath.Join(o.DataDir, "egress"), Keys: keys, Network: nets, Roots: roots, Log: log}
+	go func() { _ = outbound.Serve(egressLn) }()
+	meter := metrics.New()
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
 		DefaultRuntime: def, Warnings: found.Warnings, Agent: agent.Path, AgentLibs: agent.Libs, Network: nets, PreviewURL: proxy.URL, PreviewPathURL: proxy.PathURL, Log: log,
-		HostRestarted: hostRestarted(o.DataDir),
+		HostRestarted: hostRestarted(o.DataDir), Secrets: vault, Volumes: volumes, Metrics: meter, Egress: outbound,
 	})
 	if err != nil {
 		return err
 	}
+	meter.Watch(mgr)
 	if err := mgr.Reconcile(ctx); err != nil {
 		return err
 	}
@@ -177,7 +232,22 @@ func Run(ctx context.Context, o Options) error {
 	proxy.Targets, proxy.Org = mgr, handler.OrgOf
 	handler.Preview = proxy
 	handler.CORS = cors
-	handler.E2B = e2b.New(e2b.Config{Sandboxes: mgr, Org: handler.OrgOf, Secret: secret, Domain: e2bDomain(proxy.Domain, o.PublicURL), Log: log})
+	handler.Secrets, handler.Volumes, handler.Metrics = vault, volumes, meter
+	handler.E2B = e2b.New(e2b.Config{Sandboxes: mgr, Secret: secret, Domain: e2bDomain(proxy.Domain, o.PublicURL), Log: log,
+		Authorize: func(r *http.Request, scopes ...string) (string, int, string) {
+			c, status, msg := handler.Authorize(r, scopes...)
+			return c.Org, status, msg
+		}})
+	if o.MetricsListen != "" {
+		mln, err := net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", o.MetricsListen, err)
+		}
+		msrv := &http.Server{Handler: meter.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("metrics served", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	if ln != nil {
@@ -290,7 +360,8 @@ func bootstrapKey(ctx context.Context, st *store.Store, dataDir, given string) (
 			return "", false, errors.New("WARREN_ADMIN_KEY must be 16 to 256 characters without spaces")
 		}
 		if _, err := st.APIKeyByHash(ctx, apikey.Hash(given)); errors.Is(err, store.ErrNotFound) {
-			err := st.InsertAPIKey(ctx, store.APIKey{ID: apikey.ID(given), Org: DefaultOrg, Name: "admin (WARREN_ADMIN_KEY)", Hash: apikey.Hash(given), CreatedAt: time.Now()})
+			err := st.InsertAPIKey(ctx, store.APIKey{ID: apikey.ID(given), Org: DefaultOrg, Name: "admin (WARREN_ADMIN_KEY)", Hash: apikey.Hash(given),
+				Prefix: apikey.VisiblePrefix(given), Scopes: []string{wire.ScopeAdmin}, Bootstrap: true, CreatedAt: time.Now()})
 			if err != nil {
 				return "", false, err
 			}
@@ -299,7 +370,7 @@ func bootstrapKey(ctx context.Context, st *store.Store, dataDir, given string) (
 		}
 		// The given key is the admin key: one set before it (rotated
 		// away) or made at first start stops working now.
-		if _, err := st.DeleteAPIKeysExcept(ctx, DefaultOrg, "admin", apikey.Hash(given)); err != nil {
+		if _, err := st.DeleteBootstrapKeysExcept(ctx, apikey.Hash(given)); err != nil {
 			return "", false, err
 		}
 		return given, false, writeKeyFile(path, given)
@@ -316,7 +387,8 @@ func bootstrapKey(ctx context.Context, st *store.Store, dataDir, given string) (
 	if err := writeKeyFile(path, key); err != nil {
 		return "", false, err
 	}
-	if err := st.InsertAPIKey(ctx, store.APIKey{ID: id, Org: DefaultOrg, Name: "admin", Hash: apikey.Hash(key), CreatedAt: time.Now()}); err != nil {
+	if err := st.InsertAPIKey(ctx, store.APIKey{ID: id, Org: DefaultOrg, Name: "admin", Hash: apikey.Hash(key), Prefix: apikey.VisiblePrefix(key),
+		Scopes: []string{wire.ScopeAdmin}, Bootstrap: true, CreatedAt: time.Now()}); err != nil {
 		return "", false, err
 	}
 	return key, true, nil
@@ -478,7 +550,7 @@ func ProbeUserNS(dataDir, imageDir string) (*runtime.IDRange, string) {
 	}
 	defer ns.Close()
 	view := filepath.Join(dir, "view")
-	if err := idmap.Mount(filepath.Join(dir, "lower"), view, ns); err != nil {
+	if err := idmap.Mount(filepath.Join(dir, "lower"), view, ns, false); err != nil {
 		return nil, err.Error()
 	}
 	defer idmap.Unmount(view)
@@ -519,4 +591,31 @@ func installAgent(ctx context.Context, dataDir string) (agentbin.Agent, error) {
 		return agentbin.Agent{}, fmt.Errorf("find own binary: %w", err)
 	}
 	return agentbin.Install(ctx, self, filepath.Join(dataDir, "agent"))
+}
+
+// egressRoots are the CAs upstream servers are verified against: the
+// host's, and those in file.
+func egressRoots(file string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if file == "" {
+		return pool, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-ca-file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--egress-ca-file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// newID is prefix and 20 random base32 letters.
+func newID(prefix string) string {
+	b := make([]byte, 13)
+	_, _ = rand.Read(b)
+	return prefix + strings.ToLower(base32.StdEncoding.EncodeToString(b))[:20]
 }

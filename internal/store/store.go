@@ -105,52 +105,6 @@ func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// APIKey is a stored key; only its hash is kept.
-type APIKey struct {
-	ID        string
-	Org       string
-	Name      string
-	Hash      string
-	CreatedAt time.Time
-}
-
-// InsertAPIKey stores a key.
-func (s *Store) InsertAPIKey(ctx context.Context, k APIKey) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys(id, org, name, hash, created_at) VALUES(?,?,?,?,?)`,
-		k.ID, k.Org, k.Name, k.Hash, k.CreatedAt.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("insert api key: %w", err)
-	}
-	return nil
-}
-
-// APIKeyByHash finds the key with this hash.
-func (s *Store) APIKeyByHash(ctx context.Context, hash string) (*APIKey, error) {
-	var k APIKey
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, org, name, hash, created_at FROM api_keys WHERE hash = ?`, hash).
-		Scan(&k.ID, &k.Org, &k.Name, &k.Hash, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up api key: %w", err)
-	}
-	k.CreatedAt = time.UnixMilli(created).UTC()
-	return &k, nil
-}
-
-// DeleteAPIKeysExcept removes the keys of org whose name starts with
-// prefix, but for the one with hash keep: a rotated bootstrap key
-// replaces the ones before it.
-func (s *Store) DeleteAPIKeysExcept(ctx context.Context, org, prefix, keep string) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM api_keys WHERE org = ? AND substr(name, 1, ?) = ? AND hash != ?`, org, len(prefix), prefix, keep)
-	if err != nil {
-		return 0, fmt.Errorf("delete api keys: %w", err)
-	}
-	return res.RowsAffected()
-}
-
 // RevokeToken records a preview token as revoked until it would have
 // expired anyway; expired records are dropped.
 func (s *Store) RevokeToken(ctx context.Context, tokenID, sandboxID string, expires time.Time) error {
@@ -174,21 +128,22 @@ func (s *Store) TokenRevoked(ctx context.Context, tokenID string) (bool, error) 
 	return n > 0, nil
 }
 
-// CountByState counts sandboxes by state, deleted ones left out.
-func (s *Store) CountByState(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM sandboxes WHERE state != 'deleted' GROUP BY state`)
+// CountByState counts sandboxes by state and runtime, deleted ones left
+// out.
+func (s *Store) CountByState(ctx context.Context) (map[[2]string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, runtime, COUNT(*) FROM sandboxes WHERE state != 'deleted' GROUP BY state, runtime`)
 	if err != nil {
 		return nil, fmt.Errorf("count sandboxes: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int{}
+	out := map[[2]string]int{}
 	for rows.Next() {
-		var st string
+		var st, rt string
 		var n int
-		if err := rows.Scan(&st, &n); err != nil {
+		if err := rows.Scan(&st, &rt, &n); err != nil {
 			return nil, err
 		}
-		out[st] = n
+		out[[2]string{st, rt}] = n
 	}
 	return out, rows.Err()
 }
@@ -221,9 +176,21 @@ type Sandbox struct {
 	ExpiresAt    time.Time // zero: no deadline
 	LastActiveAt time.Time
 	EndedAt      time.Time
+	// What it holds, for quotas and usage.
+	CPU      float64
+	MemoryMB int
+	DiskMB   int
+	// Mounts are the volumes it mounts, recorded with it (insert only).
+	Mounts []Mount
 }
 
-const sandboxColumns = `id, org, state, runtime, image, spec, metadata, boot_path, timings, reason, created_at, updated_at, expires_at, last_active_at, ended_at`
+// Mount is a sandbox's use of a volume.
+type Mount struct {
+	VolumeID string
+	ReadOnly bool
+}
+
+const sandboxColumns = `id, org, state, runtime, image, spec, metadata, boot_path, timings, reason, created_at, updated_at, expires_at, last_active_at, ended_at, cpu, memory_mb, disk_mb`
 
 func millis(t time.Time) int64 {
 	if t.IsZero() {
@@ -239,20 +206,39 @@ func fromMillis(v int64) time.Time {
 	return time.UnixMilli(v).UTC()
 }
 
-// InsertSandbox stores a new sandbox.
+// InsertSandbox stores a new sandbox, with its volume mounts. If its
+// state holds resources, its org's quotas are checked in the same
+// transaction (a *QuotaError if they do not allow it); a volume another
+// sandbox mounts writable is ErrInUse.
 func (s *Store) InsertSandbox(ctx context.Context, sb *Sandbox) error {
 	md, _ := json.Marshal(sb.Metadata)
 	tm, _ := json.Marshal(sb.Timings)
 	if sb.Timings == nil {
 		tm = []byte("{}")
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		sb.ID, sb.Org, sb.State, sb.Runtime, sb.Image, string(sb.Spec), string(md), sb.BootPath, string(tm), sb.Reason,
-		millis(sb.CreatedAt), millis(sb.UpdatedAt), millis(sb.ExpiresAt), millis(sb.LastActiveAt), millis(sb.EndedAt))
-	if err != nil {
-		return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if in(sb.State, computeStates) {
+			if err := admit(ctx, tx, sb.Org, Demand{Sandboxes: 1, CPU: sb.CPU, MemoryMB: sb.MemoryMB, DiskMB: sb.DiskMB, Creates: 1}); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			sb.ID, sb.Org, sb.State, sb.Runtime, sb.Image, string(sb.Spec), string(md), sb.BootPath, string(tm), sb.Reason,
+			millis(sb.CreatedAt), millis(sb.UpdatedAt), millis(sb.ExpiresAt), millis(sb.LastActiveAt), millis(sb.EndedAt),
+			sb.CPU, sb.MemoryMB, sb.DiskMB)
+		if err != nil {
+			return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
+		}
+		for _, mt := range sb.Mounts {
+			if err := mountVolume(ctx, tx, sb.Org, sb.ID, mt); err != nil {
+				return err
+			}
+		}
+		if in(sb.State, billedStates) {
+			return openPeriod(ctx, tx, sb.ID, time.Now())
+		}
+		return nil
+	})
 }
 
 type scanner interface{ Scan(...any) error }
@@ -262,7 +248,7 @@ func scanSandbox(r scanner) (*Sandbox, error) {
 	var spec, md, tm string
 	var created, updated, expires, active, ended int64
 	if err := r.Scan(&sb.ID, &sb.Org, &sb.State, &sb.Runtime, &sb.Image, &spec, &md, &sb.BootPath, &tm, &sb.Reason,
-		&created, &updated, &expires, &active, &ended); err != nil {
+		&created, &updated, &expires, &active, &ended, &sb.CPU, &sb.MemoryMB, &sb.DiskMB); err != nil {
 		return nil, err
 	}
 	sb.Spec = json.RawMessage(spec)
@@ -354,55 +340,109 @@ type Change struct {
 	Reason    *string
 	ExpiresAt *time.Time
 	Ended     bool
+	// Unchecked skips the quota check: the reconciler records what is
+	// so, whatever the quotas say.
+	Unchecked bool
 }
 
 // Transition moves a sandbox from one of the states in from to state to,
 // atomically: if the sandbox is in none of them, nothing changes and
-// ErrConflict is returned (ErrNotFound if it does not exist).
+// ErrConflict is returned (ErrNotFound if it does not exist). In the same
+// transaction it checks its org's quotas when the sandbox starts holding
+// resources again (a resume; *QuotaError), opens or closes its usage
+// period, and releases its volumes when it ends.
 func (s *Store) Transition(ctx context.Context, id string, from []string, to string, c Change) (*Sandbox, error) {
-	now := time.Now().UTC()
-	sets := []string{"state = ?", "updated_at = ?"}
-	args := []any{to, now.UnixMilli()}
-	if c.BootPath != nil {
-		sets = append(sets, "boot_path = ?")
-		args = append(args, *c.BootPath)
-	}
-	if c.Timings != nil {
-		tm, _ := json.Marshal(c.Timings)
-		sets = append(sets, "timings = ?")
-		args = append(args, string(tm))
-	}
-	if c.Reason != nil {
-		sets = append(sets, "reason = ?")
-		args = append(args, *c.Reason)
-	}
-	if c.ExpiresAt != nil {
-		sets = append(sets, "expires_at = ?")
-		args = append(args, millis(*c.ExpiresAt))
-	}
-	if c.Ended {
-		sets = append(sets, "ended_at = ?")
-		args = append(args, now.UnixMilli())
-	}
-	q := `UPDATE sandboxes SET ` + strings.Join(sets, ", ") + ` WHERE id = ?`
-	args = append(args, id)
-	if len(from) > 0 {
-		q += ` AND state IN (` + strings.TrimSuffix(strings.Repeat("?,", len(from)), ",") + `)`
-		for _, st := range from {
-			args = append(args, st)
+	var out *Sandbox
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		row, err := scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
 		}
-	}
-	res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("read sandbox %s: %w", id, err)
+		}
+		if len(from) > 0 && !in(row.State, from) {
+			return ErrConflict
+		}
+		now := time.Now().UTC()
+		if !c.Unchecked && in(to, computeStates) && !in(row.State, computeStates) {
+			d := Demand{Sandboxes: 1, CPU: row.CPU, MemoryMB: row.MemoryMB}
+			if !in(row.State, diskStates) {
+				d.DiskMB = row.DiskMB
+			}
+			if err := admit(ctx, tx, row.Org, d); err != nil {
+				return err
+			}
+		}
+		sets := []string{"state = ?", "updated_at = ?"}
+		args := []any{to, now.UnixMilli()}
+		if c.BootPath != nil {
+			sets = append(sets, "boot_path = ?")
+			args = append(args, *c.BootPath)
+		}
+		if c.Timings != nil {
+			tm, _ := json.Marshal(c.Timings)
+			sets = append(sets, "timings = ?")
+			args = append(args, string(tm))
+		}
+		if c.Reason != nil {
+			sets = append(sets, "reason = ?")
+			args = append(args, *c.Reason)
+		}
+		if c.ExpiresAt != nil {
+			sets = append(sets, "expires_at = ?")
+			args = append(args, millis(*c.ExpiresAt))
+		}
+		if c.Ended {
+			sets = append(sets, "ended_at = ?")
+			args = append(args, now.UnixMilli())
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET `+strings.Join(sets, ", ")+` WHERE id = ?`, append(args, id)...); err != nil {
+			return fmt.Errorf("move sandbox %s to %s: %w", id, to, err)
+		}
+		if err := s.settle(ctx, tx, row, to, now); err != nil {
+			return err
+		}
+		out, err = scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("move sandbox %s to %s: %w", id, to, err)
+		return nil, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := s.GetSandbox(ctx, "", id); err != nil {
-			return nil, err
+	return out, nil
+}
+
+// settle keeps what follows from a sandbox's state in step with it: its
+// usage period is open exactly while it runs, and its volumes are free
+// once it has ended.
+func (s *Store) settle(ctx context.Context, tx *sql.Tx, row *Sandbox, to string, now time.Time) error {
+	was, is := in(row.State, billedStates) && row.Org != "", in(to, billedStates) && row.Org != ""
+	switch {
+	case is && !was:
+		if err := openPeriod(ctx, tx, row.ID, now); err != nil {
+			return err
 		}
-		return nil, ErrConflict
+	case was && !is:
+		if _, err := tx.ExecContext(ctx, `UPDATE usage_periods SET ended_at = ? WHERE sandbox_id = ? AND ended_at = 0`, now.UnixMilli(), row.ID); err != nil {
+			return fmt.Errorf("close the usage period of %s: %w", row.ID, err)
+		}
 	}
-	return s.GetSandbox(ctx, "", id)
+	if to == "deleted" || to == "failed" {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM volume_mounts WHERE sandbox_id = ?`, row.ID); err != nil {
+			return fmt.Errorf("release the volumes of %s: %w", row.ID, err)
+		}
+	}
+	return nil
+}
+
+// openPeriod opens a usage period for a sandbox, with what it holds.
+func openPeriod(ctx context.Context, tx *sql.Tx, id string, at time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO usage_periods(sandbox_id, org, started_at, cpu, memory_mb, disk_mb)
+		SELECT id, org, ?, cpu, memory_mb, disk_mb FROM sandboxes WHERE id = ? AND org != ''`, at.UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("open a usage period for %s: %w", id, err)
+	}
+	return nil
 }
 
 // Touch records activity on a sandbox, for the idle timeout.
@@ -425,18 +465,42 @@ func (s *Store) UpdateSpec(ctx context.Context, id string, spec json.RawMessage)
 }
 
 // Claim hands a pooled sandbox to org as a new sandbox: one guarded
-// update, so two creates never get the same one.
+// update, so two creates never get the same one, in a transaction that
+// checks org's quotas (*QuotaError) and opens its usage period.
 func (s *Store) Claim(ctx context.Context, id, org string, metadata map[string]string, spec json.RawMessage, expiresAt time.Time) (*Sandbox, error) {
 	md, _ := json.Marshal(metadata)
-	now := time.Now().UTC().UnixMilli()
-	res, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET org = ?, state = 'running', metadata = ?, spec = ?, boot_path = 'hot_pool',
-		created_at = ?, updated_at = ?, last_active_at = ?, expires_at = ? WHERE id = ? AND state = 'pooled'`,
-		org, string(md), string(spec), now, now, now, millis(expiresAt), id)
+	var out *Sandbox
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var cpu float64
+		var mem, disk int
+		err := tx.QueryRowContext(ctx, `SELECT cpu, memory_mb, disk_mb FROM sandboxes WHERE id = ? AND state = 'pooled'`, id).Scan(&cpu, &mem, &disk)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrConflict
+		}
+		if err != nil {
+			return fmt.Errorf("claim pooled sandbox %s: %w", id, err)
+		}
+		if err := admit(ctx, tx, org, Demand{Sandboxes: 1, CPU: cpu, MemoryMB: mem, DiskMB: disk, Creates: 1}); err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		res, err := tx.ExecContext(ctx, `UPDATE sandboxes SET org = ?, state = 'running', metadata = ?, spec = ?, boot_path = 'hot_pool',
+			created_at = ?, updated_at = ?, last_active_at = ?, expires_at = ? WHERE id = ? AND state = 'pooled'`,
+			org, string(md), string(spec), now.UnixMilli(), now.UnixMilli(), now.UnixMilli(), millis(expiresAt), id)
+		if err != nil {
+			return fmt.Errorf("claim pooled sandbox %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrConflict
+		}
+		if err := openPeriod(ctx, tx, id, now); err != nil {
+			return err
+		}
+		out, err = scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("claim pooled sandbox %s: %w", id, err)
+		return nil, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrConflict
-	}
-	return s.GetSandbox(ctx, org, id)
+	return out, nil
 }

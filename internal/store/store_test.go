@@ -37,7 +37,7 @@ func insert(t *testing.T, s *Store, id, org string, md map[string]string) {
 func TestTransitionIsGuarded(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
-	insert(t, s, "sbx_1", "org", nil)
+	insert(t, s, "sbx_1", "default", nil)
 	if _, err := s.Transition(ctx, "sbx_1", []string{"running"}, "deleting", Change{}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("transition from the wrong state: %v, want ErrConflict", err)
 	}
@@ -76,7 +76,7 @@ func TestTransitionIsGuarded(t *testing.T) {
 func TestStateSurvivesReopen(t *testing.T) {
 	s, path := open(t)
 	ctx := context.Background()
-	insert(t, s, "sbx_2", "org", map[string]string{"team": "a"})
+	insert(t, s, "sbx_2", "default", map[string]string{"team": "a"})
 	reason := "kept"
 	if _, err := s.Transition(ctx, "sbx_2", nil, "failed", Change{Reason: &reason, Ended: true}); err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestStateSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	sb, err := s2.GetSandbox(ctx, "org", "sbx_2")
+	sb, err := s2.GetSandbox(ctx, "default", "sbx_2")
 	if err != nil || sb.State != "failed" || sb.Reason != "kept" || sb.EndedAt.IsZero() || sb.Metadata["team"] != "a" {
 		t.Fatalf("after reopen: %+v %v", sb, err)
 	}
@@ -99,17 +99,20 @@ func TestStateSurvivesReopen(t *testing.T) {
 func TestListFilters(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
-	insert(t, s, "sbx_a", "org", map[string]string{"team": "a", "odd \"key\"": "x"})
-	insert(t, s, "sbx_b", "org", map[string]string{"team": "b"})
+	insert(t, s, "sbx_a", "default", map[string]string{"team": "a", "odd \"key\"": "x"})
+	insert(t, s, "sbx_b", "default", map[string]string{"team": "b"})
+	if err := s.InsertOrg(ctx, Org{ID: "other", Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
 	insert(t, s, "sbx_c", "other", map[string]string{"team": "a"})
 	if _, err := s.Transition(ctx, "sbx_b", nil, "deleted", Change{}); err != nil {
 		t.Fatal(err)
 	}
-	list, _ := s.ListSandboxes(ctx, Filter{Org: "org"})
+	list, _ := s.ListSandboxes(ctx, Filter{Org: "default"})
 	if len(list) != 1 || list[0].ID != "sbx_a" {
 		t.Fatalf("default list hides deleted and other orgs: %+v", list)
 	}
-	list, _ = s.ListSandboxes(ctx, Filter{Org: "org", States: []string{"deleted"}})
+	list, _ = s.ListSandboxes(ctx, Filter{Org: "default", States: []string{"deleted"}})
 	if len(list) != 1 || list[0].ID != "sbx_b" {
 		t.Fatalf("state filter: %+v", list)
 	}
@@ -145,8 +148,8 @@ func TestUpgradeFromFirstReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := st.SchemaVersion(ctx); err != nil || v != 2 {
-		t.Fatalf("schema version %d, %v; want 2", v, err)
+	if v, err := st.SchemaVersion(ctx); err != nil || v != 3 {
+		t.Fatalf("schema version %d, %v; want 3", v, err)
 	}
 	running, err := st.GetSandbox(ctx, "default", "sbx_626jfsa7xd3757s6zsmq")
 	if err != nil || running.State != "running" || running.Metadata["purpose"] != "upgrade-fixture" {
@@ -156,8 +159,20 @@ func TestUpgradeFromFirstReleases(t *testing.T) {
 	if err != nil || deleted.State != "deleted" || deleted.Reason != "deleted by request" {
 		t.Fatalf("the old deleted sandbox: %+v, %v", deleted, err)
 	}
-	if k, err := st.APIKeyByHash(ctx, "1e892d96dc68b7eb4b64abf192c519685e980c97cc7692f8dae17907b266beee"); err != nil || k.Name != "admin (WARREN_ADMIN_KEY)" {
+	if k, err := st.APIKeyByHash(ctx, "1e892d96dc68b7eb4b64abf192c519685e980c97cc7692f8dae17907b266beee"); err != nil || k.Name != "admin (WARREN_ADMIN_KEY)" ||
+		!k.Bootstrap || len(k.Scopes) != 1 || k.Scopes[0] != "admin" || k.Org != "default" {
 		t.Fatalf("the old admin key: %+v, %v", k, err)
+	}
+	// Tenancy: the old sandboxes' org exists, what they hold is read from
+	// their specs, and the running one is being metered from now.
+	if o, err := st.GetOrg(ctx, "default"); err != nil || o.Name != "default" {
+		t.Fatalf("the default org: %+v, %v", o, err)
+	}
+	if running.CPU <= 0 || running.MemoryMB <= 0 {
+		t.Fatalf("the old running sandbox holds cpu %g, memory %d", running.CPU, running.MemoryMB)
+	}
+	if n, err := st.OpenPeriods(ctx, running.ID); err != nil || n != 1 {
+		t.Fatalf("open usage periods of the running sandbox: %d, %v; want 1", n, err)
 	}
 	// What the new schema added works on the old data.
 	if err := st.RevokeToken(ctx, "tok_1", running.ID, time.Now().Add(time.Hour)); err != nil {

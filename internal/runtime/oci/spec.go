@@ -77,6 +77,12 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 		if m.ReadOnly {
 			mode = "ro"
 		}
+		if m.Tmpfs {
+			// Small, and never on the host's disk: it holds secrets.
+			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.Target, Type: "tmpfs", Source: "tmpfs",
+				Options: []string{mode, "nosuid", "nodev", "noexec", "mode=0755", "size=1m"}})
+			continue
+		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m.Target, Type: "bind", Source: m.Source, Options: []string{"rbind", mode, "nosuid", "nodev"}})
 	}
 	if s.Sysfs != "" {
