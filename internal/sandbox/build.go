@@ -381,21 +381,25 @@ func (b *build) exec(ctx context.Context, step string, req *wire.ExecRequest) er
 	defer release()
 	defer conn.CloseNow()
 	_ = wsjson.Write(ctx, conn, wire.Frame{Type: wire.FrameStdinClose})
-	var partial, out string
-	flush := func(s string, all bool) {
-		partial += s
+	// Each stream is split into lines of its own: a line the command
+	// writes to stdout is never cut by one it writes to stderr.
+	partial := map[string]string{}
+	var out string
+	flush := func(stream, s string, all bool) {
+		p := partial[stream] + s
 		for {
-			i := strings.IndexByte(partial, '\n')
+			i := strings.IndexByte(p, '\n')
 			if i < 0 {
 				break
 			}
-			b.report(step, partial[:i])
-			partial = partial[i+1:]
+			b.report(step, p[:i])
+			p = p[i+1:]
 		}
-		if all && partial != "" {
-			b.report(step, partial)
-			partial = ""
+		if all && p != "" {
+			b.report(step, p)
+			p = ""
 		}
+		partial[stream] = p
 	}
 	for {
 		var f wire.Frame
@@ -404,7 +408,7 @@ func (b *build) exec(ctx context.Context, step string, req *wire.ExecRequest) er
 		}
 		switch f.Type {
 		case wire.FrameStdout, wire.FrameStderr:
-			flush(f.Data, false)
+			flush(f.Type, f.Data, false)
 			out += f.Data
 			if len(out) > 8192 {
 				out = out[len(out)-4096:]
@@ -412,7 +416,8 @@ func (b *build) exec(ctx context.Context, step string, req *wire.ExecRequest) er
 		case wire.FrameError:
 			return errors.New(f.Message)
 		case wire.FrameExit:
-			flush("", true)
+			flush(wire.FrameStdout, "", true)
+			flush(wire.FrameStderr, "", true)
 			if f.ExitCode != nil && *f.ExitCode != 0 {
 				return badRequest("dockerfile", "the command exited %d; its output ends: %s", *f.ExitCode, tail(out))
 			}
