@@ -17,8 +17,14 @@ import (
 // exit code.
 func (s *server) cli(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	return s.cliAs(t, s.key, stdin, args...)
+}
+
+// cliAs runs the CLI with another API key.
+func (s *server) cliAs(t *testing.T, key, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(warrenBin, args...)
-	cmd.Env = append(os.Environ(), "WARREN_URL="+s.url, "WARREN_API_KEY="+s.key)
+	cmd.Env = append(os.Environ(), "WARREN_URL="+s.url, "WARREN_API_KEY="+key)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -520,8 +519,18 @@ func TestVolumes(t *testing.T) {
 		return []client.VolumeMount{{Name: "data", Path: "/data", ReadOnly: ro}}
 	}
 	w := s.create(t, client.CreateRequest{Image: "busybox", Runtime: "gvisor", Volumes: mount(false)})
-	if res := s.exec(t, w.ID, client.ExecRequest{Cmd: "echo from-gvisor > /data/note && mkdir -p /data/d && echo deep > /data/d/f && sync"}); res.ExitCode != 0 {
+	if res := s.exec(t, w.ID, client.ExecRequest{Cmd: "echo from-gvisor > /data/note && mkdir -p /data/d && sync"}); res.ExitCode != 0 {
 		t.Fatalf("write: %+v", res)
+	}
+	// Through a pause and resume, the volume stays mounted and writable.
+	if _, err := s.c.Pause(ctx, w.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.c.Resume(ctx, w.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res := s.exec(t, w.ID, client.ExecRequest{Cmd: "cat /data/note && echo deep > /data/d/f && sync"}); res.ExitCode != 0 || res.Stdout != "from-gvisor\n" {
+		t.Fatalf("after resume: %+v", res)
 	}
 	// One writer at a time; readers beside it.
 	if _, err := s.c.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Runtime: "runc", Volumes: mount(false)}); !client.IsConflict(err) {
@@ -764,19 +773,7 @@ func TestTenancyCLI(t *testing.T) {
 	if !strings.HasPrefix(key.Key, "wrn_") || key.OrgID != org.ID {
 		t.Fatalf("key: %+v", key)
 	}
-	as := func(stdin string, args ...string) (string, string, int) {
-		cmd := exec.Command(warrenBin, args...)
-		cmd.Env = append(os.Environ(), "WARREN_URL="+s.url, "WARREN_API_KEY="+key.Key)
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String(), errOut.String(), code
-	}
+	as := func(stdin string, args ...string) (string, string, int) { return s.cliAs(t, key.Key, stdin, args...) }
 	if out, errOut, code := as(secretValue+"\n", "secret", "create", "tok"); code != 0 || strings.Contains(out+errOut, secretValue) {
 		t.Fatalf("secret create: %d %q %q", code, out, errOut)
 	}

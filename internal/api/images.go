@@ -70,7 +70,12 @@ func streams(r *http.Request) bool { return strings.Contains(r.Header.Get("Accep
 // progress answers a long image operation: NDJSON events then the image
 // (or a failed event) when the client asked for them, else one JSON answer
 // with the status the outcome calls for.
-func (s *Server) progress(w http.ResponseWriter, r *http.Request, name string, run func(watch func(wire.ImageEvent)) (*image.Image, error)) {
+func (s *Server) progress(w http.ResponseWriter, r *http.Request, name, kind string, do func(watch func(wire.ImageEvent)) (*image.Image, error)) {
+	run := func(watch func(wire.ImageEvent)) (*image.Image, error) {
+		img, err := do(watch)
+		s.countImage(kind, err)
+		return img, err
+	}
 	if !streams(r) {
 		img, err := run(nil)
 		if err != nil {
@@ -99,6 +104,18 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request, name string, r
 	emit(wire.ImageBuildEnd{Done: true, Image: img, ElapsedMs: time.Since(start).Milliseconds()})
 }
 
+// countImage counts an image operation by its outcome.
+func (s *Server) countImage(kind string, err error) {
+	if s.Metrics == nil {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = string(errorOf(imageErr(err)).Code)
+	}
+	s.Metrics.ImageOperation(kind, outcome)
+}
+
 // handleBuildImage builds a built-in image if it is not ready.
 func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -107,7 +124,7 @@ func (s *Server) handleBuildImage(w http.ResponseWriter, r *http.Request) {
 	}
 	// Always streamed: a build of base takes minutes.
 	r.Header.Set("Accept", wire.NDJSON)
-	s.progress(w, r, name, func(watch func(wire.ImageEvent)) (*image.Image, error) {
+	s.progress(w, r, name, "builtin", func(watch func(wire.ImageEvent)) (*image.Image, error) {
 		if _, err := s.images.Ensure(r.Context(), name, watch); err != nil {
 			return nil, err
 		}
@@ -134,7 +151,7 @@ func (s *Server) handlePullImage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.progress(w, r, req.Name, func(watch func(wire.ImageEvent)) (*image.Image, error) {
+	s.progress(w, r, req.Name, "pull", func(watch func(wire.ImageEvent)) (*image.Image, error) {
 		return s.images.Pull(r.Context(), req.Name, req.Ref, req.Auth, watch)
 	})
 }
@@ -169,7 +186,7 @@ func (s *Server) handleImportImage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, imageErr(fmt.Errorf("receive the image file: %w", err)))
 		return
 	}
-	s.progress(w, r, name, func(watch func(wire.ImageEvent)) (*image.Image, error) {
+	s.progress(w, r, name, "import", func(watch func(wire.ImageEvent)) (*image.Image, error) {
 		return s.images.Import(r.Context(), name, f.Name(), watch)
 	})
 }
@@ -210,6 +227,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	img, err := s.sandbox.Snapshot(r.Context(), org(r), r.PathValue("id"), req.Name)
+	s.countImage("snapshot", err)
 	if err != nil {
 		s.fail(w, r, imageErr(err))
 		return
@@ -250,7 +268,7 @@ func (s *Server) handleDockerfileBuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := sandbox.BuildRequest{Name: name, ContextDir: dir, Dockerfile: q.Get("dockerfile"), Args: args, Runtime: q.Get("runtime")}
-	s.progress(w, r, name, func(watch func(wire.ImageEvent)) (*image.Image, error) {
+	s.progress(w, r, name, "dockerfile", func(watch func(wire.ImageEvent)) (*image.Image, error) {
 		report := func(step, msg string) {
 			if watch != nil {
 				watch(wire.ImageEvent{Image: name, Step: step, Message: msg})

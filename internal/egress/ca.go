@@ -32,12 +32,18 @@ type ca struct {
 // longer gets a fresh one when warren restarts after that.
 const caLifetime = 10 * 365 * 24 * time.Hour
 
-func newCA(id string) (*ca, error) {
+// keyAndSerial makes a certificate's key and a random serial number.
+func keyAndSerial() (*ecdsa.PrivateKey, *big.Int, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return key, serial, err
+}
+
+func newCA(id string) (*ca, error) {
+	key, serial, err := keyAndSerial()
 	if err != nil {
 		return nil, err
 	}
@@ -76,11 +82,7 @@ func (c *ca) leaf(host string) (*tls.Certificate, error) {
 	if l := c.leaves[host]; l != nil && time.Now().Before(l.Leaf.NotAfter.Add(-time.Hour)) {
 		return l, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	key, serial, err := keyAndSerial()
 	if err != nil {
 		return nil, err
 	}

@@ -71,44 +71,12 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 
 // ListAPIKeys lists the keys of org ("" for every org), oldest first.
 func (s *Store) ListAPIKeys(ctx context.Context, org string) ([]*APIKey, error) {
-	q := `SELECT ` + keyColumns + ` FROM api_keys`
-	var args []any
-	if org != "" {
-		q += ` WHERE org = ?`
-		args = append(args, org)
-	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", err)
-	}
-	defer rows.Close()
-	var out []*APIKey
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return listOf(ctx, s.db, "api_keys", keyColumns, "created_at, id", org, scanKey)
 }
 
 // DeleteAPIKey revokes a key of org ("" for any org).
 func (s *Store) DeleteAPIKey(ctx context.Context, org, id string) error {
-	q := `DELETE FROM api_keys WHERE id = ?`
-	args := []any{id}
-	if org != "" {
-		q += ` AND org = ?`
-		args = append(args, org)
-	}
-	res, err := s.db.ExecContext(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("delete api key %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return deleteOf(ctx, s.db, "api_keys", org, id)
 }
 
 // DeleteBootstrapKeysExcept removes the bootstrap keys but for the one

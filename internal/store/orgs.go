@@ -277,3 +277,47 @@ func admit(ctx context.Context, tx *sql.Tx, org string, d Demand) error {
 func (s *Store) Admits(ctx context.Context, org string, d Demand) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return admit(ctx, tx, org, d) })
 }
+
+// listOf lists the rows of table that belong to org ("" for every org's),
+// in order, scanned by scan.
+func listOf[T any](ctx context.Context, db *sql.DB, table, columns, order, org string, scan func(scanner) (*T, error)) ([]*T, error) {
+	q := `SELECT ` + columns + ` FROM ` + table
+	var args []any
+	if org != "" {
+		q += ` WHERE org = ?`
+		args = append(args, org)
+	}
+	rows, err := db.QueryContext(ctx, q+` ORDER BY `+order, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", table, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// deleteOf deletes the row id of table that belongs to org ("" for any
+// org's); ErrNotFound if there is none.
+func deleteOf(ctx context.Context, db *sql.DB, table, org, id string) error {
+	q := `DELETE FROM ` + table + ` WHERE id = ?`
+	args := []any{id}
+	if org != "" {
+		q += ` AND org = ?`
+		args = append(args, org)
+	}
+	res, err := db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("delete %s from %s: %w", id, table, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -71,38 +71,12 @@ func (s *Store) GetSecret(ctx context.Context, org, nameOrID string) (*Secret, e
 
 // ListSecrets lists org's secrets ("" for every org's), by name.
 func (s *Store) ListSecrets(ctx context.Context, org string) ([]*Secret, error) {
-	q := `SELECT ` + secretColumns + ` FROM secrets`
-	var args []any
-	if org != "" {
-		q += ` WHERE org = ?`
-		args = append(args, org)
-	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY org, name`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list secrets: %w", err)
-	}
-	defer rows.Close()
-	var out []*Secret
-	for rows.Next() {
-		sc, err := scanSecret(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sc)
-	}
-	return out, rows.Err()
+	return listOf(ctx, s.db, "secrets", secretColumns, "org, name", org, scanSecret)
 }
 
 // DeleteSecret removes a secret of org.
 func (s *Store) DeleteSecret(ctx context.Context, org, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE id = ? AND org = ?`, id, org)
-	if err != nil {
-		return fmt.Errorf("delete secret %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return deleteOf(ctx, s.db, "secrets", org, id)
 }
 
 // Reseal replaces a secret's ciphertext (master key rotation), if it is

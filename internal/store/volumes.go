@@ -61,47 +61,35 @@ func (s *Store) mounters(ctx context.Context, v *Volume) error {
 	return rows.Err()
 }
 
-// GetVolume returns a volume of org by name or id.
-func (s *Store) GetVolume(ctx context.Context, org, nameOrID string) (*Volume, error) {
+const volumeColumns = `id, org, name, size_mb, created_at`
+
+func scanVolume(r scanner) (*Volume, error) {
 	var v Volume
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, org, name, size_mb, created_at FROM volumes WHERE org = ? AND (name = ? OR id = ?)`,
-		org, nameOrID, nameOrID).Scan(&v.ID, &v.Org, &v.Name, &v.SizeMB, &created)
+	if err := r.Scan(&v.ID, &v.Org, &v.Name, &v.SizeMB, &created); err != nil {
+		return nil, err
+	}
+	v.CreatedAt = fromMillis(created)
+	return &v, nil
+}
+
+// GetVolume returns a volume of org by name or id.
+func (s *Store) GetVolume(ctx context.Context, org, nameOrID string) (*Volume, error) {
+	v, err := scanVolume(s.db.QueryRowContext(ctx, `SELECT `+volumeColumns+` FROM volumes WHERE org = ? AND (name = ? OR id = ?)`,
+		org, nameOrID, nameOrID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get volume %s: %w", nameOrID, err)
 	}
-	v.CreatedAt = fromMillis(created)
-	return &v, s.mounters(ctx, &v)
+	return v, s.mounters(ctx, v)
 }
 
 // ListVolumes lists org's volumes ("" for every org's), by name.
 func (s *Store) ListVolumes(ctx context.Context, org string) ([]*Volume, error) {
-	q := `SELECT id, org, name, size_mb, created_at FROM volumes`
-	var args []any
-	if org != "" {
-		q += ` WHERE org = ?`
-		args = append(args, org)
-	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY org, name`, args...)
+	out, err := listOf(ctx, s.db, "volumes", volumeColumns, "org, name", org, scanVolume)
 	if err != nil {
-		return nil, fmt.Errorf("list volumes: %w", err)
-	}
-	var out []*Volume
-	for rows.Next() {
-		var v Volume
-		var created int64
-		if err := rows.Scan(&v.ID, &v.Org, &v.Name, &v.SizeMB, &created); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		v.CreatedAt = fromMillis(created)
-		out = append(out, &v)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for _, v := range out {

@@ -71,11 +71,14 @@ def create_body(image: Optional[str] = None, runtime: Optional[str] = None, *, c
                 env: Optional[Mapping[str, str]] = None, metadata: Optional[Mapping[str, str]] = None,
                 timeout: Optional[int] = None, idle_timeout: Optional[int] = None, idle_action: Optional[str] = None,
                 network: Optional[Mapping[str, Any]] = None, files: Optional[Sequence[Mapping[str, Any]]] = None,
-                startup: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                startup: Optional[Mapping[str, Any]] = None, volumes: Optional[Sequence[Mapping[str, Any]]] = None,
+                secrets: Optional[Mapping[str, str]] = None,
+                secret_files: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
     for k, v in (("image", image), ("runtime", runtime), ("env", env), ("metadata", metadata),
                  ("timeout_seconds", timeout), ("idle_timeout_seconds", idle_timeout), ("idle_action", idle_action),
-                 ("network", network), ("files", files), ("startup", startup)):
+                 ("network", network), ("files", files), ("startup", startup), ("volumes", volumes),
+                 ("secrets", secrets), ("secret_files", secret_files)):
         if v is not None:
             body[k] = dict(v) if isinstance(v, Mapping) else (list(v) if isinstance(v, (list, tuple)) else v)
     res = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb), ("pids", pids), ("disk_mb", disk_mb)) if v is not None}

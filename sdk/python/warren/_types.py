@@ -101,6 +101,10 @@ class SandboxInfo:
     timings: Dict[str, int] = dataclasses.field(default_factory=dict)
     reason: str = ""
     memory: Optional[Memory] = None
+    # The org's volumes and secrets it names (never values).
+    volumes: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    secrets: Dict[str, str] = dataclasses.field(default_factory=dict)
+    secret_files: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

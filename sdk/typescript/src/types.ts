@@ -55,6 +55,18 @@ export interface CreateRequest {
   network?: NetworkPolicy;
   files?: FileSpec[];
   startup?: Startup;
+  /** The org's volumes to mount; one sandbox at a time writable. */
+  volumes?: VolumeMount[];
+  /** Env var name → the org's secret name. */
+  secrets?: Record<string, string>;
+  /** /run/secrets/FILE → the org's secret name (a memory-backed file). */
+  secret_files?: Record<string, string>;
+}
+
+export interface VolumeMount {
+  name: string;
+  path: string;
+  read_only?: boolean;
 }
 
 export interface Memory {
@@ -92,6 +104,10 @@ export interface SandboxInfo {
   timings?: Record<string, number>;
   reason?: string;
   memory?: Memory;
+  /** The org's volumes and secrets it names (never values). */
+  volumes?: VolumeMount[];
+  secrets?: Record<string, string>;
+  secret_files?: Record<string, string>;
 }
 
 /** A command's outcome. A non-zero exit is a result, not an error. */
