@@ -381,7 +381,9 @@ func testCA(t *testing.T, dir string, names ...string) (caFile string, cert tls.
 
 // listenIn opens a listener inside the named network namespace: the
 // socket belongs to it wherever it is served from. The thread that
-// switched namespaces is never handed back to other goroutines.
+// switched is switched back before it is let go; if it cannot be, it
+// stays locked and ends with its goroutine (or, were it the main thread,
+// stays parked), never serving other goroutines from the wrong namespace.
 func listenIn(t *testing.T, ns, addr string) net.Listener {
 	t.Helper()
 	type result struct {
@@ -390,17 +392,27 @@ func listenIn(t *testing.T, ns, addr string) net.Listener {
 	}
 	ch := make(chan result)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		h, err := netns.GetFromName(ns)
-		if err == nil {
-			defer h.Close()
-			err = netns.Set(h)
-		}
+		runtime.LockOSThread()
+		orig, err := netns.Get()
 		if err != nil {
 			ch <- result{nil, err}
 			return
 		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			ch <- result{nil, err}
+			return
+		}
 		ln, err := net.Listen("tcp", addr)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{ln, err}
 	}()
 	r := <-ch

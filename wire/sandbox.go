@@ -178,6 +178,9 @@ type Sandbox struct {
 	Reason string `json:"reason,omitempty"`
 	// Memory is what a running sandbox uses (GET of one sandbox only).
 	Memory *Memory `json:"memory,omitempty"`
+	// CheckpointBytes is the size of a paused sandbox's saved memory and
+	// state (GET of one sandbox and the pause's answer).
+	CheckpointBytes int64 `json:"checkpoint_bytes,omitempty"`
 	// Volumes, Secrets and SecretFiles are as the create asked: names,
 	// never values.
 	Volumes     []VolumeMount     `json:"volumes,omitempty"`

@@ -21,16 +21,23 @@ import (
 	"time"
 
 	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/wire"
 )
 
 // Options configures a run.
 type Options struct {
-	Client     *client.Client
-	Image      string   // busybox or base
-	Runtimes   []string // warren runtimes to measure: gvisor, runc
-	Runs       int      // samples per latency figure
-	Concurrent int      // creates started at once
-	Idle       int      // sandboxes for the idle-memory figure
+	Client   *client.Client
+	Image    string   // busybox or base
+	Runtimes []string // warren runtimes to measure: gvisor, runc
+	Runs     int      // samples per latency figure
+	// Repeat measures each figure this many times: its p50 is the median
+	// of the runs' medians, so one noisy run cannot decide it.
+	Repeat     int
+	Concurrent int // creates started at once
+	Idle       int // sandboxes for the idle-density figure
+	// IdleFor is how long the idle sandboxes sit before the host's load
+	// and their memory are read.
+	IdleFor time.Duration
 	// Peers: raw runtime binaries, and the image's root filesystem.
 	Runsc, Runc string
 	Rootfs      string
@@ -48,6 +55,52 @@ type Stat struct {
 	P50 float64 `json:"p50_ms"`
 	P95 float64 `json:"p95_ms"`
 	P99 float64 `json:"p99_ms"`
+	// Spread is the lowest and highest of the repeats' medians; P50 is
+	// the median of them.
+	Spread []float64 `json:"spread_ms,omitempty"`
+}
+
+// measure takes a figure's samples Repeat times (sample returns one
+// series per figure it measures) and summarizes each figure over the
+// repeats.
+func (o *Options) measure(sample func() ([][]time.Duration, error)) ([]Stat, error) {
+	var runs [][][]time.Duration
+	for range max(o.Repeat, 1) {
+		series, err := sample()
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, series)
+	}
+	out := make([]Stat, len(runs[0]))
+	for i := range out {
+		var all []time.Duration
+		var medians []float64
+		for _, r := range runs {
+			all = append(all, r[i]...)
+			medians = append(medians, summarize(append([]time.Duration(nil), r[i]...)).P50)
+		}
+		st := summarize(all)
+		sort.Float64s(medians)
+		st.P50 = medians[len(medians)/2]
+		if len(medians) > 1 {
+			st.Spread = []float64{medians[0], medians[len(medians)-1]}
+		}
+		out[i] = st
+	}
+	return out, nil
+}
+
+// measure1 is measure of one figure.
+func (o *Options) measure1(sample func() ([]time.Duration, error)) (Stat, error) {
+	st, err := o.measure(func() ([][]time.Duration, error) {
+		d, err := sample()
+		return [][]time.Duration{d}, err
+	})
+	if err != nil {
+		return Stat{}, err
+	}
+	return st[0], nil
 }
 
 func summarize(d []time.Duration) Stat {
@@ -74,11 +127,19 @@ type Row struct {
 
 // Report is a whole run.
 type Report struct {
-	Image   string    `json:"image"`
-	Runs    int       `json:"runs"`
-	Rows    []Row     `json:"rows"`
-	Memory  []Memory  `json:"idle_memory,omitempty"`
-	Started time.Time `json:"started"`
+	Image      string       `json:"image"`
+	Runs       int          `json:"runs"`
+	Repeat     int          `json:"repeat"`
+	Rows       []Row        `json:"rows"`
+	Memory     []Memory     `json:"idle_memory,omitempty"`
+	Checkpoint []Checkpoint `json:"checkpoint,omitempty"`
+	Started    time.Time    `json:"started"`
+}
+
+// Checkpoint is the size of a paused sandbox's checkpoint.
+type Checkpoint struct {
+	Runtime string  `json:"runtime"`
+	MB      float64 `json:"mb"`
 }
 
 // Memory is the idle cost of sandboxes of one runtime.
@@ -92,6 +153,13 @@ type Memory struct {
 	// sandbox: it also counts what the cgroups do not (page tables, the
 	// runtime's helper processes, warren's own share).
 	HostPerSandboxMB float64 `json:"host_per_sandbox_mb"`
+	// IdleSeconds is how long they sat idle; LoadAvg1 is the host's
+	// one-minute load average at the end, and LoadBefore before they
+	// were made. Answering says every one answered an exec at the end.
+	IdleSeconds float64 `json:"idle_seconds"`
+	LoadAvg1    float64 `json:"load_avg_1m"`
+	LoadBefore  float64 `json:"load_avg_1m_before"`
+	Answering   int     `json:"answering"`
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -102,91 +170,124 @@ func (o *Options) logf(format string, args ...any) {
 
 // Run measures everything and returns the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	rep := &Report{Image: o.Image, Runs: o.Runs, Started: time.Now().UTC()}
+	rep := &Report{Image: o.Image, Runs: o.Runs, Repeat: max(o.Repeat, 1), Started: time.Now().UTC()}
 	for _, rt := range o.Runtimes {
 		peerBin := map[string]string{"gvisor": o.Runsc, "runc": o.Runc}[rt]
 		peerName := map[string]string{"gvisor": "runsc", "runc": "runc"}[rt]
 
-		o.logf("%s: create to first output (warren)", rt)
-		created, byPath, err := o.createToOutput(ctx, rt)
+		o.logf("%s: exec round trip", rt)
+		execs, err := o.measure1(func() ([]time.Duration, error) { return o.execRoundTrip(ctx, rt) })
 		if err != nil {
 			return nil, err
 		}
-		row := Row{Metric: rt + " create→first output", Warren: summarize(created), Note: describe(byPath)}
+
+		o.logf("%s: create to first output (warren)", rt)
+		byPath := map[string]int{}
+		created, err := o.measure1(func() ([]time.Duration, error) { return o.createToOutput(ctx, rt, byPath) })
+		if err != nil {
+			return nil, err
+		}
+		row := Row{Metric: rt + " create→first output", Warren: created, Note: describe(byPath)}
+		if byPath[wire.BootPool] > 0 {
+			// A pooled create's floor is the first command: the exec round
+			// trip of a running sandbox.
+			row.addPeer("warren exec round trip", execs)
+		}
 		if peerBin != "" {
 			o.logf("%s: create to first output (%s run)", rt, peerName)
-			raw, err := o.rawRun(ctx, rt, peerBin)
+			raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawRun(ctx, rt, peerBin) })
 			if err != nil {
 				return nil, fmt.Errorf("%s run: %w", peerName, err)
 			}
-			row.addPeer(peerName+" run", summarize(raw))
+			row.addPeer(peerName+" run", raw)
 		}
 		rep.Rows = append(rep.Rows, row)
 
-		o.logf("%s: exec round trip", rt)
-		execs, err := o.execRoundTrip(ctx, rt)
-		if err != nil {
-			return nil, err
-		}
-		row = Row{Metric: rt + " exec round trip", Warren: summarize(execs)}
+		row = Row{Metric: rt + " exec round trip", Warren: execs}
 		o.logf("%s: process spawn inside a sandbox (the floor under exec)", rt)
-		spawn, err := o.spawnInside(ctx, rt)
+		spawn, err := o.measure1(func() ([]time.Duration, error) { return o.spawnInside(ctx, rt) })
 		if err != nil {
 			return nil, fmt.Errorf("spawn inside: %w", err)
 		}
-		row.addPeer("spawn inside", summarize(spawn))
+		row.addPeer("spawn inside", spawn)
 		if peerBin != "" {
-			raw, err := o.rawExec(ctx, rt, peerBin)
+			raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawExec(ctx, rt, peerBin) })
 			if err != nil {
 				return nil, fmt.Errorf("%s exec: %w", peerName, err)
 			}
-			row.addPeer(peerName+" exec", summarize(raw))
+			row.addPeer(peerName+" exec", raw)
 		}
 		rep.Rows = append(rep.Rows, row)
 
-		o.logf("%s: %d concurrent creates", rt, o.Concurrent)
-		total, byPath, err := o.concurrentCreates(ctx, rt)
+		o.logf("%s: a request that starts no process", rt)
+		stats, err := o.measure1(func() ([]time.Duration, error) { return o.statRoundTrip(ctx, rt) })
 		if err != nil {
 			return nil, err
 		}
-		rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: summarize([]time.Duration{total}), Note: describe(byPath)})
+		rep.Rows = append(rep.Rows, Row{Metric: rt + " request without a process (file stat)", Warren: stats})
+
+		o.logf("%s: %d concurrent creates", rt, o.Concurrent)
+		byPath = map[string]int{}
+		total, err := o.measure1(func() ([]time.Duration, error) { return o.concurrentCreates(ctx, rt, byPath) })
+		if err != nil {
+			return nil, err
+		}
+		rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: total, Note: describe(byPath)})
 
 		if rt == "gvisor" {
 			o.logf("%s: pause and resume", rt)
-			pauses, resumes, err := o.pauseResume(ctx, rt)
+			var size int64
+			pr, err := o.measure(func() ([][]time.Duration, error) {
+				p, r, sz, err := o.pauseResume(ctx, rt)
+				size = sz
+				return [][]time.Duration{p, r}, err
+			})
 			if err != nil {
 				return nil, err
 			}
-			pr, rr := Row{Metric: rt + " pause", Warren: summarize(pauses)}, Row{Metric: rt + " resume", Warren: summarize(resumes)}
+			rep.Checkpoint = append(rep.Checkpoint, Checkpoint{Runtime: rt, MB: float64(size) / (1 << 20)})
+			pause, resume := Row{Metric: rt + " pause", Warren: pr[0]}, Row{Metric: rt + " resume", Warren: pr[1]}
 			if peerBin != "" {
-				o.logf("%s: checkpoint and restore (%s)", rt, peerName)
-				ck, rs, err := o.rawCheckpoint(ctx, peerBin)
-				if err != nil {
-					return nil, fmt.Errorf("%s checkpoint: %w", peerName, err)
+				for _, quota := range []bool{true, false} {
+					name := " (1 CPU quota)"
+					if !quota {
+						name = " (no CPU quota)"
+					}
+					o.logf("%s: checkpoint and restore (%s%s)", rt, peerName, name)
+					cr, err := o.measure(func() ([][]time.Duration, error) {
+						c, r, err := o.rawCheckpoint(ctx, peerBin, quota)
+						return [][]time.Duration{c, r}, err
+					})
+					if err != nil {
+						return nil, fmt.Errorf("%s checkpoint: %w", peerName, err)
+					}
+					pause.addPeer(peerName+" checkpoint"+name, cr[0])
+					resume.addPeer(peerName+" restore"+name, cr[1])
 				}
-				pr.addPeer(peerName+" checkpoint", summarize(ck))
-				rr.addPeer(peerName+" restore", summarize(rs))
 			}
-			rep.Rows = append(rep.Rows, pr, rr)
+			rep.Rows = append(rep.Rows, pause, resume)
 		}
 		if rt == "runc" && o.dockerReady(ctx) {
 			o.logf("docker: run and exec")
-			runs, execs, err := o.docker(ctx)
+			de, err := o.measure(func() ([][]time.Duration, error) {
+				r, e, err := o.docker(ctx)
+				return [][]time.Duration{r, e}, err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("docker: %w", err)
 			}
 			for i := range rep.Rows {
 				switch rep.Rows[i].Metric {
 				case "runc create→first output":
-					rep.Rows[i].addPeer("docker run", summarize(runs))
+					rep.Rows[i].addPeer("docker run", de[0])
 				case "runc exec round trip":
-					rep.Rows[i].addPeer("docker exec", summarize(execs))
+					rep.Rows[i].addPeer("docker exec", de[1])
 				}
 			}
 		}
 		if o.Idle > 0 {
-			o.logf("%s: idle memory of %d sandboxes", rt, o.Idle)
-			mem, err := o.idleMemory(ctx, rt)
+			o.logf("%s: %d idle sandboxes for %s", rt, o.Idle, o.IdleFor)
+			mem, err := o.idleDensity(ctx, rt)
 			if err != nil {
 				return nil, err
 			}
@@ -233,26 +334,47 @@ func (o *Options) remove(ids ...string) {
 }
 
 // createToOutput times a create followed by the first command's output.
-func (o *Options) createToOutput(ctx context.Context, rt string) ([]time.Duration, map[string]int, error) {
+func (o *Options) createToOutput(ctx context.Context, rt string, byPath map[string]int) ([]time.Duration, error) {
 	o.waitForPool(ctx, rt)
 	var out []time.Duration
-	byPath := map[string]int{}
 	for i := 0; i < o.Runs; i++ {
 		start := time.Now()
 		sb, err := o.create(ctx, rt)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		res, err := o.Client.Exec(ctx, sb.ID, &client.ExecRequest{Argv: []string{"echo", "hi"}})
 		took := time.Since(start)
 		o.remove(sb.ID)
 		if err != nil || res.Stdout != "hi\n" {
-			return nil, nil, fmt.Errorf("first exec: %v %+v", err, res)
+			return nil, fmt.Errorf("first exec: %v %+v", err, res)
 		}
 		out = append(out, took)
 		byPath[sb.BootPath]++
+		// A pool refills in the background: the next sample should meet
+		// it full, as the first did.
+		o.waitForPool(ctx, rt)
 	}
-	return out, byPath, nil
+	return out, nil
+}
+
+// statRoundTrip times a request the agent answers without starting a
+// process: a file's stat.
+func (o *Options) statRoundTrip(ctx context.Context, rt string) ([]time.Duration, error) {
+	sb, err := o.create(ctx, rt)
+	if err != nil {
+		return nil, err
+	}
+	defer o.remove(sb.ID)
+	var out []time.Duration
+	for i := 0; i < o.Runs*5; i++ {
+		start := time.Now()
+		if _, err := o.Client.StatFile(ctx, sb.ID, "/"); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
 }
 
 func (o *Options) execRoundTrip(ctx context.Context, rt string) ([]time.Duration, error) {
@@ -275,7 +397,7 @@ func (o *Options) execRoundTrip(ctx context.Context, rt string) ([]time.Duration
 // concurrentCreates starts Concurrent creates at once and times them all.
 // When the server keeps a warm pool of the image, it first waits (a
 // while) for the pool to be full, so the figure is what a full pool gives.
-func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Duration, map[string]int, error) {
+func (o *Options) concurrentCreates(ctx context.Context, rt string, byPath map[string]int) ([]time.Duration, error) {
 	o.waitForPool(ctx, rt)
 	var wg sync.WaitGroup
 	ids := make([]string, o.Concurrent)
@@ -296,14 +418,13 @@ func (o *Options) concurrentCreates(ctx context.Context, rt string) (time.Durati
 	wg.Wait()
 	total := time.Since(start)
 	o.remove(ids...)
-	byPath := map[string]int{}
 	for i, err := range errs {
 		if err != nil {
-			return 0, nil, err
+			return nil, err
 		}
 		byPath[paths[i]]++
 	}
-	return total, byPath, nil
+	return []time.Duration{total}, nil
 }
 
 // waitForPool waits up to two minutes for the server's pool of this image
@@ -372,61 +493,121 @@ func (o *Options) spawnInside(ctx context.Context, rt string) ([]time.Duration, 
 	return out, nil
 }
 
-func (o *Options) pauseResume(ctx context.Context, rt string) (pauses, resumes []time.Duration, err error) {
+func (o *Options) pauseResume(ctx context.Context, rt string) (pauses, resumes []time.Duration, size int64, err error) {
 	// Pool refills compete for the CPU; measure once they are done.
 	o.waitForPool(ctx, rt)
 	sb, err := o.create(ctx, rt)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer o.remove(sb.ID)
 	for i := 0; i < o.Runs; i++ {
 		start := time.Now()
-		if _, err := o.Client.Pause(ctx, sb.ID); err != nil {
-			return nil, nil, err
+		p, err := o.Client.Pause(ctx, sb.ID)
+		if err != nil {
+			return nil, nil, 0, err
 		}
 		pauses = append(pauses, time.Since(start))
+		size = p.CheckpointBytes
 		start = time.Now()
 		if _, err := o.Client.Resume(ctx, sb.ID); err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		resumes = append(resumes, time.Since(start))
 	}
-	return pauses, resumes, nil
+	return pauses, resumes, size, nil
 }
 
-// idleMemory creates sandboxes, lets them settle, and sums what their
-// memory cgroups charge (for gVisor that includes its kernel).
-func (o *Options) idleMemory(ctx context.Context, rt string) (*Memory, error) {
-	before := memAvailableMB()
-	var ids []string
+// idleDensity creates Idle sandboxes, leaves them idle for IdleFor, and
+// reads the host's load average and what their memory cgroups charge
+// (for gVisor that includes its kernel); every one must still answer.
+func (o *Options) idleDensity(ctx context.Context, rt string) (*Memory, error) {
+	before, loadBefore := memAvailableMB(), loadAvg()
+	ids := make([]string, o.Idle)
 	defer func() { o.remove(ids...) }()
-	for i := 0; i < o.Idle; i++ {
-		sb, err := o.create(ctx, rt)
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, sb.ID)
+	// Made a few at a time: the figure is about sitting idle, not about
+	// creating under load.
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sb, err := o.create(ctx, rt)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				firstErr = err
+				return
+			}
+			ids[i] = sb.ID
+			if n := countSet(ids); n%100 == 0 {
+				o.logf("%s: %d idle sandboxes made", rt, n)
+			}
+		}()
 	}
-	time.Sleep(2 * time.Second)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(o.IdleFor):
+	}
+	load := loadAvg()
 	var total float64
 	for _, id := range ids {
 		total += cgroupMemoryMB(id)
 	}
+	after := memAvailableMB()
 	// Every sandbox must still answer: idle is not the same as dead.
+	answering := 0
 	for _, id := range ids {
-		if res, err := o.Client.Exec(ctx, id, &client.ExecRequest{Argv: []string{"true"}}); err != nil || res.ExitCode != 0 {
-			return nil, fmt.Errorf("idle sandbox %s does not answer: %v", id, err)
+		if res, err := o.Client.Exec(ctx, id, &client.ExecRequest{Argv: []string{"true"}}); err == nil && res.ExitCode == 0 {
+			answering++
 		}
 	}
-	after := memAvailableMB()
+	if answering < len(ids) {
+		return nil, fmt.Errorf("%d of %d idle sandboxes did not answer", len(ids)-answering, len(ids))
+	}
 	per := total / float64(o.Idle)
 	m := &Memory{Runtime: rt, Sandboxes: o.Idle, PerSandboxMB: per, HostAvailableMB: before,
-		HostPerSandboxMB: (before - after) / float64(o.Idle)}
+		HostPerSandboxMB: (before - after) / float64(o.Idle), IdleSeconds: time.Since(start).Seconds(),
+		LoadAvg1: load, LoadBefore: loadBefore, Answering: answering}
 	if per > 0 {
 		m.FitIn24GiB = int(24 * 1024 / per)
 	}
 	return m, nil
+}
+
+func countSet(ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if id != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// loadAvg is the host's one-minute load average.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // cgroupMemoryMB reads a sandbox's memory cgroup usage (v1 or v2).
@@ -559,7 +740,7 @@ func (o *Options) rawExec(ctx context.Context, rt, bin string) ([]time.Duration,
 // rawCheckpoint times `runsc checkpoint` (with the delete that frees the
 // stopped container, as warren does) and `runsc restore` of a container
 // running sleep, with warren's default limits (1 CPU, 1 GiB) and no network.
-func (o *Options) rawCheckpoint(ctx context.Context, bin string) (checkpoints, restores []time.Duration, err error) {
+func (o *Options) rawCheckpoint(ctx context.Context, bin string, quota bool) (checkpoints, restores []time.Duration, err error) {
 	dir, err := os.MkdirTemp("", "warren-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -568,7 +749,7 @@ func (o *Options) rawCheckpoint(ctx context.Context, bin string) (checkpoints, r
 	if err := o.rawBundle(dir, []string{"sleep", "3600"}); err != nil {
 		return nil, nil, err
 	}
-	if err := limitBundle(dir); err != nil {
+	if err := limitBundle(dir, quota); err != nil {
 		return nil, nil, err
 	}
 	flags := peerFlags("gvisor", filepath.Join(dir, "state"))
@@ -615,8 +796,9 @@ func (o *Options) rawCheckpoint(ctx context.Context, bin string) (checkpoints, r
 	return checkpoints, restores, nil
 }
 
-// limitBundle gives a raw bundle warren's default CPU and memory limits.
-func limitBundle(dir string) error {
+// limitBundle gives a raw bundle warren's default memory limit, and its
+// CPU quota (1 CPU) if quota.
+func limitBundle(dir string, quota bool) error {
 	p := filepath.Join(dir, "config.json")
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -628,10 +810,11 @@ func limitBundle(dir string) error {
 	}
 	linux := spec["linux"].(map[string]any)
 	linux["cgroupsPath"] = "/warren-bench/" + filepath.Base(dir)
-	linux["resources"] = map[string]any{
-		"memory": map[string]any{"limit": 1 << 30},
-		"cpu":    map[string]any{"quota": 100000, "period": 100000},
+	res := map[string]any{"memory": map[string]any{"limit": 1 << 30}}
+	if quota {
+		res["cpu"] = map[string]any{"quota": 100000, "period": 100000}
 	}
+	linux["resources"] = res
 	b, _ = json.Marshal(spec)
 	return os.WriteFile(p, b, 0o600)
 }
@@ -652,23 +835,34 @@ func cleanupPeer(rt, bin, dir string) {
 
 // Table renders a report for people.
 func Table(w io.Writer, rep *Report) {
-	fmt.Fprintf(w, "image %s, %d runs per figure (ratios: warren p50 / peer p50; below 1 is faster)\n\n", rep.Image, rep.Runs)
-	fmt.Fprintf(w, "%-40s %10s %10s %10s   %s\n", "metric", "p50 ms", "p95 ms", "p99 ms", "peers")
+	fmt.Fprintf(w, "image %s, %d samples per figure, each figure measured %d times: p50 is the median of the runs' medians, [spread] the lowest and highest of them\n(ratios: warren p50 / peer p50; below 1 is faster)\n\n", rep.Image, rep.Runs, rep.Repeat)
+	fmt.Fprintf(w, "%-44s %10s %16s %10s %10s   %s\n", "metric", "p50 ms", "spread", "p95 ms", "p99 ms", "peers")
 	for _, r := range rep.Rows {
 		var peers []string
 		for name, s := range r.Peers {
-			peers = append(peers, fmt.Sprintf("%s p50 %.1f ms (ratio %.2f)", name, s.P50, r.Ratio[name]))
+			peers = append(peers, fmt.Sprintf("%s p50 %.1f ms%s (ratio %.2f)", name, s.P50, spread(s), r.Ratio[name]))
 		}
 		sort.Strings(peers)
 		line := strings.Join(peers, "; ")
 		if r.Note != "" {
 			line = strings.TrimSpace(line + " [" + r.Note + "]")
 		}
-		fmt.Fprintf(w, "%-40s %10.1f %10.1f %10.1f   %s\n", r.Metric, r.Warren.P50, r.Warren.P95, r.Warren.P99, line)
+		fmt.Fprintf(w, "%-44s %10.1f %16s %10.1f %10.1f   %s\n", r.Metric, r.Warren.P50, strings.TrimSpace(spread(r.Warren)), r.Warren.P95, r.Warren.P99, line)
+	}
+	for _, c := range rep.Checkpoint {
+		fmt.Fprintf(w, "\n%s checkpoint of an idle sandbox: %.1f MB\n", c.Runtime, c.MB)
 	}
 	for _, m := range rep.Memory {
-		fmt.Fprintf(w, "\n%s idle memory: %.1f MB per sandbox charged to its cgroup (%.1f MB of host memory) over %d sandboxes; about %d fit in 24 GiB\n", m.Runtime, m.PerSandboxMB, m.HostPerSandboxMB, m.Sandboxes, m.FitIn24GiB)
+		fmt.Fprintf(w, "\n%s idle: %d sandboxes for %.0f s, all answering; %.1f MB per sandbox charged to its cgroup (%.1f MB of host memory), about %d fit in 24 GiB; load average %.2f (%.2f before)\n",
+			m.Runtime, m.Sandboxes, m.IdleSeconds, m.PerSandboxMB, m.HostPerSandboxMB, m.FitIn24GiB, m.LoadAvg1, m.LoadBefore)
 	}
+}
+
+func spread(s Stat) string {
+	if len(s.Spread) != 2 {
+		return ""
+	}
+	return fmt.Sprintf(" [%.1f–%.1f]", s.Spread[0], s.Spread[1])
 }
 
 // dockerReady reports whether a Docker engine answers.

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,15 +20,16 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure warren against raw runsc and runc on this host, in one run",
-		Long: "Measures, on the same image: create to first output, exec round trip,\n" +
-			"concurrent creates, pause and resume, idle memory per sandbox, image pulls\n" +
+		Long: "Measures, on the same image: create to first output, exec round trip, a\n" +
+			"request that starts no process, concurrent creates, pause and resume (and\n" +
+			"the checkpoint's size), idle density (load and memory), image pulls\n" +
 			"and Dockerfile builds, for warren (against a running server) and for\n" +
 			"runsc/runc (and docker, when its engine answers) driven directly.\n" +
 			"Run it on the server's host, as root. --short is the quick run CI uses.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if short {
-				o.Runs, o.Concurrent, o.Idle = 3, 4, 5
+				o.Runs, o.Repeat, o.Concurrent, o.Idle, o.IdleFor = 3, 1, 4, 5, 2*time.Second
 			}
 			o.Client = g.client()
 			o.Runtimes = strings.Split(runtimes, ",")
@@ -64,9 +66,11 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Image, "image", "busybox", "image to measure")
 	f.StringVar(&runtimes, "runtime", "gvisor,runc", "runtimes to measure, comma-separated")
 	f.IntVar(&o.Runs, "runs", 20, "samples per figure")
+	f.IntVar(&o.Repeat, "repeat", 3, "measure each figure this many times; p50 is the median of the medians")
 	f.IntVar(&o.Concurrent, "concurrent", 20, "creates started at once")
-	f.IntVar(&o.Idle, "idle", 50, "sandboxes for the idle-memory figure (0 to skip)")
-	f.BoolVar(&short, "short", false, "a quick run: 3 samples, 4 concurrent, 5 idle")
+	f.IntVar(&o.Idle, "idle", 50, "sandboxes for the idle-density figure (0 to skip)")
+	f.DurationVar(&o.IdleFor, "idle-for", time.Minute, "how long the idle sandboxes sit before the load and memory are read")
+	f.BoolVar(&short, "short", false, "a quick run: 3 samples, measured once, 4 concurrent, 5 idle for 2 s")
 	f.BoolVar(&o.Images, "images", true, "also measure image pulls (from a registry on loopback) and Dockerfile builds")
 	f.StringVar(&o.Runsc, "runsc", envOr("WARREN_RUNSC", "runsc"), "runsc to compare with (WARREN_RUNSC)")
 	f.StringVar(&o.Runc, "runc", envOr("WARREN_RUNC", "runc"), "runc to compare with (WARREN_RUNC)")

@@ -749,8 +749,11 @@ func (m *Manager) Get(ctx context.Context, org, id string) (*wire.Sandbox, error
 		return nil, err
 	}
 	v := m.view(row)
-	if row.State == StateRunning {
+	switch row.State {
+	case StateRunning:
 		v.Memory = m.memory(ctx, id)
+	case StatePaused:
+		v.CheckpointBytes = dirSize(m.checkpointDir(id))
 	}
 	return v, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -107,6 +108,7 @@ func (m *Manager) Pause(ctx context.Context, org, id string) (*wire.Sandbox, err
 	}
 	v := m.view(out)
 	v.Timings = map[string]int64{"pause_ms": time.Since(start).Milliseconds()}
+	v.CheckpointBytes = dirSize(m.checkpointDir(id))
 	m.log.Info("sandbox paused", "sandbox.id", id, "pause_ms", v.Timings["pause_ms"])
 	return v, nil
 }
@@ -288,4 +290,18 @@ func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime
 	}
 	m.guardMemory(l, sp)
 	return l, nil
+}
+
+// dirSize adds up the sizes of the regular files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
