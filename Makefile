@@ -7,6 +7,7 @@ CACHE := $(CURDIR)/.cache
 RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
 RUNSC := $(CACHE)/runsc/$(RUNSC_VERSION)/runsc
 BIN := $(CURDIR)/bin/warren
+AGENT := $(CURDIR)/bin/warren-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/warrenhq/warren/internal/cli.Version=$(VERSION)
 
@@ -45,9 +46,13 @@ all: build
 deps:
 	@RUNSC_VERSION=$(RUNSC_VERSION) RUNSC=$(RUNSC) scripts/deps.sh
 
-# warren finds runsc beside itself: bin/runsc is the one deps built.
+# warren finds runsc beside itself: bin/runsc is the one deps built. It
+# finds warren-agent there too: the agent alone, which sandboxes boot
+# faster with (it must be of the same version; otherwise warren is its own
+# agent).
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=$(VERSION)" -o $(AGENT) ./cmd/warren-agent
 	@if [ -s $(CACHE)/runsc-path ]; then ln -sfn "$$(cat $(CACHE)/runsc-path)" $(dir $(BIN))runsc; fi
 
 # doctor first: a summary of what is missing beats a stack of errors.
@@ -88,7 +93,7 @@ test-nonroot:
 	scripts/test-nonroot.sh
 
 install: deps build
-	@BIN=$(BIN) RUNSC=$$(cat $(CACHE)/runsc-path) $(INSTALL_VARS) scripts/install.sh install
+	@BIN=$(BIN) AGENT=$(AGENT) RUNSC=$$(cat $(CACHE)/runsc-path) $(INSTALL_VARS) scripts/install.sh install
 
 uninstall:
 	@$(INSTALL_VARS) scripts/install.sh uninstall

@@ -197,3 +197,47 @@ func readKey(path, key string) int64 {
 	}
 	return 0
 }
+
+// SetCPU sets the cgroup at rel to quota microseconds of CPU time per
+// period (v1: cpu.cfs_quota_us and cpu.cfs_period_us; v2: cpu.max).
+func SetCPU(root, rel string, quota, period int64) error {
+	if Unified(root) {
+		dir := filepath.Join(root, rel)
+		if err := os.WriteFile(filepath.Join(dir, "cpu.max"), []byte(fmt.Sprintf("%d %d", quota, period)), 0); err != nil {
+			return fmt.Errorf("set cpu.max: %w", err)
+		}
+		return nil
+	}
+	dir := filepath.Join(root, "cpu", rel)
+	if err := write(dir, "cpu.cfs_period_us", period); err != nil {
+		return err
+	}
+	return write(dir, "cpu.cfs_quota_us", quota)
+}
+
+// CPU reads the quota and period SetCPU sets; a quota of -1 is none.
+func CPU(root, rel string) (quota, period int64, err error) {
+	if Unified(root) {
+		b, err := os.ReadFile(filepath.Join(root, rel, "cpu.max"))
+		if err != nil {
+			return 0, 0, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 2 {
+			return 0, 0, fmt.Errorf("cpu.max reads %q", b)
+		}
+		if f[0] == "max" {
+			quota = -1
+		} else if quota, err = strconv.ParseInt(f[0], 10, 64); err != nil {
+			return 0, 0, err
+		}
+		period, err = strconv.ParseInt(f[1], 10, 64)
+		return quota, period, err
+	}
+	dir := filepath.Join(root, "cpu", rel)
+	if quota, err = readInt(filepath.Join(dir, "cpu.cfs_quota_us")); err != nil {
+		return 0, 0, err
+	}
+	period, err = readInt(filepath.Join(dir, "cpu.cfs_period_us"))
+	return quota, period, err
+}

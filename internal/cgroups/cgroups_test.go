@@ -201,3 +201,27 @@ func TestDirsRemoveChildren(t *testing.T) {
 		}
 	})
 }
+
+func TestCPU(t *testing.T) {
+	v1 := fakeV1(t, false)
+	put(t, v1+"/cpu/warren/sbx_a/cpu.cfs_quota_us", "200000\n")
+	put(t, v1+"/cpu/warren/sbx_a/cpu.cfs_period_us", "100000\n")
+	v2 := fakeV2(t)
+	put(t, v2+"/warren/sbx_a/cpu.max", "max 100000\n")
+	for name, root := range map[string]string{"v1": v1, "v2": v2} {
+		if name == "v2" {
+			if q, p, err := CPU(root, "warren/sbx_a"); err != nil || q != -1 || p != 100000 {
+				t.Fatalf("%s: unlimited reads %d %d %v", name, q, p, err)
+			}
+		}
+		if err := SetCPU(root, "warren/sbx_a", 50000, 100000); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if q, p, err := CPU(root, "warren/sbx_a"); err != nil || q != 50000 || p != 100000 {
+			t.Fatalf("%s: after SetCPU: %d %d %v", name, q, p, err)
+		}
+	}
+	if got := read(t, v2+"/warren/sbx_a/cpu.max"); got != "50000 100000" {
+		t.Fatalf("v2 cpu.max = %q", got)
+	}
+}

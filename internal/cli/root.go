@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/internal/guest"
 	"github.com/warrenhq/warren/internal/idmap"
 )
 
@@ -21,15 +22,11 @@ import (
 func Main(args []string) int {
 	// The guest agent's entry points come first and touch nothing else:
 	// they run inside sandboxes.
-	if len(args) > 1 {
-		switch args[1] {
-		case "agent-init":
-			return runAgentInit()
-		case "agent":
-			return runAgent(args[2:])
-		case idmap.HoldCommand:
-			return idmap.Hold()
-		}
+	if code, ok := guest.Main(args); ok {
+		return code
+	}
+	if len(args) > 1 && args[1] == idmap.HoldCommand {
+		return idmap.Hold()
 	}
 	root := newRoot()
 	root.SetArgs(args[1:])

@@ -101,7 +101,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	cmd.WaitDelay = 0
 	c.info = wire.Command{Name: req.Name, Cmd: req.Cmd, State: wire.CommandRunning, StartedAt: time.Now().UTC()}
 	mark := a.memory.mark()
-	if err := cmd.Start(); err != nil {
+	if err := children.start(cmd, cmd.Start); err != nil {
 		code, msg := startError(err)
 		f.WriteString(msg)
 		f.Close()
@@ -113,7 +113,7 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 	c.info.PID = cmd.Process.Pid
 	limitChild(cmd.Process.Pid)
 	go func() {
-		code, _ := exitCode(cmd.Wait())
+		code, _ := exitCode(children.wait(cmd))
 		f.Close()
 		now := time.Now().UTC()
 		oom := a.memory.lostToOOM(mark, cmd.Process.Pid, code)

@@ -255,7 +255,7 @@ func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *wire.Exec
 		}
 	}
 	mark := a.memory.mark()
-	if err := cmd.Start(); err != nil {
+	if err := children.start(cmd, cmd.Start); err != nil {
 		closeWriters()
 		pumps.Wait()
 		code, msg := startError(err)
@@ -292,7 +292,7 @@ func runToCompletion(ctx context.Context, req *wire.ExecRequest) (*wire.ExecResu
 		cmd.Stdin = strings.NewReader(req.Stdin)
 	}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := children.start(cmd, cmd.Start); err != nil {
 		code, msg := startError(err)
 		return &wire.ExecResult{ExitCode: code, Stderr: msg}, nil
 	}
@@ -330,7 +330,7 @@ func waitWithDeadline(ctx context.Context, cmd *exec.Cmd, timeoutSeconds float64
 		deadline = t.C
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- children.wait(cmd) }()
 	select {
 	case err := <-done:
 		return false, err

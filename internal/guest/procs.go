@@ -244,7 +244,11 @@ func (p *proc) start(req *ProcStart) error {
 			cmd.Env = append(cmd.Env, "TERM=xterm-256color")
 		}
 		size := &pty.Winsize{Cols: max(req.PTY.Cols, 1), Rows: max(req.PTY.Rows, 1)}
-		tty, err := pty.StartWithSize(cmd, size)
+		var tty *os.File
+		err := children.start(cmd, func() (err error) {
+			tty, err = pty.StartWithSize(cmd, size)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -274,7 +278,7 @@ func (p *proc) start(req *ProcStart) error {
 		}
 		p.stdin = in
 	}
-	return cmd.Start()
+	return children.start(cmd, cmd.Start)
 }
 
 func hasEnv(env []string, name string) bool {
@@ -289,7 +293,7 @@ func hasEnv(env []string, name string) bool {
 // reap waits for the process, lets the last of its output through, tells
 // every watcher how it ended and forgets it.
 func (a *Agent) reap(t *procTable, p *proc) {
-	err := p.cmd.Wait()
+	err := children.wait(p.cmd)
 	if p.tty != nil {
 		// The terminal's reader ends on EIO once nothing holds the
 		// terminal; a background child may, so don't wait long for that.

@@ -56,7 +56,11 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
-	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: cols, Rows: rows})
+	var tty *os.File
+	err = children.start(cmd, func() (err error) {
+		tty, err = pty.StartWithSize(cmd, &pty.Winsize{Cols: cols, Rows: rows})
+		return err
+	})
 	if err != nil {
 		_ = writeControl(ctx, conn, wire.Frame{Type: "error", Message: "start shell: " + err.Error()})
 		conn.Close(websocket.StatusInternalError, "start shell")
@@ -113,7 +117,7 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
+	go func() { waitDone <- children.wait(cmd) }()
 	select {
 	case err := <-waitDone:
 		// The terminal reads EIO once the shell and its children are gone;

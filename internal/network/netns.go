@@ -147,6 +147,40 @@ func plumb(id string, slot int, gw, addr netip.Addr) error {
 	return nil
 }
 
+// readdress gives a sandbox's surviving links back the address and route
+// gVisor took from eth0 when it adopted it. It fails, changing nothing
+// that matters, when the links or namespace are not there to reuse.
+func readdress(id string, slot int, gw, addr netip.Addr) error {
+	hostL, err := netlink.LinkByName(hostLink(slot))
+	if err != nil || hostL.Attrs().OperState == netlink.OperDown {
+		return fmt.Errorf("no host link to reuse")
+	}
+	ns, err := netns.GetFromPath(NSPath(id))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	inner, err := h.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(addr, 30)}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("address eth0: %w", err)
+	}
+	if err := h.LinkSetUp(inner); err != nil {
+		return err
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: inner.Attrs().Index, Gw: net.IP(gw.AsSlice())}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("default route: %w", err)
+	}
+	return nil
+}
+
 // rootlessSockets lets every user of the calling thread's namespace bind
 // low ports and ping. Root of a runc sandbox's user namespace holds no
 // capability over a namespace the host created, so this is how it still

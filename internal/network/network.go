@@ -191,12 +191,25 @@ func (m *Manager) Get(id string) *Info {
 func (m *Manager) Rewire(id string) error {
 	m.mu.Lock()
 	info := m.nets[id]
-	old := m.resolvers[id]
-	delete(m.resolvers, id)
 	m.mu.Unlock()
 	if info == nil {
 		return fmt.Errorf("sandbox %s has no network", id)
 	}
+	// Links that survived (a pause on this boot) need only their address
+	// and route back, which gVisor took: a few netlink calls, not a new
+	// pair and a new resolver.
+	if readdress(id, info.Slot, info.Gateway, info.Address) == nil {
+		m.mu.Lock()
+		running := m.resolvers[id] != nil
+		m.mu.Unlock()
+		if running {
+			return nil
+		}
+	}
+	m.mu.Lock()
+	old := m.resolvers[id]
+	delete(m.resolvers, id)
+	m.mu.Unlock()
 	// The resolver listened on the old host address; it starts again.
 	if old != nil {
 		old.close()

@@ -125,6 +125,16 @@ type OOMReporter interface {
 	OOMKilled(id string) bool
 }
 
+// CPUHeadroom is implemented by backends that boot (and restore) a
+// sandbox with more CPU than it asked for, because a sandbox held to a
+// small quota boots much slower (gVisor's kernel starts several threads
+// at once), and hold it to its quota afterwards. The caller calls
+// LimitCPU once the sandbox is up, and again when it adopts one after a
+// restart (it may have stopped in between).
+type CPUHeadroom interface {
+	LimitCPU(id string, cpu float64) error
+}
+
 // Freezer is implemented by backends that can stop a sandbox's processes
 // in place for a moment (cgroup freezer, gVisor's pause) and let them go
 // on, so its files can be read at rest. A frozen sandbox still counts as

@@ -284,6 +284,9 @@ func (m *Manager) restoreInto(ctx context.Context, id string, rt runtime.Runtime
 		err = m.waitAgent(ctx, l)
 		phases["agent_ms"] = time.Since(start).Milliseconds()
 	}
+	if err == nil {
+		err = m.limitCPU(rt, id, sp)
+	}
 	if err != nil {
 		agent.Close()
 		return nil, err

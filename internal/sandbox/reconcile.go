@@ -317,6 +317,12 @@ func (m *Manager) reattach(ctx context.Context, row *store.Sandbox, rt runtime.R
 	if last.IsZero() {
 		last = time.Now()
 	}
+	// It may have booted with CPU to spare and warren stopped before it
+	// was held to its own.
+	if err := m.limitCPU(rt, row.ID, &sp); err != nil {
+		agent.Close()
+		return err
+	}
 	l := newLive(row.ID, rt, agent, &sp, last)
 	l.expiresAt = row.ExpiresAt
 	if _, err := m.applySecrets(ctx, l, row.Org, &sp); err != nil {

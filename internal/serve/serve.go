@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := openForUserNS(o.DataDir, runtimes); err != nil {
 		return err
 	}
-	agent, err := installAgent(ctx, o.DataDir)
+	agent, err := installAgent(ctx, o.DataDir, log)
 	if err != nil {
 		return err
 	}
@@ -582,15 +582,32 @@ func openForUserNS(dataDir string, runtimes map[string]runtime.Runtime) error {
 	return os.Chmod(dataDir, 0o700)
 }
 
-// installAgent installs this binary in the data dir, where runtimes
-// bind-mount it into sandboxes as the guest agent. A stable copy keeps
-// running sandboxes independent of where the binary was started from.
-func installAgent(ctx context.Context, dataDir string) (agentbin.Agent, error) {
+// installAgent installs the agent (see agentBinary) in the data dir,
+// where runtimes bind it into sandboxes.
+func installAgent(ctx context.Context, dataDir string, log *slog.Logger) (agentbin.Agent, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return agentbin.Agent{}, fmt.Errorf("find own binary: %w", err)
 	}
-	return agentbin.Install(ctx, self, filepath.Join(dataDir, "agent"))
+	return agentbin.Install(ctx, agentBinary(ctx, self, log), filepath.Join(dataDir, "agent"))
+}
+
+// agentBinary is the agent sandboxes run: warren-agent beside warren
+// when it is of warren's own version (smaller, so sandboxes boot faster
+// and idle smaller), else warren itself.
+func agentBinary(ctx context.Context, self string, log *slog.Logger) string {
+	agent := filepath.Join(filepath.Dir(self), "warren-agent")
+	if _, err := os.Stat(agent); err != nil {
+		return self
+	}
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(vctx, agent, "version").Output()
+	if v := strings.TrimSpace(string(out)); err != nil || v != api.Version {
+		log.Warn("warren-agent beside warren is of another version; warren is its own agent (sandboxes boot slower)", "agent", agent, "agent.version", v, "version", api.Version)
+		return self
+	}
+	return agent
 }
 
 // egressRoots are the CAs upstream servers are verified against: the

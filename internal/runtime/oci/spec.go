@@ -61,7 +61,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: s.NetNS}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
 			},
-			Resources:     resources(s.Resources),
+			Resources:     resources(s.Resources, r.cfg.BootCPU),
 			MaskedPaths:   []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
@@ -137,7 +137,9 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 	return spec
 }
 
-func resources(res runtime.Resources) *specs.LinuxResources {
+// resources are the cgroup limits of the spec; the CPU quota is at least
+// bootCPU (see Config.BootCPU).
+func resources(res runtime.Resources, bootCPU float64) *specs.LinuxResources {
 	out := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}
@@ -161,7 +163,7 @@ func resources(res runtime.Resources) *specs.LinuxResources {
 	}
 	out.Pids = &specs.LinuxPids{Limit: &pids}
 	if res.CPU > 0 {
-		quota := int64(res.CPU * cpuPeriodUs)
+		quota := int64(max(res.CPU, bootCPU) * cpuPeriodUs)
 		period := uint64(cpuPeriodUs)
 		out.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
