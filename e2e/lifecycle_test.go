@@ -151,7 +151,27 @@ func TestLimits(t *testing.T) {
 		t.Run(rt+"/pids", func(t *testing.T) {
 			sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt, Resources: &client.Resources{PIDs: 64}})
 			neighbour := s.create(t, client.CreateRequest{Image: "busybox", Runtime: rt})
+			// While the bomb runs the agent is kept busy: each request
+			// may need a thread of its own, and the agent (PID 1, a Go
+			// program) dies if it cannot make one.
+			busy, stopBusy := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			workers := 16
+			if rt == "gvisor" {
+				workers = 4 // more starve the bomb of CPU under gVisor
+			}
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for busy.Err() == nil {
+						_, _ = s.c.ListFiles(busy, sb.ID, "/proc")
+					}
+				}()
+			}
 			res := s.exec(t, sb.ID, client.ExecRequest{Cmd: "bomb() { bomb | bomb & }; bomb; sleep 30", TimeoutSeconds: bombSeconds()})
+			stopBusy()
+			wg.Wait()
 			if !res.TimedOut {
 				t.Fatalf("fork bomb run: %+v", res)
 			}

@@ -18,6 +18,9 @@ const (
 	nofileLimit = 65536
 	// sentryThreads is host-task headroom for gVisor's own threads.
 	sentryThreads = 4096
+	// agentThreads is headroom for the agent's threads under runc,
+	// where it shares the host cgroup with the workload.
+	agentThreads = 64
 )
 
 // capabilities is the set a Docker container gets by default: enough for
@@ -123,18 +126,31 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}})
 	}
-	if r.cfg.PIDsInSandbox {
-		// The host cgroup would count the sentry's own threads too, and
-		// the sentry dies when it cannot make one. The agent limits the
-		// processes it starts inside the sandbox's kernel instead (it
-		// stays unlimited itself, so a fork bomb cannot starve it of
-		// threads), and the host cgroup keeps a generous backstop.
-		limit := *spec.Linux.Resources.Pids.Limit
-		spec.Process.Env = append(spec.Process.Env, fmt.Sprintf("%s=%d", guest.NprocEnv, limit))
-		backstop := limit + sentryThreads
-		spec.Linux.Resources.Pids.Limit = &backstop
+	// The agent is PID 1 and a Go program: when it cannot make a thread
+	// it dies, and the sandbox with it. So the workload's limit is one
+	// the agent sets on every process it starts (RLIMIT_NPROC, which
+	// their children inherit), while the agent stays unlimited and the
+	// host cgroup keeps a backstop with headroom for the agent's
+	// threads (and, under gVisor, the sentry's).
+	// Under runc, RLIMIT_NPROC binds root only inside a user namespace
+	// (the host's root is exempt); without one the cgroup limit is all
+	// there is.
+	switch {
+	case r.cfg.PIDsInSandbox:
+		nprocLimit(spec, sentryThreads)
+	case s.UserNS != nil:
+		nprocLimit(spec, agentThreads)
 	}
 	return spec
+}
+
+// nprocLimit moves the spec's process limit from the host cgroup to the
+// agent, leaving the cgroup that much headroom.
+func nprocLimit(spec *specs.Spec, headroom int64) {
+	limit := *spec.Linux.Resources.Pids.Limit
+	spec.Process.Env = append(spec.Process.Env, fmt.Sprintf("%s=%d", guest.NprocEnv, limit))
+	backstop := limit + headroom
+	spec.Linux.Resources.Pids.Limit = &backstop
 }
 
 // resources are the cgroup limits of the spec; the CPU quota is at least
