@@ -160,6 +160,14 @@ type Memory struct {
 	LoadAvg1    float64 `json:"load_avg_1m"`
 	LoadBefore  float64 `json:"load_avg_1m_before"`
 	Answering   int     `json:"answering"`
+	// CPUPercent is the CPU the idle sandboxes used over the window, in
+	// percent of one core (their cgroups' CPU time), all of them
+	// together; HostBusy the host's busy share of all cores over it.
+	CPUPercent  float64 `json:"cpu_percent_of_a_core"`
+	HostBusyPct float64 `json:"host_busy_percent"`
+	// HostTasksPerSandbox is how many host threads each sandbox adds
+	// (they count against kernel.pid_max).
+	HostTasksPerSandbox float64 `json:"host_tasks_per_sandbox"`
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -172,117 +180,10 @@ func (o *Options) logf(format string, args ...any) {
 func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Image: o.Image, Runs: o.Runs, Repeat: max(o.Repeat, 1), Started: time.Now().UTC()}
 	for _, rt := range o.Runtimes {
-		peerBin := map[string]string{"gvisor": o.Runsc, "runc": o.Runc}[rt]
-		peerName := map[string]string{"gvisor": "runsc", "runc": "runc"}[rt]
-
-		o.logf("%s: exec round trip", rt)
-		execs, err := o.measure1(func() ([]time.Duration, error) { return o.execRoundTrip(ctx, rt) })
-		if err != nil {
-			return nil, err
-		}
-
-		o.logf("%s: create to first output (warren)", rt)
-		byPath := map[string]int{}
-		created, err := o.measure1(func() ([]time.Duration, error) { return o.createToOutput(ctx, rt, byPath) })
-		if err != nil {
-			return nil, err
-		}
-		row := Row{Metric: rt + " create→first output", Warren: created, Note: describe(byPath)}
-		if byPath[wire.BootPool] > 0 {
-			// A pooled create's floor is the first command: the exec round
-			// trip of a running sandbox.
-			row.addPeer("warren exec round trip", execs)
-		}
-		if peerBin != "" {
-			o.logf("%s: create to first output (%s run)", rt, peerName)
-			raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawRun(ctx, rt, peerBin) })
-			if err != nil {
-				return nil, fmt.Errorf("%s run: %w", peerName, err)
-			}
-			row.addPeer(peerName+" run", raw)
-		}
-		rep.Rows = append(rep.Rows, row)
-
-		row = Row{Metric: rt + " exec round trip", Warren: execs}
-		o.logf("%s: process spawn inside a sandbox (the floor under exec)", rt)
-		spawn, err := o.measure1(func() ([]time.Duration, error) { return o.spawnInside(ctx, rt) })
-		if err != nil {
-			return nil, fmt.Errorf("spawn inside: %w", err)
-		}
-		row.addPeer("spawn inside", spawn)
-		if peerBin != "" {
-			raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawExec(ctx, rt, peerBin) })
-			if err != nil {
-				return nil, fmt.Errorf("%s exec: %w", peerName, err)
-			}
-			row.addPeer(peerName+" exec", raw)
-		}
-		rep.Rows = append(rep.Rows, row)
-
-		o.logf("%s: a request that starts no process", rt)
-		stats, err := o.measure1(func() ([]time.Duration, error) { return o.statRoundTrip(ctx, rt) })
-		if err != nil {
-			return nil, err
-		}
-		rep.Rows = append(rep.Rows, Row{Metric: rt + " request without a process (file stat)", Warren: stats})
-
-		o.logf("%s: %d concurrent creates", rt, o.Concurrent)
-		byPath = map[string]int{}
-		total, err := o.measure1(func() ([]time.Duration, error) { return o.concurrentCreates(ctx, rt, byPath) })
-		if err != nil {
-			return nil, err
-		}
-		rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: total, Note: describe(byPath)})
-
-		if rt == "gvisor" {
-			o.logf("%s: pause and resume", rt)
-			var size int64
-			pr, err := o.measure(func() ([][]time.Duration, error) {
-				p, r, sz, err := o.pauseResume(ctx, rt)
-				size = sz
-				return [][]time.Duration{p, r}, err
-			})
-			if err != nil {
+		// --runs 0 leaves only the idle figure (and the images).
+		if o.Runs > 0 {
+			if err := o.figures(ctx, rt, rep); err != nil {
 				return nil, err
-			}
-			rep.Checkpoint = append(rep.Checkpoint, Checkpoint{Runtime: rt, MB: float64(size) / (1 << 20)})
-			pause, resume := Row{Metric: rt + " pause", Warren: pr[0]}, Row{Metric: rt + " resume", Warren: pr[1]}
-			if peerBin != "" {
-				for _, quota := range []bool{true, false} {
-					name := " (1 CPU quota)"
-					if !quota {
-						name = " (no CPU quota)"
-					}
-					o.logf("%s: checkpoint and restore (%s%s)", rt, peerName, name)
-					cr, err := o.measure(func() ([][]time.Duration, error) {
-						c, r, err := o.rawCheckpoint(ctx, peerBin, quota)
-						return [][]time.Duration{c, r}, err
-					})
-					if err != nil {
-						return nil, fmt.Errorf("%s checkpoint: %w", peerName, err)
-					}
-					pause.addPeer(peerName+" checkpoint"+name, cr[0])
-					resume.addPeer(peerName+" restore"+name, cr[1])
-				}
-			}
-			rep.Rows = append(rep.Rows, pause, resume)
-		}
-		if rt == "runc" && o.dockerReady(ctx) {
-			o.logf("docker: run and exec")
-			de, err := o.measure(func() ([][]time.Duration, error) {
-				r, e, err := o.docker(ctx)
-				return [][]time.Duration{r, e}, err
-			})
-			if err != nil {
-				return nil, fmt.Errorf("docker: %w", err)
-			}
-			for i := range rep.Rows {
-				switch rep.Rows[i].Metric {
-				case "runc create→first output":
-					rep.Rows[i].addPeer("docker run", de[0])
-				case "runc exec round trip":
-					rep.Rows[i].addPeer("docker exec", de[1])
-				}
 			}
 		}
 		if o.Idle > 0 {
@@ -302,6 +203,126 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Rows = append(rep.Rows, rows...)
 	}
 	return rep, nil
+}
+
+// figures measures one runtime's sampled figures into rep: create, exec,
+// a request without a process, concurrent creates, pause and resume, and
+// each against its peers.
+func (o *Options) figures(ctx context.Context, rt string, rep *Report) error {
+	peerBin := map[string]string{"gvisor": o.Runsc, "runc": o.Runc}[rt]
+	peerName := map[string]string{"gvisor": "runsc", "runc": "runc"}[rt]
+
+	o.logf("%s: exec round trip", rt)
+	execs, err := o.measure1(func() ([]time.Duration, error) { return o.execRoundTrip(ctx, rt) })
+	if err != nil {
+		return err
+	}
+
+	o.logf("%s: create to first output (warren)", rt)
+	byPath := map[string]int{}
+	created, err := o.measure1(func() ([]time.Duration, error) { return o.createToOutput(ctx, rt, byPath) })
+	if err != nil {
+		return err
+	}
+	row := Row{Metric: rt + " create→first output", Warren: created, Note: describe(byPath)}
+	if byPath[wire.BootPool] > 0 {
+		// A pooled create's floor is the first command: the exec round
+		// trip of a running sandbox.
+		row.addPeer("warren exec round trip", execs)
+	}
+	if peerBin != "" {
+		o.logf("%s: create to first output (%s run)", rt, peerName)
+		raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawRun(ctx, rt, peerBin) })
+		if err != nil {
+			return fmt.Errorf("%s run: %w", peerName, err)
+		}
+		row.addPeer(peerName+" run", raw)
+	}
+	rep.Rows = append(rep.Rows, row)
+
+	row = Row{Metric: rt + " exec round trip", Warren: execs}
+	o.logf("%s: process spawn inside a sandbox (the floor under exec)", rt)
+	spawn, err := o.measure1(func() ([]time.Duration, error) { return o.spawnInside(ctx, rt) })
+	if err != nil {
+		return fmt.Errorf("spawn inside: %w", err)
+	}
+	row.addPeer("spawn inside", spawn)
+	if peerBin != "" {
+		raw, err := o.measure1(func() ([]time.Duration, error) { return o.rawExec(ctx, rt, peerBin) })
+		if err != nil {
+			return fmt.Errorf("%s exec: %w", peerName, err)
+		}
+		row.addPeer(peerName+" exec", raw)
+	}
+	rep.Rows = append(rep.Rows, row)
+
+	o.logf("%s: a request that starts no process", rt)
+	stats, err := o.measure1(func() ([]time.Duration, error) { return o.statRoundTrip(ctx, rt) })
+	if err != nil {
+		return err
+	}
+	rep.Rows = append(rep.Rows, Row{Metric: rt + " request without a process (file stat)", Warren: stats})
+
+	o.logf("%s: %d concurrent creates", rt, o.Concurrent)
+	byPath = map[string]int{}
+	total, err := o.measure1(func() ([]time.Duration, error) { return o.concurrentCreates(ctx, rt, byPath) })
+	if err != nil {
+		return err
+	}
+	rep.Rows = append(rep.Rows, Row{Metric: fmt.Sprintf("%s %d concurrent creates (total)", rt, o.Concurrent), Warren: total, Note: describe(byPath)})
+
+	if rt == "gvisor" {
+		o.logf("%s: pause and resume", rt)
+		var size int64
+		pr, err := o.measure(func() ([][]time.Duration, error) {
+			p, r, sz, err := o.pauseResume(ctx, rt)
+			size = sz
+			return [][]time.Duration{p, r}, err
+		})
+		if err != nil {
+			return err
+		}
+		rep.Checkpoint = append(rep.Checkpoint, Checkpoint{Runtime: rt, MB: float64(size) / (1 << 20)})
+		pause, resume := Row{Metric: rt + " pause", Warren: pr[0]}, Row{Metric: rt + " resume", Warren: pr[1]}
+		if peerBin != "" {
+			for _, quota := range []bool{true, false} {
+				name := " (1 CPU quota)"
+				if !quota {
+					name = " (no CPU quota)"
+				}
+				o.logf("%s: checkpoint and restore (%s%s)", rt, peerName, name)
+				cr, err := o.measure(func() ([][]time.Duration, error) {
+					c, r, err := o.rawCheckpoint(ctx, peerBin, quota)
+					return [][]time.Duration{c, r}, err
+				})
+				if err != nil {
+					return fmt.Errorf("%s checkpoint: %w", peerName, err)
+				}
+				pause.addPeer(peerName+" checkpoint"+name, cr[0])
+				resume.addPeer(peerName+" restore"+name, cr[1])
+			}
+		}
+		rep.Rows = append(rep.Rows, pause, resume)
+	}
+	if rt == "runc" && o.dockerReady(ctx) {
+		o.logf("docker: run and exec")
+		de, err := o.measure(func() ([][]time.Duration, error) {
+			r, e, err := o.docker(ctx)
+			return [][]time.Duration{r, e}, err
+		})
+		if err != nil {
+			return fmt.Errorf("docker: %w", err)
+		}
+		for i := range rep.Rows {
+			switch rep.Rows[i].Metric {
+			case "runc create→first output":
+				rep.Rows[i].addPeer("docker run", de[0])
+			case "runc exec round trip":
+				rep.Rows[i].addPeer("docker exec", de[1])
+			}
+		}
+	}
+	return nil
 }
 
 func (r *Row) addPeer(name string, s Stat) {
@@ -522,7 +543,8 @@ func (o *Options) pauseResume(ctx context.Context, rt string) (pauses, resumes [
 // reads the host's load average and what their memory cgroups charge
 // (for gVisor that includes its kernel); every one must still answer.
 func (o *Options) idleDensity(ctx context.Context, rt string) (*Memory, error) {
-	before, loadBefore := memAvailableMB(), loadAvg()
+	before := memAvailableMB()
+	loadBefore, tasksBefore := loadAvg()
 	ids := make([]string, o.Idle)
 	defer func() { o.remove(ids...) }()
 	// Made a few at a time: the figure is about sitting idle, not about
@@ -555,12 +577,17 @@ func (o *Options) idleDensity(ctx context.Context, rt string) (*Memory, error) {
 		return nil, firstErr
 	}
 	start := time.Now()
+	cpuBefore := cgroupCPU(ids)
+	busyBefore, totalBefore := hostCPU()
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-time.After(o.IdleFor):
 	}
-	load := loadAvg()
+	load, tasks := loadAvg()
+	window := time.Since(start)
+	cpuUsed := cgroupCPU(ids) - cpuBefore
+	busyAfter, totalAfter := hostCPU()
 	var total float64
 	for _, id := range ids {
 		total += cgroupMemoryMB(id)
@@ -578,8 +605,13 @@ func (o *Options) idleDensity(ctx context.Context, rt string) (*Memory, error) {
 	}
 	per := total / float64(o.Idle)
 	m := &Memory{Runtime: rt, Sandboxes: o.Idle, PerSandboxMB: per, HostAvailableMB: before,
-		HostPerSandboxMB: (before - after) / float64(o.Idle), IdleSeconds: time.Since(start).Seconds(),
-		LoadAvg1: load, LoadBefore: loadBefore, Answering: answering}
+		HostPerSandboxMB: (before - after) / float64(o.Idle), IdleSeconds: window.Seconds(),
+		LoadAvg1: load, LoadBefore: loadBefore, Answering: answering,
+		HostTasksPerSandbox: float64(tasks-tasksBefore) / float64(o.Idle),
+		CPUPercent:          100 * cpuUsed.Seconds() / window.Seconds()}
+	if d := totalAfter - totalBefore; d > 0 {
+		m.HostBusyPct = 100 * (busyAfter - busyBefore) / d
+	}
 	if per > 0 {
 		m.FitIn24GiB = int(24 * 1024 / per)
 	}
@@ -596,18 +628,61 @@ func countSet(ids []string) int {
 	return n
 }
 
-// loadAvg is the host's one-minute load average.
-func loadAvg() float64 {
+// cgroupCPU adds up the CPU time the sandboxes' cgroups have used.
+func cgroupCPU(ids []string) time.Duration {
+	var total time.Duration
+	for _, id := range ids {
+		if b, err := os.ReadFile("/sys/fs/cgroup/cpuacct/warren/" + id + "/cpuacct.usage"); err == nil {
+			ns, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			total += time.Duration(ns)
+			continue
+		}
+		if b, err := os.ReadFile("/sys/fs/cgroup/warren/" + id + "/cpu.stat"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+					us, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					total += time.Duration(us) * time.Microsecond
+				}
+			}
+		}
+	}
+	return total
+}
+
+// hostCPU reads the host's busy and total CPU ticks (the first line of
+// /proc/stat).
+func hostCPU() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+// loadAvg is the host's one-minute load average, and how many threads
+// (tasks) the host has.
+func loadAvg() (load float64, tasks int) {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
+	if len(f) < 4 {
+		return 0, 0
 	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+	load, _ = strconv.ParseFloat(f[0], 64)
+	_, all, _ := strings.Cut(f[3], "/")
+	tasks, _ = strconv.Atoi(all)
+	return load, tasks
 }
 
 // cgroupMemoryMB reads a sandbox's memory cgroup usage (v1 or v2).
@@ -853,8 +928,8 @@ func Table(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "\n%s checkpoint of an idle sandbox: %.1f MB\n", c.Runtime, c.MB)
 	}
 	for _, m := range rep.Memory {
-		fmt.Fprintf(w, "\n%s idle: %d sandboxes for %.0f s, all answering; %.1f MB per sandbox charged to its cgroup (%.1f MB of host memory), about %d fit in 24 GiB; load average %.2f (%.2f before)\n",
-			m.Runtime, m.Sandboxes, m.IdleSeconds, m.PerSandboxMB, m.HostPerSandboxMB, m.FitIn24GiB, m.LoadAvg1, m.LoadBefore)
+		fmt.Fprintf(w, "\n%s idle: %d sandboxes for %.0f s, all answering; %.1f MB per sandbox charged to its cgroup (%.1f MB of host memory), about %d fit in 24 GiB; together they used %.1f%% of a core (the host was %.1f%% busy); load average %.2f (%.2f before); %.0f host threads each\n",
+			m.Runtime, m.Sandboxes, m.IdleSeconds, m.PerSandboxMB, m.HostPerSandboxMB, m.FitIn24GiB, m.CPUPercent, m.HostBusyPct, m.LoadAvg1, m.LoadBefore, m.HostTasksPerSandbox)
 	}
 }
 

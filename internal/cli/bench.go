@@ -65,7 +65,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.Image, "image", "busybox", "image to measure")
 	f.StringVar(&runtimes, "runtime", "gvisor,runc", "runtimes to measure, comma-separated")
-	f.IntVar(&o.Runs, "runs", 20, "samples per figure")
+	f.IntVar(&o.Runs, "runs", 20, "samples per figure (0: only the idle figure and images)")
 	f.IntVar(&o.Repeat, "repeat", 3, "measure each figure this many times; p50 is the median of the medians")
 	f.IntVar(&o.Concurrent, "concurrent", 20, "creates started at once")
 	f.IntVar(&o.Idle, "idle", 50, "sandboxes for the idle-density figure (0 to skip)")
