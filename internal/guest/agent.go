@@ -77,7 +77,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.OnConnect()
 			a.OnConnect = nil
 		}
-		session, err := yamux.Server(conn, sessionConfig())
+		// Only the host pings: every wakeup of an idle sandbox costs its
+		// kernel a round of work, and a host that goes away closes the
+		// socket, which the agent sees without pinging.
+		cfg := sessionConfig()
+		cfg.EnableKeepAlive = false
+		session, err := yamux.Server(conn, cfg)
 		if err != nil {
 			conn.Close()
 			continue
@@ -103,8 +108,10 @@ func (devNull) Write(p []byte) (int, error) { return len(p), nil }
 func sessionConfig() *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = devNull{}
+	// The host's ping finds a hung agent; the process watch finds a dead
+	// sandbox sooner, so the ping can be rare.
 	cfg.EnableKeepAlive = true
-	cfg.KeepAliveInterval = 10 * time.Second
+	cfg.KeepAliveInterval = 30 * time.Second
 	cfg.ConnectionWriteTimeout = 30 * time.Second
 	// Large windows keep big file transfers from stalling on acks.
 	cfg.MaxStreamWindowSize = 4 << 20
