@@ -39,10 +39,10 @@ const (
 // connection are one line, GreetingPrefix followed by the sandbox's agent
 // token and "\n", before any multiplexing starts. The host reads at most
 // MaxGreeting bytes for it, for at most GreetingTimeout, and refuses a
-// connection without the right token. The token reaches the agent in
-// TokenEnv of the sandbox's init, which hands it to the agent over a pipe;
-// both are non-dumpable, so other processes in the sandbox (without
-// CAP_SYS_PTRACE) cannot read it from their memory or environment.
+// connection without the right token. The token reaches the agent, the
+// sandbox's PID 1, in TokenEnv; it makes itself non-dumpable and clears
+// the variable first, so other processes in the sandbox (without
+// CAP_SYS_PTRACE) cannot read it from its memory or environment.
 const (
 	GreetingPrefix  = "warren-agent/1 "
 	MaxGreeting     = 128
