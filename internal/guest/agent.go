@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -166,6 +167,11 @@ func (a *Agent) handler() http.Handler {
 // of the host's.
 func RunInit() int {
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	// One P: a request then never hands work between threads, and each
+	// such handoff is a host futex round through gVisor's kernel (a
+	// request that starts no process: 2.5 ms with two, 1.9 with one).
+	// The agent's work waits on I/O; it needs no parallelism.
+	goruntime.GOMAXPROCS(1)
 	token := os.Getenv(TokenEnv)
 	_ = os.Unsetenv(TokenEnv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
