@@ -32,6 +32,13 @@ func TestPauseResume(t *testing.T) {
 	sb := s.create(t, client.CreateRequest{Image: "busybox", Runtime: "gvisor"})
 	s.exec(t, sb.ID, client.ExecRequest{Cmd: "(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &"})
 	s.exec(t, sb.ID, client.ExecRequest{Cmd: "mkdir /data && for i in $(seq 300); do echo file-$i > /data/f$i; done"})
+	// 48 MB in the sandbox's memory (a tmpfs is its kernel's memory): a
+	// restore returns before such pages are loaded, and warren removes
+	// the checkpoint's files right after; they must arrive intact.
+	sum := s.exec(t, sb.ID, client.ExecRequest{Cmd: "mkdir -p /dev/shm && head -c 48000000 /dev/urandom > /dev/shm/blob && md5sum /dev/shm/blob"})
+	if sum.ExitCode != 0 || len(sum.Stdout) < 32 {
+		t.Fatalf("memory blob: %+v", sum)
+	}
 	time.Sleep(300 * time.Millisecond)
 	before := counter(t, s, sb.ID)
 
@@ -72,6 +79,9 @@ func TestPauseResume(t *testing.T) {
 	res := s.exec(t, sb.ID, client.ExecRequest{Cmd: "ls /data | wc -l; cat /data/f150"})
 	if res.Stdout != "300\nfile-150\n" {
 		t.Fatalf("files after resume: %q", res.Stdout)
+	}
+	if again := s.exec(t, sb.ID, client.ExecRequest{Cmd: "md5sum /dev/shm/blob"}); again.Stdout != sum.Stdout {
+		t.Fatalf("memory after resume: %q, before pause: %q", again.Stdout, sum.Stdout)
 	}
 
 	// Paused across a warren crash, then woken by an exec.

@@ -233,7 +233,10 @@ func (r *Runtime) Restore(ctx context.Context, spec runtime.Spec, dir string) er
 			return err
 		}
 	}
-	return r.launch(ctx, spec, "restore", "--image-path", dir, "--detach", "--bundle", bundle, spec.ID)
+	// --background: the restore returns before every page is loaded;
+	// the sandbox's kernel loads the rest from the descriptors it holds,
+	// so the checkpoint's files may go once this returns.
+	return r.launch(ctx, spec, "restore", "--background", "--image-path", dir, "--detach", "--bundle", bundle, spec.ID)
 }
 
 // LimitCPU holds a sandbox booted with BootCPU to its own CPU limit.
