@@ -720,6 +720,11 @@ func (o *Options) rawBundle(dir string, argv []string) error {
 	// runc refuses a root reached through a symlink (an image dir that
 	// is a link, say).
 	root, err := filepath.EvalSymlinks(o.Rootfs)
+	if err == nil {
+		// A bundle's relative root is relative to the bundle, not to
+		// where --image-dir was given.
+		root, err = filepath.Abs(root)
+	}
 	if err != nil {
 		return fmt.Errorf("resolve the image's rootfs: %w", err)
 	}
