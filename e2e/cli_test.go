@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/warrenhq/warren/client"
 )
 
 // cli runs the warren CLI against s and returns stdout, stderr and the
@@ -89,6 +91,29 @@ func TestCLI(t *testing.T) {
 			}
 			if out, _, code := s.cli(t, "", "sandbox", "get", sb.ID); code != 0 || !strings.Contains(out, "running") {
 				t.Fatalf("sandbox get: %q", out)
+			}
+			if rt == "gvisor" {
+				if out, errOut, code := s.cli(t, "", "sandbox", "pause", sb.ID); code != 0 || !strings.Contains(out, sb.ID+" paused (pause=") {
+					t.Fatalf("sandbox pause: %d %q %q", code, out, errOut)
+				}
+				if out, errOut, code := s.cli(t, "", "sandbox", "resume", sb.ID, "--json"); code != 0 || !strings.Contains(out, `"state": "running"`) || !strings.Contains(out, `"resume_ms"`) {
+					t.Fatalf("sandbox resume --json: %d %q %q", code, out, errOut)
+				}
+				out, errOut, code := s.cli(t, "", "sandbox", "fork", sb.ID, "--count", "2", "--json")
+				var forked struct {
+					Sandboxes []client.Sandbox `json:"sandboxes"`
+				}
+				if code != 0 || json.Unmarshal([]byte(out), &forked) != nil || len(forked.Sandboxes) != 2 {
+					t.Fatalf("sandbox fork --json: %d %q %q", code, out, errOut)
+				}
+				for _, f := range forked.Sandboxes {
+					if got, _, _ := s.cli(t, "", "files", "get", f.ID, "/root/f.txt"); got != "file body\n" {
+						t.Fatalf("a fork lacks the source's file: %q", got)
+					}
+					s.cli(t, "", "sandbox", "rm", f.ID)
+				}
+			} else if _, errOut, code := s.cli(t, "", "sandbox", "pause", sb.ID); code == 0 || !strings.Contains(errOut, "cannot pause") {
+				t.Fatalf("runc pause should be refused with the reason: %d %q", code, errOut)
 			}
 			if _, _, code := s.cli(t, "", "sandbox", "rm", sb.ID); code != 0 {
 				t.Fatal("sandbox rm failed")

@@ -17,7 +17,10 @@ import (
 
 func newSandboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Aliases: []string{"sandboxes", "sb"}, Short: "Create, list, inspect and delete sandboxes"}
-	cmd.AddCommand(newCreateCmd(g), newListCmd(g), newGetCmd(g), newRmCmd(g), newSnapshotCmd(g))
+	cmd.AddCommand(newCreateCmd(g), newListCmd(g), newGetCmd(g), newRmCmd(g), newSnapshotCmd(g),
+		newStateCmd(g, "pause", "Save a running sandbox's memory and files and stop it (gVisor)", (*client.Client).Pause),
+		newStateCmd(g, "resume", "Bring a paused sandbox back where it was", (*client.Client).Resume),
+		newForkCmd(g))
 	return cmd
 }
 
@@ -288,4 +291,51 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// newStateCmd is a command that moves one sandbox to another state and
+// prints it with the step's timings.
+func newStateCmd(g *globals, use, short string, do func(*client.Client, context.Context, string) (*client.Sandbox, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sb, err := do(g.client(), cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), sb, func() {
+				if len(sb.Timings) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", sb.ID, sb.State)
+					return
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s)\n", sb.ID, sb.State, timingSummary(sb.Timings))
+			})
+			return nil
+		},
+	}
+}
+
+func newForkCmd(g *globals) *cobra.Command {
+	var count int
+	cmd := &cobra.Command{
+		Use:   "fork ID",
+		Short: "Copy a running sandbox, memory and files, into new ones (gVisor)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := g.client().Fork(cmd.Context(), args[0], count)
+			if err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), map[string]any{"sandboxes": out}, func() {
+				for _, sb := range out {
+					fmt.Fprintln(cmd.OutOrStdout(), sb.ID)
+				}
+			})
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&count, "count", 1, "how many copies")
+	return cmd
 }
