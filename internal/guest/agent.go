@@ -197,6 +197,8 @@ func Main(args []string) (code int, ok bool) {
 		return RunInit(), true
 	case "agent":
 		return RunAgent(args[2:]), true
+	case "nproc-exec":
+		return RunNprocExec(args[2:]), true
 	}
 	return 0, false
 }

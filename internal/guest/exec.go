@@ -90,6 +90,56 @@ var nprocLimit = func() uint64 {
 	return n
 }()
 
+// NprocExecEnv, when set, has every process the agent starts go through
+// the agent binary first ("nproc-exec"), which sets RLIMIT_NPROC and
+// then execs the command: the limit is in place before the command's
+// first instruction. Without it the limit is applied just after the
+// start, and a fork bomb can fork in between with no limit (runc, where
+// a full pids cgroup would leave the agent, PID 1, without threads). It
+// costs an exec per process, which gVisor, whose kernel keeps its own
+// headroom, does not pay.
+const NprocExecEnv = "WARREN_NPROC_EXEC"
+
+var nprocExec = os.Getenv(NprocExecEnv) != ""
+
+// limitBeforeExec routes cmd through "nproc-exec" (see NprocExecEnv).
+func limitBeforeExec(cmd *exec.Cmd) {
+	if nprocLimit == 0 || !nprocExec || cmd.Err != nil {
+		return
+	}
+	prefix := []string{AgentPath}
+	if exe, _ := os.Readlink("/proc/self/exe"); exe == LoaderPath {
+		// A dynamically linked agent runs through the loader.
+		prefix = []string{LoaderPath, "--library-path", LibDir, AgentPath}
+	}
+	args := append(prefix, "nproc-exec", strconv.FormatUint(nprocLimit, 10), cmd.Path)
+	cmd.Args = append(args, cmd.Args...)
+	cmd.Path = prefix[0]
+}
+
+// RunNprocExec is "nproc-exec N PATH ARGV...": RLIMIT_NPROC N, then exec.
+func RunNprocExec(args []string) int {
+	if len(args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: nproc-exec N PATH ARGV0 [ARG...]")
+		return 127
+	}
+	n, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nproc-exec:", err)
+		return 127
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+		fmt.Fprintln(os.Stderr, "nproc-exec: set the process limit:", err)
+		return 126
+	}
+	err = unix.Exec(args[1], args[2:], os.Environ())
+	fmt.Fprintf(os.Stderr, "%s: %v\n", args[1], err)
+	if errors.Is(err, unix.ENOENT) {
+		return 127
+	}
+	return 126
+}
+
 // limitChild applies the sandbox's process limit to a started command;
 // its children inherit it.
 func limitChild(pid int) {

@@ -37,6 +37,7 @@ type reaper struct {
 func (r *reaper) start(cmd *exec.Cmd, start func() error) error {
 	r.gate.RLock()
 	defer r.gate.RUnlock()
+	limitBeforeExec(cmd)
 	if err := start(); err != nil {
 		return err
 	}
