@@ -64,7 +64,7 @@ func (r *Runtime) ociSpec(s runtime.Spec) *specs.Spec {
 				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: s.NetNS}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
 			},
-			Resources:     resources(s.Resources, r.cfg.BootCPU, s.Background),
+			Resources:     resources(s.Resources, r.cfg.BootCPU),
 			MaskedPaths:   []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
@@ -158,7 +158,7 @@ func nprocLimit(spec *specs.Spec, headroom int64) {
 
 // resources are the cgroup limits of the spec; the CPU quota is at least
 // bootCPU (see Config.BootCPU).
-func resources(res runtime.Resources, bootCPU float64, background bool) *specs.LinuxResources {
+func resources(res runtime.Resources, bootCPU float64) *specs.LinuxResources {
 	out := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}
@@ -185,14 +185,6 @@ func resources(res runtime.Resources, bootCPU float64, background bool) *specs.L
 		quota := int64(max(res.CPU, bootCPU) * cpuPeriodUs)
 		period := uint64(cpuPeriodUs)
 		out.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
-	}
-	if background {
-		// The lowest weight: runc and runsc derive cgroup v2's from it.
-		shares := uint64(2)
-		if out.CPU == nil {
-			out.CPU = &specs.LinuxCPU{}
-		}
-		out.CPU.Shares = &shares
 	}
 	return out
 }
