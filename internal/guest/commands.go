@@ -111,7 +111,6 @@ func (a *Agent) handleStartCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.info.PID = cmd.Process.Pid
-	limitChild(cmd.Process.Pid)
 	go func() {
 		code, _ := exitCode(children.wait(cmd))
 		f.Close()

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -102,20 +103,27 @@ const NprocExecEnv = "WARREN_NPROC_EXEC"
 
 var nprocExec = os.Getenv(NprocExecEnv) != ""
 
-// limitBeforeExec routes cmd through "nproc-exec" (see NprocExecEnv).
-func limitBeforeExec(cmd *exec.Cmd) {
+// limitBeforeExec routes cmd through "nproc-exec" (see NprocExecEnv) and
+// says whether it did.
+func limitBeforeExec(cmd *exec.Cmd) bool {
 	if nprocLimit == 0 || !nprocExec || cmd.Err != nil {
-		return
+		return false
 	}
-	prefix := []string{AgentPath}
-	if exe, _ := os.Readlink("/proc/self/exe"); exe == LoaderPath {
-		// A dynamically linked agent runs through the loader.
-		prefix = []string{LoaderPath, "--library-path", LibDir, AgentPath}
-	}
-	args := append(prefix, "nproc-exec", strconv.FormatUint(nprocLimit, 10), cmd.Path)
+	prefix := selfPrefix()
+	args := append(slices.Clip(prefix), "nproc-exec", strconv.FormatUint(nprocLimit, 10), cmd.Path)
 	cmd.Args = append(args, cmd.Args...)
 	cmd.Path = prefix[0]
+	return true
 }
+
+// selfPrefix is the argv that starts the agent binary again: itself, or
+// the loader a dynamically linked agent runs through. Looked up once.
+var selfPrefix = sync.OnceValue(func() []string {
+	if exe, _ := os.Readlink("/proc/self/exe"); exe == LoaderPath {
+		return []string{LoaderPath, "--library-path", LibDir, AgentPath}
+	}
+	return []string{AgentPath}
+})
 
 // RunNprocExec is "nproc-exec N PATH ARGV...": RLIMIT_NPROC N, then exec.
 func RunNprocExec(args []string) int {
@@ -312,7 +320,6 @@ func (a *Agent) streamCommand(ctx context.Context, cmd *exec.Cmd, req *wire.Exec
 		send(wire.Frame{Type: "stderr", Data: msg})
 		return code, false, false, nil
 	}
-	limitChild(cmd.Process.Pid)
 	withStdin(stdin)
 	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
 	code, err = exitCode(waitErr)
@@ -346,7 +353,6 @@ func runToCompletion(ctx context.Context, req *wire.ExecRequest) (*wire.ExecResu
 		code, msg := startError(err)
 		return &wire.ExecResult{ExitCode: code, Stderr: msg}, nil
 	}
-	limitChild(cmd.Process.Pid)
 	timedOut, waitErr := waitWithDeadline(ctx, cmd, req.TimeoutSeconds)
 	code, err := exitCode(waitErr)
 	if err != nil {

@@ -354,15 +354,15 @@ func TestHostileAgentAnswers(t *testing.T) {
 			}
 			return err
 		}, "", 2*MaxCapturedOutput + 16<<20},
+		// The heap measured is this whole process's, the fake agent's
+		// writes in flight (a 4 MiB stream window) included; under the
+		// race detector it reached 16 MiB once. The point is that 1 GiB
+		// sent is not 1 GiB held.
 		{"one endless line", func(w http.ResponseWriter, r *http.Request) {
 			endless(w, bytes.Repeat([]byte("a"), 64<<10), 1<<30)
 		}, func(c *Client) error {
 			_, err := c.Exec(ctx, &wire.ExecRequest{Cmd: "x"})
 			return err
-			// The heap is this whole process's, the fake agent's writes
-			// in flight (a 4 MiB stream window) included; under the race
-			// detector it reached 16 MiB once. The point is that 1 GiB
-			// sent is not 1 GiB held.
 		}, "longer than", 32 << 20},
 		{"exit without a code", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", NDJSON)

@@ -225,7 +225,6 @@ func (a *Agent) handleStartProc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.info.PID = cmd.Process.Pid
-	limitChild(p.info.PID)
 	t.mu.Lock()
 	t.procs[p.info.PID] = p
 	t.mu.Unlock()

@@ -67,7 +67,6 @@ func (a *Agent) handlePTY(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer tty.Close()
-	limitChild(cmd.Process.Pid)
 
 	go func() { // caller -> terminal
 		defer cancel()

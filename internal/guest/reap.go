@@ -37,9 +37,15 @@ type reaper struct {
 func (r *reaper) start(cmd *exec.Cmd, start func() error) error {
 	r.gate.RLock()
 	defer r.gate.RUnlock()
-	limitBeforeExec(cmd)
+	// Every process the agent starts gets the sandbox's process limit:
+	// set before its exec where the sandbox asks for that, else just
+	// after the start.
+	before := limitBeforeExec(cmd)
 	if err := start(); err != nil {
 		return err
+	}
+	if !before {
+		limitChild(cmd.Process.Pid)
 	}
 	r.mu.Lock()
 	r.owned[cmd.Process.Pid] = struct{}{}
