@@ -25,14 +25,20 @@ func TestBenchShort(t *testing.T) {
 			Ratio map[string]float64 `json:"ratio"`
 		} `json:"rows"`
 		Memory []struct {
-			Runtime      string  `json:"runtime"`
-			PerSandboxMB float64 `json:"per_sandbox_mb"`
+			Runtime             string  `json:"runtime"`
+			PerSandboxMB        float64 `json:"per_sandbox_mb"`
+			HostTasksPerSandbox float64 `json:"host_tasks_per_sandbox"`
 		} `json:"idle_memory"`
+		Checkpoint []struct {
+			Runtime string  `json:"runtime"`
+			MB      float64 `json:"mb"`
+		} `json:"checkpoint"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("bench --json printed %q: %v", out, err)
 	}
 	want := []string{"gvisor create→first output", "gvisor exec round trip", "gvisor pause", "gvisor resume", "runc create→first output", "runc exec round trip",
+		"gvisor request without a process (file stat)", "runc request without a process (file stat)",
 		"image pull (cold, loopback registry)", "Dockerfile build (RUN + COPY, uncached)", "Dockerfile rebuild (every step cached)"}
 	seen := map[string]bool{}
 	for _, r := range rep.Rows {
@@ -51,7 +57,10 @@ func TestBenchShort(t *testing.T) {
 			t.Errorf("bench lacks %q", m)
 		}
 	}
-	if len(rep.Memory) != 2 || rep.Memory[0].PerSandboxMB <= 0 {
+	if len(rep.Memory) != 2 || rep.Memory[0].PerSandboxMB <= 0 || rep.Memory[0].HostTasksPerSandbox <= 0 {
 		t.Errorf("idle memory: %+v", rep.Memory)
+	}
+	if len(rep.Checkpoint) != 1 || rep.Checkpoint[0].Runtime != "gvisor" || rep.Checkpoint[0].MB <= 0 {
+		t.Errorf("checkpoint size: %+v", rep.Checkpoint)
 	}
 }
