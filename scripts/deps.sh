@@ -10,9 +10,10 @@ mkdir -p "$CACHE"
 
 need=()
 # python3-*: the Python SDK and its tests; chromium: the TypeScript SDK in a
-# browser; nodejs/npm only where no node is.
+# browser; postgresql: the store tests and the cluster suite (warren itself
+# needs none unless --store names one); nodejs/npm only where no node is.
 pkgs=(runc busybox-static debootstrap iproute2 nftables git ca-certificates tmux e2fsprogs lxcfs jq
-	python3-httpx python3-websockets python3-pytest chromium)
+	python3-httpx python3-websockets python3-pytest chromium postgresql)
 command -v node >/dev/null || pkgs+=(nodejs npm)
 for pkg in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")

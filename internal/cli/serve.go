@@ -29,6 +29,7 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &n.config, "config", "WARREN_CONFIG", "", "a TOML file setting any of these flags by name, and admin-key; flags and environment variables override it")
 	envString(f, &o.Listen, "listen", "WARREN_LISTEN", "127.0.0.1:7070", "address to serve the API on")
 	envString(f, &o.DataDir, "data-dir", "WARREN_DATA_DIR", DefaultDataDir(), "state directory")
+	envString(f, &o.Store, "store", "WARREN_STORE", "", "where state is kept: empty for SQLite in the data dir, or postgres://USER:PASSWORD@HOST/DB to share one PostgreSQL database between nodes")
 	envString(f, &o.ImageDir, "image-dir", "WARREN_IMAGE_DIR", "", "image cache directory (default DATA_DIR/images)")
 	envString(f, &o.Runtime, "runtime", "WARREN_RUNTIME", "auto", "sandbox runtime: auto (gvisor, never a weaker one by itself), gvisor, runc or process")
 	envString(f, &o.Runsc, "runsc", "WARREN_RUNSC", "", "path of runsc (default: beside warren, then PATH)")

@@ -43,8 +43,11 @@ import (
 
 // Options configures a node.
 type Options struct {
-	Listen   string
-	DataDir  string
+	Listen  string
+	DataDir string
+	// Store is where state is kept: "" for a SQLite file in DataDir, or
+	// a postgres:// URL for a database several nodes share.
+	Store    string
 	ImageDir string // default DataDir/images
 	// Runtime is auto, gvisor, runc or process.
 	Runtime string
@@ -115,7 +118,13 @@ func Run(ctx context.Context, o Options) error {
 	if o.ImageDir == "" {
 		o.ImageDir = filepath.Join(o.DataDir, "images")
 	}
-	st, err := store.Open(ctx, filepath.Join(o.DataDir, "warren.db"))
+	target := o.Store
+	if target == "" {
+		target = filepath.Join(o.DataDir, "warren.db")
+	} else if !store.IsPostgres(target) {
+		return fmt.Errorf("--store: %q is neither empty (SQLite in the data dir) nor a postgres:// URL", store.Redact(target))
+	}
+	st, err := store.Open(ctx, target)
 	if err != nil {
 		return err
 	}

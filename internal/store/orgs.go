@@ -41,11 +41,6 @@ func scanOrg(r scanner) (*Org, error) {
 	return &o, nil
 }
 
-// isUnique says whether err is a uniqueness violation.
-func isUnique(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
-}
-
 // InsertOrg stores a new org.
 func (s *Store) InsertOrg(ctx context.Context, o Org) error {
 	q, _ := json.Marshal(o.Quotas)
@@ -107,7 +102,7 @@ func (s *Store) SetQuotas(ctx context.Context, id string, q wire.Quotas) error {
 // It is refused (ErrInUse) while the org has sandboxes that have not
 // ended or volumes: deleting those is the caller's choice to make.
 func (s *Store) DeleteOrg(ctx context.Context, id string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if _, err := scanOrg(tx.QueryRowContext(ctx, `SELECT id, name, quotas, created_at FROM orgs WHERE id = ?`, id)); errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		} else if err != nil {
@@ -130,22 +125,6 @@ func (s *Store) DeleteOrg(ctx context.Context, id string) error {
 		}
 		return nil
 	})
-}
-
-// tx runs fn in a transaction, committing if it returns nil.
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 // States in which a sandbox holds CPU and memory (and counts towards an
@@ -227,7 +206,7 @@ type Demand struct {
 // admit checks, inside tx, that org's quotas allow d on top of what it
 // holds. Inside the transaction that makes the change, two changes can
 // never both pass on the same headroom.
-func admit(ctx context.Context, tx *sql.Tx, org string, d Demand) error {
+func admit(ctx context.Context, tx *txn, org string, d Demand) error {
 	if org == "" {
 		return nil // a warm-pool sandbox belongs to no one yet
 	}
@@ -275,12 +254,12 @@ func admit(ctx context.Context, tx *sql.Tx, org string, d Demand) error {
 // Admits checks, without changing anything, that org's quotas allow d
 // now; the change itself is checked again when it is made.
 func (s *Store) Admits(ctx context.Context, org string, d Demand) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return admit(ctx, tx, org, d) })
+	return s.tx(ctx, func(tx *txn) error { return admit(ctx, tx, org, d) })
 }
 
 // listOf lists the rows of table that belong to org ("" for every org's),
 // in order, scanned by scan.
-func listOf[T any](ctx context.Context, db *sql.DB, table, columns, order, org string, scan func(scanner) (*T, error)) ([]*T, error) {
+func listOf[T any](ctx context.Context, db *conn, table, columns, order, org string, scan func(scanner) (*T, error)) ([]*T, error) {
 	q := `SELECT ` + columns + ` FROM ` + table
 	var args []any
 	if org != "" {
@@ -305,7 +284,7 @@ func listOf[T any](ctx context.Context, db *sql.DB, table, columns, order, org s
 
 // deleteOf deletes the row id of table that belongs to org ("" for any
 // org's); ErrNotFound if there is none.
-func deleteOf(ctx context.Context, db *sql.DB, table, org, id string) error {
+func deleteOf(ctx context.Context, db *conn, table, org, id string) error {
 	q := `DELETE FROM ` + table + ` WHERE id = ?`
 	args := []any{id}
 	if org != "" {

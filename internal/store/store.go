@@ -1,6 +1,8 @@
-// Package store keeps warren's durable state: sandboxes and API keys. Every
-// state change is one SQL statement or transaction, so a crash leaves each
-// row in a state it really passed through.
+// Package store keeps warren's durable state: sandboxes, nodes, orgs, keys,
+// secrets, volumes and usage. Every state change is one SQL statement or
+// transaction, so a crash leaves each row in a state it really passed
+// through. One node keeps it in an embedded SQLite file; several share one
+// PostgreSQL database.
 package store
 
 import (
@@ -11,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"strings"
 	"time"
@@ -25,21 +28,64 @@ var ErrNotFound = errors.New("not found")
 // ErrConflict is returned when a row is not in a state the change allows.
 var ErrConflict = errors.New("state conflict")
 
-// Store is a SQLite database.
-type Store struct{ db *sql.DB }
+// Store is warren's database.
+type Store struct{ db *conn }
 
-// migrations hold the schema, one numbered file per change; Open applies
-// the ones a database lacks.
+// migrations hold the schema, one numbered file per change and dialect
+// (the same version is the same schema in both); Open applies the ones a
+// database lacks. PostgreSQL's start at the version that first ran on it.
 //
-//go:embed migrations/*.sql
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
 // ErrNewerSchema is returned for a database that a newer warren has
 // migrated past what this one knows.
 var ErrNewerSchema = errors.New("database schema is newer than this warren")
 
-// Open opens (creating if needed) the database at path.
-func Open(ctx context.Context, path string) (*Store, error) {
+// Open opens the database target names: a postgres:// URL, or the path of
+// a SQLite file (created if needed). Its schema is brought up to date.
+func Open(ctx context.Context, target string) (*Store, error) {
+	if IsPostgres(target) {
+		return openPostgres(ctx, target)
+	}
+	return openSQLite(ctx, target)
+}
+
+func openPostgres(ctx context.Context, url string) (*Store, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", Redact(url), err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetConnMaxIdleTime(time.Minute)
+	c := &conn{DB: db, d: postgres}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to the store %s: %w", Redact(url), err)
+	}
+	if err := migrate(ctx, c, Redact(url)); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: c}, nil
+}
+
+// Redact is url with its password, if any, replaced, for messages.
+func Redact(target string) string {
+	u, err := neturl.Parse(target)
+	if err != nil || u.User == nil {
+		return target
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = neturl.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Dialect is "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.db.d.name }
+
+func openSQLite(ctx context.Context, path string) (*Store, error) {
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -48,7 +94,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's rule; one connection keeps
 	// transactions from tripping over each other's locks.
 	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db, path); err != nil {
+	c := &conn{DB: db, d: sqlite}
+	if err := migrate(ctx, c, path); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -59,12 +106,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("restrict %s: %w", f, err)
 		}
 	}
-	return &Store{db: db}, nil
+	return &Store{db: c}, nil
 }
 
 // migrate brings the schema up to date, and refuses a database that a
 // newer warren has changed: this one would misread it.
-func migrate(ctx context.Context, db *sql.DB, path string) error {
+func migrate(ctx context.Context, db *conn, path string) error {
 	p, err := provider(db)
 	if err != nil {
 		return err
@@ -85,12 +132,12 @@ func migrate(ctx context.Context, db *sql.DB, path string) error {
 	return nil
 }
 
-func provider(db *sql.DB) (*goose.Provider, error) {
-	fsys, err := fs.Sub(migrations, "migrations")
+func provider(db *conn) (*goose.Provider, error) {
+	fsys, err := fs.Sub(migrations, "migrations/"+db.d.name)
 	if err != nil {
 		return nil, err
 	}
-	return goose.NewProvider(goose.DialectSQLite3, db, fsys, goose.WithTableName("schema_versions"), goose.WithDisableGlobalRegistry(true))
+	return goose.NewProvider(db.d.goose, db.DB, fsys, goose.WithTableName("schema_versions"), goose.WithDisableGlobalRegistry(true))
 }
 
 // SchemaVersion is the database's schema version.
@@ -112,7 +159,8 @@ func (s *Store) RevokeToken(ctx context.Context, tokenID, sandboxID string, expi
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM revoked_tokens WHERE expires_at < ?`, now); err != nil {
 		return fmt.Errorf("prune revoked tokens: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO revoked_tokens(id, sandbox_id, expires_at) VALUES(?,?,?)`,
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO revoked_tokens(id, sandbox_id, expires_at) VALUES(?,?,?)
+		ON CONFLICT (id) DO UPDATE SET sandbox_id = excluded.sandbox_id, expires_at = excluded.expires_at`,
 		tokenID, sandboxID, expires.UnixMilli()); err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}
@@ -216,7 +264,7 @@ func (s *Store) InsertSandbox(ctx context.Context, sb *Sandbox) error {
 	if sb.Timings == nil {
 		tm = []byte("{}")
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if in(sb.State, computeStates) {
 			if err := admit(ctx, tx, sb.Org, Demand{Sandboxes: 1, CPU: sb.CPU, MemoryMB: sb.MemoryMB, DiskMB: sb.DiskMB, Creates: 1}); err != nil {
 				return err
@@ -306,8 +354,9 @@ func (s *Store) ListSandboxes(ctx context.Context, f Filter) ([]*Sandbox, error)
 		where = append(where, "state != 'deleted'")
 	}
 	for k, v := range f.Metadata {
-		where = append(where, "json_extract(metadata, ?) = ?")
-		args = append(args, `$."`+strings.ReplaceAll(k, `"`, `\"`)+`"`, v)
+		expr, key := s.db.d.jsonField("metadata", k)
+		where = append(where, expr+" = ?")
+		args = append(args, key, v)
 	}
 	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
 	if len(where) > 0 {
@@ -353,7 +402,7 @@ type Change struct {
 // period, and releases its volumes when it ends.
 func (s *Store) Transition(ctx context.Context, id string, from []string, to string, c Change) (*Sandbox, error) {
 	var out *Sandbox
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		row, err := scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
@@ -415,7 +464,7 @@ func (s *Store) Transition(ctx context.Context, id string, from []string, to str
 // settle keeps what follows from a sandbox's state in step with it: its
 // usage period is open exactly while it runs, and its volumes are free
 // once it has ended.
-func (s *Store) settle(ctx context.Context, tx *sql.Tx, row *Sandbox, to string, now time.Time) error {
+func (s *Store) settle(ctx context.Context, tx *txn, row *Sandbox, to string, now time.Time) error {
 	was, is := in(row.State, billedStates) && row.Org != "", in(to, billedStates) && row.Org != ""
 	switch {
 	case is && !was:
@@ -436,7 +485,7 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, row *Sandbox, to string,
 }
 
 // openPeriod opens a usage period for a sandbox, with what it holds.
-func openPeriod(ctx context.Context, tx *sql.Tx, id string, at time.Time) error {
+func openPeriod(ctx context.Context, tx *txn, id string, at time.Time) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO usage_periods(sandbox_id, org, started_at, cpu, memory_mb, disk_mb)
 		SELECT id, org, ?, cpu, memory_mb, disk_mb FROM sandboxes WHERE id = ? AND org != ''`, at.UnixMilli(), id)
 	if err != nil {
@@ -470,7 +519,7 @@ func (s *Store) UpdateSpec(ctx context.Context, id string, spec json.RawMessage)
 func (s *Store) Claim(ctx context.Context, id, org string, metadata map[string]string, spec json.RawMessage, expiresAt time.Time) (*Sandbox, error) {
 	md, _ := json.Marshal(metadata)
 	var out *Sandbox
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var cpu float64
 		var mem, disk int
 		err := tx.QueryRowContext(ctx, `SELECT cpu, memory_mb, disk_mb FROM sandboxes WHERE id = ? AND state = 'pooled'`, id).Scan(&cpu, &mem, &disk)

@@ -11,11 +11,30 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warrenhq/warren/internal/pgtest"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.StopShared()
+	os.Exit(code)
+}
+
+// backends runs test once on each database warren can keep its state in;
+// open opens the one the subtest is named after.
+func backends(t *testing.T, test func(t *testing.T)) {
+	for _, b := range []string{"sqlite", "postgres"} {
+		t.Run(b, test)
+	}
+}
 
 func open(t *testing.T) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "warren.db")
+	if strings.HasSuffix(t.Name(), "/postgres") {
+		path = pgtest.Database(t)
+	}
 	s, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
@@ -35,95 +54,101 @@ func insert(t *testing.T, s *Store, id, org string, md map[string]string) {
 }
 
 func TestTransitionIsGuarded(t *testing.T) {
-	s, _ := open(t)
-	ctx := context.Background()
-	insert(t, s, "sbx_1", "default", nil)
-	if _, err := s.Transition(ctx, "sbx_1", []string{"running"}, "deleting", Change{}); !errors.Is(err, ErrConflict) {
-		t.Fatalf("transition from the wrong state: %v, want ErrConflict", err)
-	}
-	if _, err := s.Transition(ctx, "sbx_nope", []string{"creating"}, "running", Change{}); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("transition of a missing row: %v, want ErrNotFound", err)
-	}
-	boot := "cold_boot"
-	sb, err := s.Transition(ctx, "sbx_1", []string{"creating"}, "running", Change{BootPath: &boot, Timings: map[string]int64{"total_ms": 5}})
-	if err != nil || sb.State != "running" || sb.BootPath != "cold_boot" || sb.Timings["total_ms"] != 5 {
-		t.Fatalf("transition: %+v %v", sb, err)
-	}
-	// Two racing deletes: exactly one wins.
-	var wg sync.WaitGroup
-	wins := make(chan bool, 8)
-	for i := 0; i < 8; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := s.Transition(ctx, "sbx_1", []string{"running"}, "deleting", Change{})
-			wins <- err == nil
-		}()
-	}
-	wg.Wait()
-	close(wins)
-	n := 0
-	for w := range wins {
-		if w {
-			n++
+	backends(t, func(t *testing.T) {
+		s, _ := open(t)
+		ctx := context.Background()
+		insert(t, s, "sbx_1", "default", nil)
+		if _, err := s.Transition(ctx, "sbx_1", []string{"running"}, "deleting", Change{}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("transition from the wrong state: %v, want ErrConflict", err)
 		}
-	}
-	if n != 1 {
-		t.Fatalf("%d racing transitions won, want exactly 1", n)
-	}
+		if _, err := s.Transition(ctx, "sbx_nope", []string{"creating"}, "running", Change{}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("transition of a missing row: %v, want ErrNotFound", err)
+		}
+		boot := "cold_boot"
+		sb, err := s.Transition(ctx, "sbx_1", []string{"creating"}, "running", Change{BootPath: &boot, Timings: map[string]int64{"total_ms": 5}})
+		if err != nil || sb.State != "running" || sb.BootPath != "cold_boot" || sb.Timings["total_ms"] != 5 {
+			t.Fatalf("transition: %+v %v", sb, err)
+		}
+		// Two racing deletes: exactly one wins.
+		var wg sync.WaitGroup
+		wins := make(chan bool, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Transition(ctx, "sbx_1", []string{"running"}, "deleting", Change{})
+				wins <- err == nil
+			}()
+		}
+		wg.Wait()
+		close(wins)
+		n := 0
+		for w := range wins {
+			if w {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d racing transitions won, want exactly 1", n)
+		}
+	})
 }
 
 func TestStateSurvivesReopen(t *testing.T) {
-	s, path := open(t)
-	ctx := context.Background()
-	insert(t, s, "sbx_2", "default", map[string]string{"team": "a"})
-	reason := "kept"
-	if _, err := s.Transition(ctx, "sbx_2", nil, "failed", Change{Reason: &reason, Ended: true}); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s2, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	sb, err := s2.GetSandbox(ctx, "default", "sbx_2")
-	if err != nil || sb.State != "failed" || sb.Reason != "kept" || sb.EndedAt.IsZero() || sb.Metadata["team"] != "a" {
-		t.Fatalf("after reopen: %+v %v", sb, err)
-	}
-	if _, err := s2.GetSandbox(ctx, "other-org", "sbx_2"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("another org's sandbox: %v, want ErrNotFound", err)
-	}
+	backends(t, func(t *testing.T) {
+		s, path := open(t)
+		ctx := context.Background()
+		insert(t, s, "sbx_2", "default", map[string]string{"team": "a"})
+		reason := "kept"
+		if _, err := s.Transition(ctx, "sbx_2", nil, "failed", Change{Reason: &reason, Ended: true}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s2, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		sb, err := s2.GetSandbox(ctx, "default", "sbx_2")
+		if err != nil || sb.State != "failed" || sb.Reason != "kept" || sb.EndedAt.IsZero() || sb.Metadata["team"] != "a" {
+			t.Fatalf("after reopen: %+v %v", sb, err)
+		}
+		if _, err := s2.GetSandbox(ctx, "other-org", "sbx_2"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("another org's sandbox: %v, want ErrNotFound", err)
+		}
+	})
 }
 
 func TestListFilters(t *testing.T) {
-	s, _ := open(t)
-	ctx := context.Background()
-	insert(t, s, "sbx_a", "default", map[string]string{"team": "a", "odd \"key\"": "x"})
-	insert(t, s, "sbx_b", "default", map[string]string{"team": "b"})
-	if err := s.InsertOrg(ctx, Org{ID: "other", Name: "other"}); err != nil {
-		t.Fatal(err)
-	}
-	insert(t, s, "sbx_c", "other", map[string]string{"team": "a"})
-	if _, err := s.Transition(ctx, "sbx_b", nil, "deleted", Change{}); err != nil {
-		t.Fatal(err)
-	}
-	list, _ := s.ListSandboxes(ctx, Filter{Org: "default"})
-	if len(list) != 1 || list[0].ID != "sbx_a" {
-		t.Fatalf("default list hides deleted and other orgs: %+v", list)
-	}
-	list, _ = s.ListSandboxes(ctx, Filter{Org: "default", States: []string{"deleted"}})
-	if len(list) != 1 || list[0].ID != "sbx_b" {
-		t.Fatalf("state filter: %+v", list)
-	}
-	list, _ = s.ListSandboxes(ctx, Filter{Metadata: map[string]string{"team": "a"}})
-	if len(list) != 2 {
-		t.Fatalf("metadata filter across orgs: %+v", list)
-	}
-	list, _ = s.ListSandboxes(ctx, Filter{Metadata: map[string]string{`odd "key"`: "x"}})
-	if len(list) != 1 || list[0].ID != "sbx_a" {
-		t.Fatalf("metadata key with quotes: %+v", list)
-	}
+	backends(t, func(t *testing.T) {
+		s, _ := open(t)
+		ctx := context.Background()
+		insert(t, s, "sbx_a", "default", map[string]string{"team": "a", "odd \"key\"": "x"})
+		insert(t, s, "sbx_b", "default", map[string]string{"team": "b"})
+		if err := s.InsertOrg(ctx, Org{ID: "other", Name: "other"}); err != nil {
+			t.Fatal(err)
+		}
+		insert(t, s, "sbx_c", "other", map[string]string{"team": "a"})
+		if _, err := s.Transition(ctx, "sbx_b", nil, "deleted", Change{}); err != nil {
+			t.Fatal(err)
+		}
+		list, _ := s.ListSandboxes(ctx, Filter{Org: "default"})
+		if len(list) != 1 || list[0].ID != "sbx_a" {
+			t.Fatalf("default list hides deleted and other orgs: %+v", list)
+		}
+		list, _ = s.ListSandboxes(ctx, Filter{Org: "default", States: []string{"deleted"}})
+		if len(list) != 1 || list[0].ID != "sbx_b" {
+			t.Fatalf("state filter: %+v", list)
+		}
+		list, _ = s.ListSandboxes(ctx, Filter{Metadata: map[string]string{"team": "a"}})
+		if len(list) != 2 {
+			t.Fatalf("metadata filter across orgs: %+v", list)
+		}
+		list, _ = s.ListSandboxes(ctx, Filter{Metadata: map[string]string{`odd "key"`: "x"}})
+		if len(list) != 1 || list[0].ID != "sbx_a" {
+			t.Fatalf("metadata key with quotes: %+v", list)
+		}
+	})
 }
 
 // A database written by a release from before schema versions is

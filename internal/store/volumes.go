@@ -28,7 +28,7 @@ type Mounter struct {
 
 // InsertVolume stores a new volume after checking its org's quotas.
 func (s *Store) InsertVolume(ctx context.Context, v Volume) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if err := admit(ctx, tx, v.Org, Demand{Volumes: 1, VolumeMB: v.SizeMB}); err != nil {
 			return err
 		}
@@ -103,7 +103,7 @@ func (s *Store) ListVolumes(ctx context.Context, org string) ([]*Volume, error) 
 // DeleteVolume removes a volume of org that no sandbox mounts (ErrInUse
 // otherwise). The caller removes its data once this succeeds.
 func (s *Store) DeleteVolume(ctx context.Context, org, id string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM volume_mounts WHERE volume_id = ?`, id).Scan(&n); err != nil {
 			return err
@@ -124,7 +124,7 @@ func (s *Store) DeleteVolume(ctx context.Context, org, id string) error {
 
 // mountVolume records a sandbox's mount of a volume of its org. Only one
 // sandbox at a time may mount it writable.
-func mountVolume(ctx context.Context, tx *sql.Tx, org, sandboxID string, m Mount) error {
+func mountVolume(ctx context.Context, tx *txn, org, sandboxID string, m Mount) error {
 	var name string
 	err := tx.QueryRowContext(ctx, `SELECT name FROM volumes WHERE id = ? AND org = ?`, m.VolumeID, org).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
