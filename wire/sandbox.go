@@ -17,6 +17,10 @@ const (
 	StateDeleting State = "deleting"
 	StateDeleted  State = "deleted"
 	StateFailed   State = "failed"
+	// StateLost is shown for a sandbox whose node stopped renewing its
+	// lease: it may still run, but nobody can reach it until the node
+	// returns (its stored state is kept and shown again then).
+	StateLost State = "lost"
 )
 
 // States lists every state a client can see or filter by.
@@ -72,6 +76,16 @@ type CreateRequest struct {
 	// SecretFiles name secrets to write as files under /run/secrets, a
 	// memory-backed filesystem: {"/run/secrets/openai": "openai"}.
 	SecretFiles map[string]string `json:"secret_files,omitempty"`
+	// Placement chooses among the nodes of a cluster.
+	Placement *Placement `json:"placement,omitempty"`
+}
+
+// Placement constrains which node of a cluster a sandbox is made on.
+type Placement struct {
+	// Node, if set, is the only node the sandbox may be made on.
+	Node string `json:"node,omitempty"`
+	// Labels a node must all carry (warren serve --label KEY=VALUE).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Resources are a sandbox's hard limits.
@@ -163,6 +177,9 @@ type Sandbox struct {
 	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds"`
 	IdleAction         string            `json:"idle_action,omitempty"`
 	Network            *NetworkPolicy    `json:"network,omitempty"`
+	// Node is the node the sandbox lives on (a cluster's; "" on a node
+	// that is alone).
+	Node string `json:"node,omitempty"`
 	// Address is the sandbox's own IPv4 address on its node.
 	Address string `json:"address,omitempty"`
 	// Ports are the exposed ports and the URLs they are previewed at.

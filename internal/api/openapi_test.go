@@ -64,6 +64,8 @@ var wireTypes = map[string]any{
 	"APIKeyCreated": wire.APIKeyCreated{}, "APIKeyList": wire.APIKeyList{}, "SecretRequest": wire.SecretRequest{},
 	"Secret": wire.Secret{}, "SecretList": wire.SecretList{}, "VolumeRequest": wire.VolumeRequest{}, "Volume": wire.Volume{},
 	"VolumeList": wire.VolumeList{}, "VolumeMount": wire.VolumeMount{}, "Usage": wire.Usage{}, "UsageRow": wire.UsageRow{},
+	"Node": wire.Node{}, "NodeCapacity": wire.NodeCapacity{}, "NodeAllocation": wire.NodeAllocation{}, "NodeList": wire.NodeList{},
+	"Placement": wire.Placement{},
 }
 
 // TestWireTypesDocumented: every struct the wire package declares is a

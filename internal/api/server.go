@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/warrenhq/warren/internal/apikey"
+	"github.com/warrenhq/warren/internal/cluster"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/preview"
@@ -43,8 +45,12 @@ type Server struct {
 	// E2B, if set, serves the requests of E2B's SDKs it matches.
 	E2B interface {
 		Match(r *http.Request) bool
+		SandboxOf(r *http.Request) (string, bool)
 		http.Handler
 	}
+	// Cluster, if set, places creates and routes each sandbox's requests
+	// to the node it lives on.
+	Cluster *cluster.Cluster
 	// Secrets stores orgs' secrets; nil turns the secret routes off.
 	Secrets *secrets.Vault
 	// Volumes keeps volumes' storage; nil turns the volume routes off.
@@ -58,7 +64,7 @@ type Server struct {
 // New builds the API server.
 func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.Logger) *Server {
 	s := &Server{store: st, sandbox: mgr, images: images, log: log, mux: http.NewServeMux(), started: time.Now(), limiter: newLimiter()}
-	for _, r := range append(s.routes(), s.tenancyRoutes()...) {
+	for _, r := range slices.Concat(s.routes(), s.tenancyRoutes(), s.nodeRoutes()) {
 		h := r.handler
 		if r.scopes != nil {
 			h = s.authenticate(r.scopes, h)
@@ -143,7 +149,9 @@ func (s *Server) Patterns() []string { return append([]string(nil), s.patterns..
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-	if _, _, _, ok := s.previewMatch(r); ok {
+	if s.Cluster != nil && s.route(rec, r) {
+		// served by the node the sandbox lives on, or placed
+	} else if _, _, _, ok := s.previewMatch(r); ok {
 		s.Preview.ServeHTTP(rec, r)
 	} else if s.E2B != nil && s.E2B.Match(r) {
 		s.E2B.ServeHTTP(rec, r)

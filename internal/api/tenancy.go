@@ -428,7 +428,7 @@ func (s *Server) handleCreateVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wire.CodeBadRequest, fmt.Sprintf("size_mb must be between %d and %d", minVolumeMB, maxVolumeMB), "size_mb")
 		return
 	}
-	v := store.Volume{ID: newID("vol_"), Org: org(r), Name: req.Name, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC()}
+	v := store.Volume{ID: newID("vol_"), Org: org(r), Name: req.Name, SizeMB: req.SizeMB, CreatedAt: time.Now().UTC(), Node: s.sandbox.Node()}
 	// The row first: it holds the name and the quota. If the disk image
 	// cannot be made, the row goes again.
 	if err := s.store.InsertVolume(r.Context(), v); err != nil {

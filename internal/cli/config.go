@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
@@ -23,6 +24,41 @@ const envAnnotation = "warren.env"
 func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
 	f.StringVar(p, name, envOr(env, def), usage+" ("+env+")")
 	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// envFloat, envInt and envDuration register flags like envString; their
+// variables are read by applyEnv, which can say when one is malformed.
+func envFloat(f *pflag.FlagSet, p *float64, name, env string, def float64, usage string) {
+	f.Float64Var(p, name, def, usage+" ("+env+")")
+	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+func envInt(f *pflag.FlagSet, p *int, name, env string, def int, usage string) {
+	f.IntVar(p, name, def, usage+" ("+env+")")
+	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+func envDuration(f *pflag.FlagSet, p *time.Duration, name, env string, def time.Duration, usage string) {
+	f.DurationVar(p, name, def, usage+" ("+env+")")
+	_ = f.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// applyEnv sets the flags that are not strings from their environment
+// variables, unless the command line set them.
+func applyEnv(f *pflag.FlagSet) error {
+	var err error
+	f.VisitAll(func(fl *pflag.Flag) {
+		env := fl.Annotations[envAnnotation]
+		if err != nil || fl.Changed || len(env) != 1 || fl.Value.Type() == "string" {
+			return
+		}
+		if v := os.Getenv(env[0]); v != "" {
+			if e := fl.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env[0], v, e)
+			}
+		}
+	})
+	return err
 }
 
 // configOnly are settings that have an environment variable but no flag

@@ -26,7 +26,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 				return err
 			}
 			checks := doctor.Run(cmd.Context(), doctor.Options{
-				DataDir: n.DataDir, Listen: n.Listen, Runtime: n.Runtime, Runsc: n.Runsc, Runc: n.Runc, NoProbe: noProbe,
+				NodeID: n.NodeID, DataDir: n.DataDir, Listen: n.Listen, Runtime: n.Runtime, Runsc: n.Runsc, Runc: n.Runc, NoProbe: noProbe,
 			})
 			failed := doctor.Failed(checks)
 			out := cmd.OutOrStdout()

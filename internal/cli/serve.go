@@ -41,6 +41,14 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &o.PreviewDomain, "preview-domain", "WARREN_PREVIEW_DOMAIN", "", "serve previews at PORT-ID.DOMAIN too")
 	f.StringVar(&n.workspace, "workspace", "", "host OpenCode for this directory instead of serving the API (warren start --no-tui; see warren start --help for its flags)")
 	envString(f, &o.Pools, "pool", "WARREN_POOL", "", "warm pools to keep booted, IMAGE:SIZE,... like busybox:6,base:2")
+	envString(f, &o.NodeID, "node-id", "WARREN_NODE_ID", "", "this node's id among those sharing a PostgreSQL store (default: the hostname); given, it also names the node's lock, firewall table, namespaces, veths and cgroups, so several nodes can share a host")
+	envString(f, &o.AdvertiseURL, "advertise-url", "WARREN_ADVERTISE_URL", "", "URL the other nodes of a cluster reach this one at (default http://LISTEN when that is one non-loopback address)")
+	envString(f, &o.Labels, "label", "WARREN_LABELS", "", "this node's labels, KEY=VALUE,... (a create's placement.labels picks nodes by them)")
+	envFloat(f, &o.CapacityCPU, "capacity-cpu", "WARREN_CAPACITY_CPU", 0, "CPUs the sandboxes placed on this node may ask for in total, in a cluster (default: 4 per core)")
+	envInt(f, &o.CapacityMemoryMB, "capacity-memory-mb", "WARREN_CAPACITY_MEMORY_MB", 0, "MB of memory the sandboxes placed on this node may ask for in total, in a cluster (default: twice the host's)")
+	envInt(f, &o.CapacityDiskMB, "capacity-disk-mb", "WARREN_CAPACITY_DISK_MB", 0, "MB of disk the sandboxes placed on this node may ask for in total, in a cluster (default: no limit)")
+	envDuration(f, &o.NodeLease, "node-lease", "WARREN_NODE_LEASE", 0, "how long a cluster node's heartbeat holds before the others mark it lost (default 15s)")
+	envString(f, &o.Subnet, "subnet", "WARREN_SUBNET", "", "IPv4 prefix sandboxes' addresses come from (default 10.88.0.0/16); nodes sharing a host or network need different ones")
 	envString(f, &o.EgressCAFile, "egress-ca-file", "WARREN_EGRESS_CA_FILE", "", "PEM file of CAs to trust, beside the host's, when verifying the servers secrets are injected into")
 	envString(f, &o.MetricsListen, "metrics-listen", "WARREN_METRICS_LISTEN", "", "also serve Prometheus metrics at http://ADDR/metrics, without a key (keep it private); /metrics on the API needs a key of the default org")
 	envString(f, &o.CORSOrigins, "cors-origin", "WARREN_CORS_ORIGIN", "", "let web pages from these origins call the API (the TypeScript SDK in a browser): ORIGIN,... or *")
@@ -54,6 +62,9 @@ func (n *nodeFlags) load(cmd *cobra.Command) error {
 	n.AdminKey = os.Getenv("WARREN_ADMIN_KEY")
 	n.MasterKey = os.Getenv("WARREN_MASTER_KEY")
 	n.PreviousMasterKeys = os.Getenv("WARREN_MASTER_KEY_PREVIOUS")
+	if err := applyEnv(cmd.Flags()); err != nil {
+		return err
+	}
 	if n.config == "" {
 		return nil
 	}

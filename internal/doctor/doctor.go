@@ -45,6 +45,8 @@ type Check struct {
 
 // Options are the settings of the node to check, as warren serve takes them.
 type Options struct {
+	// NodeID is serve's --node-id: a node with one has a lock of its own.
+	NodeID  string
 	DataDir string
 	Listen  string
 	Runtime string
@@ -82,7 +84,7 @@ func Run(ctx context.Context, o Options) []Check {
 	add(checkTool("debootstrap", Warn, "debootstrap", "builds the base image"))
 	add(checkDataDir(o.DataDir))
 	add(checkListen(ctx, o.Listen))
-	add(checkOtherNode())
+	add(checkOtherNode(o.NodeID))
 	return out
 }
 
@@ -539,9 +541,14 @@ func warrenAt(ctx context.Context, addr string) string {
 	return "version " + h.Version
 }
 
-func checkOtherNode() Check {
+func checkOtherNode(nodeID string) Check {
 	c := Check{Name: "other warren"}
-	holder, err := serve.NodeLockHolder()
+	tag, err := serve.NodeTag(nodeID)
+	if err != nil {
+		c.Status, c.Detail = Fail, err.Error()
+		return c
+	}
+	holder, err := serve.NodeLockHolder(tag)
 	switch {
 	case err != nil:
 		c.Status, c.Detail = Warn, err.Error()

@@ -310,3 +310,19 @@ func statusOf(err error) int {
 	}
 	return http.StatusInternalServerError
 }
+
+// SandboxOf names the warren sandbox a matched request is for, if it is
+// for one: by E2B's headers or host, or by the control plane's
+// /sandboxes/{id} and /v2/sandboxes/{id} paths. A cluster routes by it.
+func (h *Handler) SandboxOf(r *http.Request) (string, bool) {
+	if e2bID, _, ok := h.sandboxTarget(r); ok {
+		return warrenID(e2bID)
+	}
+	p := strings.TrimPrefix(r.URL.Path, "/v2")
+	rest, ok := strings.CutPrefix(p, "/sandboxes/")
+	if !ok {
+		return "", false
+	}
+	e2bID, _, _ := strings.Cut(rest, "/")
+	return warrenID(e2bID)
+}

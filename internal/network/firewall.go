@@ -13,7 +13,7 @@ import (
 )
 
 // tableName is warren's nftables table (family ip). warren owns it whole.
-const tableName = "warren"
+var tableName = "warren"
 
 // sandboxRules is what the firewall needs to know of one sandbox.
 type sandboxRules struct {

@@ -1,6 +1,8 @@
 package network
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -19,10 +21,29 @@ import (
 const nsDir = "/var/run/netns"
 
 // nsPrefix names warren's namespaces; hostPrefix its host-side veths.
-const (
+// A node with an id of its own (UseNode) has its own, so that nodes
+// sharing a host never take each other's for orphans.
+var (
 	nsPrefix   = "warren-"
 	hostPrefix = "wh"
 )
+
+// UseNode names this process's namespaces, veths and firewall table
+// after node tag, so that several nodes can share one host (each with a
+// subnet of its own). Call it before New; "" keeps the names of a node
+// alone on its host.
+func UseNode(tag string) {
+	nsPrefix, hostPrefix, tableName = "warren-", "wh", "warren"
+	if tag != "" {
+		sum := sha256.Sum256([]byte(tag))
+		nsPrefix = "warren." + tag + "."
+		// Interface names hold 15 bytes: "wx", 4 of the tag's hash, 5
+		// of the slot.
+		hostPrefix = "wx" + hex.EncodeToString(sum[:2])
+		tableName = "warren-" + tag
+	}
+	table.Name, table6.Name = tableName, tableName
+}
 
 // slotAddrs returns the /30 of a slot: the host side (the sandbox's
 // gateway) and the sandbox's address.
@@ -91,7 +112,7 @@ func plumb(id string, slot int, gw, addr netip.Addr) error {
 	}
 	defer ns.Close()
 	host := hostLink(slot)
-	peer := "wp" + host[len(hostPrefix):]
+	peer := "wp" + host[2:]
 	_ = deleteLink(host) // a leftover from a crash
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: 1500}, PeerName: peer}
 	if err := netlink.LinkAdd(veth); err != nil {

@@ -20,7 +20,7 @@ func (m *Manager) ImageInUse(ctx context.Context, image string) (string, error) 
 	}
 	m.mu.Unlock()
 	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePausing,
-		StatePaused, StateResuming, StateForking, StateDeleting, StatePooled}})
+		StatePaused, StateResuming, StateForking, StateDeleting, StatePooled}, Node: m.cfg.Node})
 	if err != nil {
 		return "", fmt.Errorf("list sandboxes: %w", err)
 	}

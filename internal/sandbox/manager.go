@@ -32,6 +32,15 @@ import (
 
 // Config wires a Manager.
 type Config struct {
+	// Node is this node's id when several share the store ("" when it
+	// is alone): its sandboxes are recorded as its, and it looks after
+	// only those.
+	Node string
+	// Labels are this node's (a create's placement.labels must match).
+	Labels map[string]string
+	// NodeState, if set, says what state a node is in, so that the
+	// sandboxes of a lost node show as lost.
+	NodeState func(node string) string
 	// DataDir holds one directory per sandbox under sandboxes/.
 	DataDir string
 	Store   *store.Store
@@ -411,6 +420,8 @@ func storeError(err error) error {
 	case errors.Is(err, store.ErrNotFound):
 		// A volume went between the check and the insert.
 		return &Error{Kind: KindBadRequest, Field: "volumes", Message: err.Error(), Err: err}
+	case errors.Is(err, store.ErrNoRoom):
+		return &Error{Kind: KindUnavailable, Message: err.Error(), Err: err}
 	}
 	return err
 }
@@ -427,6 +438,7 @@ func (m *Manager) beginCreate(ctx context.Context, row *store.Sandbox) (done fun
 		delete(m.creating, row.ID)
 		m.mu.Unlock()
 	}
+	row.Node = m.cfg.Node
 	if err := m.cfg.Store.InsertSandbox(ctx, row); err != nil {
 		done()
 		return nil, storeError(err)
@@ -669,6 +681,12 @@ func (m *Manager) initLogTail(id string) string {
 
 func hostname(id string) string { return strings.ReplaceAll(id, "_", "-") }
 
+// Node is this node's id ("" when it is alone).
+func (m *Manager) Node() string { return m.cfg.Node }
+
+// Defaults are the resources a create that names none gets.
+func (m *Manager) Defaults() wire.Resources { return DefaultResources }
+
 // row reads a sandbox of org, answering a missing one with the API's 404.
 func (m *Manager) row(ctx context.Context, org, id string) (*store.Sandbox, error) {
 	row, err := m.cfg.Store.GetSandbox(ctx, org, id)
@@ -898,7 +916,7 @@ func (m *Manager) view(r *store.Sandbox) *wire.Sandbox {
 	var sp spec
 	_ = json.Unmarshal(r.Spec, &sp)
 	v := &wire.Sandbox{
-		ID: r.ID, State: wire.State(r.State), Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
+		ID: r.ID, State: wire.State(r.State), Node: r.Node, Runtime: r.Runtime, Image: r.Image, Resources: sp.Resources,
 		Metadata: r.Metadata, TimeoutSeconds: sp.TimeoutSeconds, IdleTimeoutSeconds: sp.IdleTimeoutSeconds,
 		Network:   sp.Network,
 		CreatedAt: r.CreatedAt, BootPath: r.BootPath, Timings: r.Timings, Reason: r.Reason,
@@ -917,6 +935,9 @@ func (m *Manager) view(r *store.Sandbox) *wire.Sandbox {
 	}
 	if len(v.Timings) == 0 {
 		v.Timings = nil
+	}
+	if r.Node != "" && r.Node != m.cfg.Node && m.cfg.NodeState != nil && m.cfg.NodeState(r.Node) == wire.NodeLost && r.State != StateDeleted && r.State != StateFailed {
+		v.State = wire.StateLost
 	}
 	for _, p := range sp.Ports {
 		v.Ports = append(v.Ports, m.port(r.ID, p))

@@ -136,5 +136,5 @@ func (m *Manager) RunningMemory(ctx context.Context) map[string]*wire.Memory {
 // CountByState counts this node's sandboxes by state and runtime,
 // deleted ones left out.
 func (m *Manager) CountByState(ctx context.Context) (map[[2]string]int, error) {
-	return m.cfg.Store.CountByState(ctx)
+	return m.cfg.Store.CountByState(ctx, m.cfg.Node)
 }

@@ -279,7 +279,7 @@ func (m *Manager) DrainPools(ctx context.Context) {
 	// they had under way either joins the pool (drained below) or tears
 	// itself down.
 	m.fillers.Wait()
-	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StatePooled}})
+	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StatePooled}, Node: m.cfg.Node})
 	if err != nil {
 		return
 	}

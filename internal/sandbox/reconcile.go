@@ -32,7 +32,7 @@ const (
 // runtime containers, cgroups, mounts and sandbox directories.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	rows, err := m.cfg.Store.ListSandboxes(ctx, store.Filter{States: []string{StateCreating, StateRunning, StatePaused, StatePooled, StateDeleting,
-		StatePausing, StateResuming, StateForking}})
+		StatePausing, StateResuming, StateForking}, Node: m.cfg.Node})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}

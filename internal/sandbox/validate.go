@@ -42,6 +42,19 @@ func (m *Manager) validate(req *CreateRequest) (*spec, string, string, error) {
 	if _, ok := m.cfg.Runtimes[rt]; !ok {
 		return nil, "", "", badRequest("runtime", "runtime %q is not available on this node; available: %s", rt, strings.Join(m.Runtimes(), ", "))
 	}
+	if p := req.Placement; p != nil {
+		if p.Node != "" && p.Node != m.cfg.Node {
+			if m.cfg.Node == "" {
+				return nil, "", "", badRequest("placement.node", "no node %q: this warren shares its store with no other node", p.Node)
+			}
+			return nil, "", "", badRequest("placement.node", "this is node %q, not %q", m.cfg.Node, p.Node)
+		}
+		for k, v := range p.Labels {
+			if m.cfg.Labels[k] != v {
+				return nil, "", "", badRequest("placement.labels", "this node's label %s is %q, not %q", k, m.cfg.Labels[k], v)
+			}
+		}
+	}
 	res := DefaultResources
 	if r := req.Resources; r != nil {
 		if r.CPU != 0 {
@@ -150,6 +163,9 @@ func (m *Manager) imageNames() []string {
 	}
 	return names
 }
+
+// HostMemoryMB is the host's memory in MB (0 if it cannot tell).
+func HostMemoryMB() int { return hostMemoryMB() }
 
 // hostMemoryMB reads MemTotal, or 0 if it cannot.
 func hostMemoryMB() int {

@@ -12,12 +12,21 @@ import (
 
 // nodeLock is held by the one warren node on a host. Sandbox networks,
 // the firewall table and the reconciler's sweep are host-wide, so a second
-// node would tear down the first one's sandboxes.
-const nodeLock = "/run/warren/node.lock"
+// node would tear down the first one's sandboxes; a node with an id of
+// its own (--node-id) names all of those after it, and has a lock of its
+// own.
+// lockFor is the lock of the node with tag ("" for a node alone).
+func lockFor(tag string) string {
+	if tag == "" {
+		return "/run/warren/node.lock"
+	}
+	return "/run/warren/node-" + tag + ".lock"
+}
 
 // lockHost takes the host's node lock, or says who holds it. The lock
 // goes when the process does, however it ends.
-func lockHost(dataDir string) (release func(), err error) {
+func lockHost(dataDir, tag string) (release func(), err error) {
+	nodeLock := lockFor(tag)
 	if err := os.MkdirAll(filepath.Dir(nodeLock), 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filepath.Dir(nodeLock), err)
 	}
@@ -38,9 +47,10 @@ func lockHost(dataDir string) (release func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// NodeLockHolder says which node holds the host's node lock ("pid N, data
+// NodeLockHolder says which node holds the node lock of tag ("pid N, data
 // dir D"), or "" when none does.
-func NodeLockHolder() (string, error) {
+func NodeLockHolder(tag string) (string, error) {
+	nodeLock := lockFor(tag)
 	f, err := os.Open(nodeLock)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil

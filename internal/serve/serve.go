@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base32"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -80,6 +82,29 @@ type Options struct {
 	PreviewDomain string
 	// Pools are warm pools to keep booted ("busybox:6,base:2").
 	Pools string
+	// NodeID names this node among those sharing a PostgreSQL store
+	// (default: the hostname). Given, it also names this node's lock,
+	// firewall table, namespaces, veths and cgroups, so that several
+	// nodes can share one host.
+	NodeID string
+	// AdvertiseURL is where the other nodes reach this one; default
+	// http://LISTEN when that is a specific, non-loopback address.
+	AdvertiseURL string
+	// Labels are this node's, KEY=VALUE,... (a create's placement.labels
+	// pick nodes by them).
+	Labels string
+	// Capacity is what this node offers a cluster's placement: CPUs and
+	// MB of memory and disk its sandboxes may ask for in total (their
+	// limits). 0: CPUs 4 per core, memory 2 MB per MB of the host's,
+	// disk no limit.
+	CapacityCPU      float64
+	CapacityMemoryMB int
+	CapacityDiskMB   int
+	// NodeLease is how long a heartbeat holds (default 15s).
+	NodeLease time.Duration
+	// Subnet holds the sandboxes' addresses (default 10.88.0.0/16);
+	// nodes sharing a network need different ones.
+	Subnet string
 	// CORSOrigins lets web pages from these origins call the API
 	// ("https://app.example.com,http://localhost:3000", or "*").
 	CORSOrigins string
@@ -103,11 +128,31 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	release, err := lockHost(o.DataDir)
+	tag, err := NodeTag(o.NodeID)
+	if err != nil {
+		return err
+	}
+	labels, err := parseLabels(o.Labels)
+	if err != nil {
+		return err
+	}
+	subnet := network.DefaultSubnet
+	if o.Subnet != "" {
+		if subnet, err = netip.ParsePrefix(o.Subnet); err != nil || !subnet.Addr().Is4() || subnet.Bits() > 28 {
+			return fmt.Errorf("--subnet: %q is not an IPv4 prefix of /28 or more addresses, like 10.89.0.0/16", o.Subnet)
+		}
+		subnet = subnet.Masked()
+	}
+	release, err := lockHost(o.DataDir, tag)
 	if err != nil {
 		return err
 	}
 	defer release()
+	// Everything this node names on the host, named after it.
+	network.UseNode(tag)
+	if tag != "" {
+		oci.CgroupParent = "warren-" + tag
+	}
 	// Parents as any directory; the data dir itself private.
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(o.DataDir)), 0o755); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.DataDir, err)
@@ -129,6 +174,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer st.Close()
+	shared := store.IsPostgres(target)
+	if shared && o.MasterKey == "" {
+		return errors.New("WARREN_MASTER_KEY: a node that shares its store needs the master key every node of the cluster uses (secrets are sealed under it); set the same one on each")
+	}
 	key, isNew, err := bootstrapKey(ctx, st, o.DataDir, o.AdminKey)
 	if err != nil {
 		return err
@@ -150,7 +199,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	sizes := map[string]int{}
 	for _, v := range vols {
-		sizes[v.ID] = v.SizeMB
+		// Another node's volume is on its disk, not here.
+		if v.Node == "" || !shared || v.Node == nodeID(o) {
+			sizes[v.ID] = v.SizeMB
+		}
 	}
 	if err := volumes.Reconcile(ctx, sizes); err != nil {
 		return err
@@ -189,6 +241,21 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var node *clusterNode
+	if shared {
+		// Previews and E2B's envd tokens verify on whichever node a
+		// request reaches: every node signs with the same key.
+		shared, err := st.Setting(ctx, "preview_secret", store.RandomHex(32))
+		if err != nil {
+			return err
+		}
+		if secret, err = hex.DecodeString(shared); err != nil || len(secret) != 32 {
+			return errors.New("the store's preview_secret setting is not 32 bytes of hex")
+		}
+		if node, err = newClusterNode(ctx, o, st, ln, labels, log); err != nil {
+			return err
+		}
+	}
 	proxy := &preview.Proxy{Secret: secret, Domain: previewDomain(o.PreviewDomain, o.PublicURL), Base: o.PublicURL}
 	// The egress proxy takes sandboxes' HTTPS redirected to it (only from
 	// their own addresses; anything else is closed at once).
@@ -197,7 +264,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("listen for the egress proxy: %w", err)
 	}
 	defer egressLn.Close()
-	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log,
+	nets, err := network.New(network.Config{StateDir: filepath.Join(o.DataDir, "network"), Upstream: o.DNSUpstream, Log: log, Subnet: subnet,
 		InterceptPort: uint16(egressLn.Addr().(*net.TCPAddr).Port)})
 	if err != nil {
 		return err
@@ -211,6 +278,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { _ = outbound.Serve(egressLn) }()
 	meter := metrics.New()
 	mgr, err := sandbox.New(sandbox.Config{
+		Node: node.id(), Labels: labels, NodeState: node.state(),
 		DataDir: o.DataDir, Store: st, Images: images, Runtimes: runtimes,
 		DefaultRuntime: def, Warnings: found.Warnings, Agent: agent.Path, AgentLibs: agent.Libs, Network: nets, PreviewURL: proxy.URL, PreviewPathURL: proxy.PathURL, Log: log,
 		HostRestarted: hostRestarted(o.DataDir), Secrets: vault, Volumes: volumes, Metrics: meter, Egress: outbound,
@@ -233,6 +301,12 @@ func Run(ctx context.Context, o Options) error {
 	if err := mgr.StartPools(runCtx, pools); err != nil {
 		return err
 	}
+	if node != nil {
+		if err := node.join(ctx, mgr); err != nil {
+			return err
+		}
+		go node.cluster.Run(runCtx)
+	}
 	// Warm sandboxes belong to no one: they go when warren does.
 	defer mgr.DrainPools(context.Background())
 	defer cancel()
@@ -242,6 +316,9 @@ func Run(ctx context.Context, o Options) error {
 	handler.Preview = proxy
 	handler.CORS = cors
 	handler.Secrets, handler.Volumes, handler.Metrics = vault, volumes, meter
+	if node != nil {
+		handler.Cluster = node.cluster
+	}
 	handler.E2B = e2b.New(e2b.Config{Sandboxes: mgr, Secret: secret, Domain: e2bDomain(proxy.Domain, o.PublicURL), Log: log,
 		Authorize: func(r *http.Request, scopes ...string) (string, int, string) {
 			c, status, msg := handler.Authorize(r, scopes...)

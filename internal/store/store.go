@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite"
 )
 
@@ -137,7 +138,16 @@ func provider(db *conn) (*goose.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	return goose.NewProvider(db.d.goose, db.DB, fsys, goose.WithTableName("schema_versions"), goose.WithDisableGlobalRegistry(true))
+	opts := []goose.ProviderOption{goose.WithTableName("schema_versions"), goose.WithDisableGlobalRegistry(true)}
+	if db.d.postgres {
+		// Nodes starting together migrate one at a time.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	return goose.NewProvider(db.d.goose, db.DB, fsys, opts...)
 }
 
 // SchemaVersion is the database's schema version.
@@ -176,10 +186,11 @@ func (s *Store) TokenRevoked(ctx context.Context, tokenID string) (bool, error) 
 	return n > 0, nil
 }
 
-// CountByState counts sandboxes by state and runtime, deleted ones left
-// out.
-func (s *Store) CountByState(ctx context.Context) (map[[2]string]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, runtime, COUNT(*) FROM sandboxes WHERE state != 'deleted' GROUP BY state, runtime`)
+// CountByState counts a node's sandboxes ("" for every node's) by state
+// and runtime, deleted ones left out.
+func (s *Store) CountByState(ctx context.Context, node string) (map[[2]string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, runtime, COUNT(*) FROM sandboxes WHERE state != 'deleted' AND (? = '' OR node IN (?, ''))
+		GROUP BY state, runtime`, node, node)
 	if err != nil {
 		return nil, fmt.Errorf("count sandboxes: %w", err)
 	}
@@ -230,6 +241,9 @@ type Sandbox struct {
 	DiskMB   int
 	// Mounts are the volumes it mounts, recorded with it (insert only).
 	Mounts []Mount
+	// Node is the node it lives on; "" where a node shares its database
+	// with no other.
+	Node string
 }
 
 // Mount is a sandbox's use of a volume.
@@ -238,7 +252,7 @@ type Mount struct {
 	ReadOnly bool
 }
 
-const sandboxColumns = `id, org, state, runtime, image, spec, metadata, boot_path, timings, reason, created_at, updated_at, expires_at, last_active_at, ended_at, cpu, memory_mb, disk_mb`
+const sandboxColumns = `id, org, state, runtime, image, spec, metadata, boot_path, timings, reason, created_at, updated_at, expires_at, last_active_at, ended_at, cpu, memory_mb, disk_mb, node`
 
 func millis(t time.Time) int64 {
 	if t.IsZero() {
@@ -269,11 +283,14 @@ func (s *Store) InsertSandbox(ctx context.Context, sb *Sandbox) error {
 			if err := admit(ctx, tx, sb.Org, Demand{Sandboxes: 1, CPU: sb.CPU, MemoryMB: sb.MemoryMB, DiskMB: sb.DiskMB, Creates: 1}); err != nil {
 				return err
 			}
+			if err := fits(ctx, tx, sb.Node, true, sb.CPU, sb.MemoryMB, sb.DiskMB); err != nil {
+				return err
+			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(`+sandboxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			sb.ID, sb.Org, sb.State, sb.Runtime, sb.Image, string(sb.Spec), string(md), sb.BootPath, string(tm), sb.Reason,
 			millis(sb.CreatedAt), millis(sb.UpdatedAt), millis(sb.ExpiresAt), millis(sb.LastActiveAt), millis(sb.EndedAt),
-			sb.CPU, sb.MemoryMB, sb.DiskMB)
+			sb.CPU, sb.MemoryMB, sb.DiskMB, sb.Node)
 		if err != nil {
 			return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
 		}
@@ -296,7 +313,7 @@ func scanSandbox(r scanner) (*Sandbox, error) {
 	var spec, md, tm string
 	var created, updated, expires, active, ended int64
 	if err := r.Scan(&sb.ID, &sb.Org, &sb.State, &sb.Runtime, &sb.Image, &spec, &md, &sb.BootPath, &tm, &sb.Reason,
-		&created, &updated, &expires, &active, &ended, &sb.CPU, &sb.MemoryMB, &sb.DiskMB); err != nil {
+		&created, &updated, &expires, &active, &ended, &sb.CPU, &sb.MemoryMB, &sb.DiskMB, &sb.Node); err != nil {
 		return nil, err
 	}
 	sb.Spec = json.RawMessage(spec)
@@ -329,12 +346,28 @@ func (s *Store) GetSandbox(ctx context.Context, org, id string) (*Sandbox, error
 	return sb, nil
 }
 
+// SandboxNode returns the node a sandbox lives on ("" for a lone
+// node's).
+func (s *Store) SandboxNode(ctx context.Context, id string) (string, error) {
+	var node string
+	err := s.db.QueryRowContext(ctx, `SELECT node FROM sandboxes WHERE id = ?`, id).Scan(&node)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("find the node of sandbox %s: %w", id, err)
+	}
+	return node, nil
+}
+
 // Filter selects sandboxes to list.
 type Filter struct {
 	Org      string   // "" for every org
 	States   []string // empty: every state but deleted
 	Metadata map[string]string
-	Limit    int
+	// Node, if set, keeps to the sandboxes of that node (and of no node).
+	Node  string
+	Limit int
 }
 
 // ListSandboxes lists sandboxes, newest first.
@@ -344,6 +377,10 @@ func (s *Store) ListSandboxes(ctx context.Context, f Filter) ([]*Sandbox, error)
 	if f.Org != "" {
 		where = append(where, "org = ?")
 		args = append(args, f.Org)
+	}
+	if f.Node != "" {
+		where = append(where, "node IN (?, '')")
+		args = append(args, f.Node)
 	}
 	if len(f.States) > 0 {
 		where = append(where, "state IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.States)), ",")+")")
@@ -420,6 +457,9 @@ func (s *Store) Transition(ctx context.Context, id string, from []string, to str
 				d.DiskMB = row.DiskMB
 			}
 			if err := admit(ctx, tx, row.Org, d); err != nil {
+				return err
+			}
+			if err := fits(ctx, tx, row.Node, false, row.CPU, row.MemoryMB, d.DiskMB); err != nil {
 				return err
 			}
 		}

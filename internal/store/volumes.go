@@ -16,6 +16,8 @@ type Volume struct {
 	Name      string
 	SizeMB    int
 	CreatedAt time.Time
+	// Node is the node whose disk holds it ("" on a lone node).
+	Node string
 	// MountedBy are the sandboxes that mount it now.
 	MountedBy []Mounter
 }
@@ -32,8 +34,8 @@ func (s *Store) InsertVolume(ctx context.Context, v Volume) error {
 		if err := admit(ctx, tx, v.Org, Demand{Volumes: 1, VolumeMB: v.SizeMB}); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO volumes(id, org, name, size_mb, created_at) VALUES(?,?,?,?,?)`,
-			v.ID, v.Org, v.Name, v.SizeMB, millis(v.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO volumes(id, org, name, size_mb, created_at, node) VALUES(?,?,?,?,?,?)`,
+			v.ID, v.Org, v.Name, v.SizeMB, millis(v.CreatedAt), v.Node)
 		if isUnique(err) {
 			return fmt.Errorf("volume %q: %w", v.Name, ErrExists)
 		}
@@ -61,12 +63,12 @@ func (s *Store) mounters(ctx context.Context, v *Volume) error {
 	return rows.Err()
 }
 
-const volumeColumns = `id, org, name, size_mb, created_at`
+const volumeColumns = `id, org, name, size_mb, created_at, node`
 
 func scanVolume(r scanner) (*Volume, error) {
 	var v Volume
 	var created int64
-	if err := r.Scan(&v.ID, &v.Org, &v.Name, &v.SizeMB, &created); err != nil {
+	if err := r.Scan(&v.ID, &v.Org, &v.Name, &v.SizeMB, &created, &v.Node); err != nil {
 		return nil, err
 	}
 	v.CreatedAt = fromMillis(created)

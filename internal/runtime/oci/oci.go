@@ -60,13 +60,18 @@ type Config struct {
 	BootCPU float64
 }
 
+// CgroupParent is where sandboxes' cgroups go unless a Config names
+// another: "warren", or "warren-TAG" for a node that shares its host with
+// others (each sweeps only its own).
+var CgroupParent = "warren"
+
 // Runtime is an OCI-runtime backend.
 type Runtime struct{ cfg Config }
 
 // New checks the binary and returns the backend.
 func New(cfg Config) (*Runtime, error) {
 	if cfg.CgroupParent == "" {
-		cfg.CgroupParent = "warren"
+		cfg.CgroupParent = CgroupParent
 	}
 	if cfg.CgroupRoot == "" {
 		cfg.CgroupRoot = cgroups.Root
