@@ -63,7 +63,7 @@ type Config struct {
 	Lease  time.Duration
 	// Offer says what this node offers now.
 	Offer func(ctx context.Context) wire.NodeCapacity
-	Log      *slog.Logger
+	Log   *slog.Logger
 }
 
 // Cluster is this node's view of the cluster.
