@@ -92,7 +92,8 @@ func TestMain(m *testing.M) {
 // sandboxCgroups lists the sandbox cgroups on this host, v1 and v2.
 func sandboxCgroups() []string {
 	var out []string
-	for _, pat := range []string{"/sys/fs/cgroup/*/warren/sbx_*", "/sys/fs/cgroup/warren/sbx_*"} {
+	// warren-TAG: the cgroups of a node with an id of its own.
+	for _, pat := range []string{"/sys/fs/cgroup/*/warren*/sbx_*", "/sys/fs/cgroup/warren*/sbx_*"} {
 		m, _ := filepath.Glob(pat)
 		out = append(out, m...)
 	}
@@ -147,8 +148,13 @@ func startServerWith(t *testing.T, dataDir, bin string, args []string, extraEnv 
 	// runc's user namespace needs to walk to the data dir (as
 	// /var/lib/warren would allow); the test's temporary parent is 0700.
 	os.Chmod(filepath.Dir(dataDir), 0o711)
-	s := &server{t: t, dataDir: dataDir, key: adminKey, logs: &syncBuffer{}}
-	s.cmd = exec.Command(bin, append([]string{"serve", "--json", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
+	return launch(t, dataDir, exec.Command(bin, append([]string{"serve", "--json", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...), extraEnv...)
+}
+
+// launch starts cmd, a warren serve on dataDir, and waits until it serves.
+func launch(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...string) *server {
+	t.Helper()
+	s := &server{t: t, dataDir: dataDir, key: adminKey, logs: &syncBuffer{}, cmd: cmd}
 	// runsc comes from args, or is found as a user's warren finds it.
 	s.cmd.Env = append(environWithout("WARREN_RUNSC"), "WARREN_ADMIN_KEY="+adminKey, "WARREN_IMAGE_DIR="+imageDir)
 	s.cmd.Env = append(s.cmd.Env, extraEnv...)

@@ -75,6 +75,7 @@ func newRoot() *cobra.Command {
 		newKeyCmd(g),
 		newSecretCmd(g),
 		newVolumeCmd(g),
+		newNodeCmd(g),
 		newUsageCmd(g),
 		newBenchCmd(g),
 		newStartCmd(g),

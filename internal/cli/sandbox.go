@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -43,7 +44,8 @@ func keyValues(flag string, in []string) (map[string]string, error) {
 func newCreateCmd(g *globals) *cobra.Command {
 	var req client.CreateRequest
 	var res client.Resources
-	var env, md, vols, secretEnv, secretFiles []string
+	var env, md, vols, secretEnv, secretFiles, nodeLabels []string
+	var node string
 	var timeout, idle time.Duration
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -74,6 +76,13 @@ func newCreateCmd(g *globals) *cobra.Command {
 			if res != (client.Resources{}) {
 				req.Resources = &res
 			}
+			nl, err := keyValues("node-label", nodeLabels)
+			if err != nil {
+				return err
+			}
+			if node != "" || len(nl) > 0 {
+				req.Placement = &client.Placement{Node: node, Labels: nl}
+			}
 			if cmd.Flags().Changed("timeout") {
 				s := int64(timeout.Seconds())
 				req.TimeoutSeconds = &s
@@ -101,6 +110,8 @@ func newCreateCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Image, "image", "", "image (default base)")
 	f.StringVar(&req.Runtime, "runtime", "", "runtime: gvisor or runc (default: the node's)")
+	f.StringVar(&node, "node", "", "in a cluster, the node to make it on")
+	f.StringArrayVar(&nodeLabels, "node-label", nil, "in a cluster, a label KEY=VALUE its node must carry (repeatable)")
 	f.Float64Var(&res.CPU, "cpu", 0, "CPU cores (default 1)")
 	f.IntVar(&res.MemoryMB, "memory", 0, "memory limit in MiB (default 1024)")
 	f.IntVar(&res.PIDs, "pids", 0, "process limit (default 512)")
@@ -172,9 +183,21 @@ func newListCmd(g *globals) *cobra.Command {
 			}
 			g.print(cmd.OutOrStdout(), map[string]any{"sandboxes": list}, func() {
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATE\tRUNTIME\tIMAGE\tAGE\tMETADATA")
+				// A cluster's sandboxes say where they live.
+				nodes := slices.ContainsFunc(list, func(sb *client.Sandbox) bool { return sb.Node != "" })
+				node := func(sb *client.Sandbox) string {
+					if nodes {
+						return sb.Node + "\t"
+					}
+					return ""
+				}
+				header := "ID\tSTATE\tRUNTIME\tIMAGE\tAGE\tMETADATA"
+				if nodes {
+					header = "ID\tSTATE\tNODE\tRUNTIME\tIMAGE\tAGE\tMETADATA"
+				}
+				fmt.Fprintln(tw, header)
 				for _, sb := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.ID, sb.State, sb.Runtime, sb.Image,
+					fmt.Fprintf(tw, "%s\t%s\t%s%s\t%s\t%s\t%s\n", sb.ID, sb.State, node(sb), sb.Runtime, sb.Image,
 						time.Since(sb.CreatedAt).Round(time.Second), formatMap(sb.Metadata))
 				}
 				tw.Flush()

@@ -145,10 +145,8 @@ func (c *Cluster) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, n := range nodes {
-		c.states[n.ID] = n.State
+		c.saw(n)
 	}
 	return nil
 }
@@ -173,6 +171,7 @@ func (c *Cluster) Nodes(ctx context.Context) ([]wire.Node, error) {
 	out := make([]wire.Node, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, view(n, alloc[n.ID]))
+		c.saw(n)
 	}
 	return out, nil
 }
@@ -187,7 +186,15 @@ func (c *Cluster) Node(ctx context.Context, id string) (wire.Node, error) {
 	if err != nil {
 		return wire.Node{}, err
 	}
+	c.saw(n)
 	return view(n, alloc[n.ID]), nil
+}
+
+// saw keeps the state of a node just read, so that views agree with it.
+func (c *Cluster) saw(n *store.Node) {
+	c.mu.Lock()
+	c.states[n.ID] = n.State
+	c.mu.Unlock()
 }
 
 func view(n *store.Node, a wire.NodeAllocation) wire.Node {

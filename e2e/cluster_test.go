@@ -1,0 +1,398 @@
+package e2e
+
+// Many nodes, one warren: three warren serves share a throw-away
+// PostgreSQL, each in a network namespace of its own (joined by a bridge,
+// as machines on a LAN are) with its own subnet, firewall table, lock and
+// data dir. Sandboxes use runc: nothing here needs gVisor.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warrenhq/warren/client"
+	"github.com/warrenhq/warren/internal/pgtest"
+)
+
+const clusterMasterKey = "5151515151515151515151515151515151515151515151515151515151515151"
+
+// lan is a bridge in this namespace and one namespace per node on it.
+type lan struct {
+	t      *testing.T
+	bridge string
+}
+
+func newLAN(t *testing.T, names ...string) *lan {
+	t.Helper()
+	l := &lan{t: t, bridge: "wclbr0"}
+	l.cleanup(names)
+	t.Cleanup(func() { l.cleanup(names) })
+	l.ip("link", "add", l.bridge, "type", "bridge")
+	l.ip("addr", "add", "10.250.0.1/24", "dev", l.bridge)
+	l.ip("link", "set", l.bridge, "up")
+	for i, n := range names {
+		ns, host := "wcl-"+n, "wclh-"+n
+		l.ip("netns", "add", ns)
+		l.ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		l.ip("link", "set", host, "master", l.bridge, "up")
+		l.ip("-n", ns, "addr", "add", fmt.Sprintf("10.250.0.%d/24", i+2), "dev", "eth0")
+		l.ip("-n", ns, "link", "set", "eth0", "up")
+		l.ip("-n", ns, "link", "set", "lo", "up")
+	}
+	return l
+}
+
+func (l *lan) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (l *lan) cleanup(names []string) {
+	for _, n := range names {
+		_ = exec.Command("ip", "link", "del", "wclh-"+n).Run()
+		_ = exec.Command("ip", "netns", "del", "wcl-"+n).Run()
+	}
+	_ = exec.Command("ip", "link", "del", l.bridge).Run()
+}
+
+// startNode runs warren serve as node name of the cluster whose store is
+// url, inside the node's namespace, on dataDir ("" for a fresh one).
+func startNode(t *testing.T, store, name string, i int, dataDir string, args []string, env ...string) *server {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+		t.Cleanup(func() { cleanDataDir(t, dataDir) })
+	}
+	addr := fmt.Sprintf("10.250.0.%d:7070", i+2)
+	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/wcl-" + name, warrenBin, "serve", "--json",
+		"--listen", addr, "--data-dir", dataDir, "--store", store, "--node-id", name,
+		"--subnet", fmt.Sprintf("10.%d.0.0/16", 120+i), "--runsc", runscBin, "--runtime", "runc", "--node-lease", "3s"}, args...)...)
+	return launch(t, dataDir, cmd, append([]string{"WARREN_MASTER_KEY=" + clusterMasterKey, "WARREN_PREVIEW_DOMAIN=preview.test"}, env...)...)
+}
+
+func nodeOf(t *testing.T, s *server, id string) string {
+	t.Helper()
+	sb, err := s.c.GetSandbox(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb.Node
+}
+
+func nodeStates(t *testing.T, s *server) map[string]client.Node {
+	t.Helper()
+	nodes, err := s.c.ListNodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]client.Node{}
+	for _, n := range nodes {
+		out[n.ID] = n
+	}
+	return out
+}
+
+func TestCluster(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	store, err := pg.Database(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLAN(t, "a", "b", "c")
+	a := startNode(t, store, "a", 0, "", nil)
+	bDir := t.TempDir()
+	t.Cleanup(func() { cleanDataDir(t, bDir) })
+	b := startNode(t, store, "b", 1, bDir, []string{"--label", "disk=ssd"})
+	// c is small: room for four sandboxes of half a CPU.
+	c := startNode(t, store, "c", 2, "", []string{"--capacity-cpu", "2"})
+	ctx := context.Background()
+
+	eventually(t, 10*time.Second, "three ready nodes", func() error {
+		n := nodeStates(t, a)
+		for _, id := range []string{"a", "b", "c"} {
+			if n[id].State != "ready" {
+				return errorf("node %s is %q", id, n[id].State)
+			}
+		}
+		return nil
+	})
+	small := &client.Resources{CPU: 0.5, MemoryMB: 128}
+
+	t.Run("creates spread", func(t *testing.T) {
+		seen := map[string]int{}
+		for range 9 {
+			sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small})
+			seen[sb.Node]++
+			if _, err := a.c.DeleteSandbox(ctx, sb.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(seen) < 2 {
+			t.Fatalf("nine creates through node a all went to %v", seen)
+		}
+		t.Logf("nine creates through a: %v", seen)
+	})
+
+	t.Run("everything through another node", func(t *testing.T) {
+		sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Labels: map[string]string{"disk": "ssd"}}})
+		if sb.Node != "b" {
+			t.Fatalf("placed on %q, want b (the only node labelled disk=ssd)", sb.Node)
+		}
+		if res := a.exec(t, sb.ID, client.ExecRequest{Cmd: "echo exec-$((40+2))"}); res.Stdout != "exec-42\n" {
+			t.Fatalf("exec through a: %+v", res)
+		}
+		var streamed strings.Builder
+		if _, err := c.c.ExecStream(ctx, sb.ID, &client.ExecRequest{Cmd: "for i in 1 2 3; do echo line$i; done"},
+			client.ExecHandlers{OnStdout: func(s string) { streamed.WriteString(s) }}); err != nil || streamed.String() != "line1\nline2\nline3\n" {
+			t.Fatalf("streamed exec through c: %q %v", streamed.String(), err)
+		}
+		if _, err := a.c.WriteFile(ctx, sb.ID, "/www/index.html", strings.NewReader("served-from-b")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.c.ReadFileBytes(ctx, sb.ID, "/www/index.html", 1<<20); err != nil || string(got) != "served-from-b" {
+			t.Fatalf("file written through a, read through c: %q %v", got, err)
+		}
+		// A terminal, over a WebSocket forwarded by a.
+		pty, err := a.c.PTY(ctx, sb.ID, 80, 24)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pty.Write([]byte("stty size; echo pty-$((6*7))\n")); err != nil {
+			t.Fatal(err)
+		}
+		var screen strings.Builder
+		buf := make([]byte, 4096)
+		for !strings.Contains(screen.String(), "pty-42") || !strings.Contains(screen.String(), "24 80") {
+			n, err := pty.Read(buf)
+			if err != nil {
+				t.Fatalf("pty through a: %v; screen %q", err, screen.String())
+			}
+			screen.Write(buf[:n])
+		}
+		pty.Close()
+		// Previews, by path and by host, through a.
+		a.exec(t, sb.ID, client.ExecRequest{Cmd: "(busybox httpd -p 8000 -h /www &)"})
+		if _, err := a.c.ExposePort(ctx, sb.ID, 8000); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the preview answers through a", func() error {
+			if code, body, _ := get(t, a.url+"/preview/"+sb.ID+"/8000/", "", a.key); code != 200 || body != "served-from-b" {
+				return errorf("path preview: %d %q", code, body)
+			}
+			if code, body, _ := get(t, a.url+"/", "8000-"+sb.ID+".preview.test", a.key); code != 200 || body != "served-from-b" {
+				return errorf("host preview: %d %q", code, body)
+			}
+			return nil
+		})
+		// Pause, resume and fork (gVisor checkpoints) through c: all on b,
+		// where its files are.
+		gv := a.create(t, client.CreateRequest{Image: "busybox", Runtime: "gvisor", Resources: small, Placement: &client.Placement{Node: "b"}})
+		a.exec(t, gv.ID, client.ExecRequest{Cmd: "echo kept-in-memory > /tmp/m"})
+		if p, err := c.c.Pause(ctx, gv.ID); err != nil || p.State != "paused" {
+			t.Fatalf("pause through c: %+v %v", p, err)
+		}
+		if r, err := c.c.Resume(ctx, gv.ID); err != nil || r.State != "running" || r.Node != "b" {
+			t.Fatalf("resume through c: %+v %v", r, err)
+		}
+		forks, err := a.c.Fork(ctx, gv.ID, 1)
+		if err != nil || len(forks) != 1 || forks[0].Node != "b" {
+			t.Fatalf("fork through a: %+v %v", forks, err)
+		}
+		if res := c.exec(t, forks[0].ID, client.ExecRequest{Cmd: "cat /tmp/m"}); res.Stdout != "kept-in-memory\n" {
+			t.Fatalf("the fork's file: %+v", res)
+		}
+		for _, id := range []string{forks[0].ID, gv.ID, sb.ID} {
+			if _, err := c.c.DeleteSandbox(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("no overcommit", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var made []string
+		refused := 0
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				via := []*server{a, b, c}[i%3]
+				sb, err := via.c.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "c"}})
+				mu.Lock()
+				defer mu.Unlock()
+				var apiErr *client.Error
+				switch {
+				case err == nil:
+					made = append(made, sb.ID)
+				case errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable:
+					refused++
+				default:
+					t.Errorf("create %d: %v", i, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(made) != 4 || refused != 16 {
+			t.Fatalf("%d made and %d refused on a node with room for 4", len(made), refused)
+		}
+		if n := nodeStates(t, b)["c"]; n.Allocated.CPU != 2 || n.Allocated.Sandboxes != 4 {
+			t.Fatalf("node c holds %+v of %+v", n.Allocated, n.Capacity)
+		}
+		for _, id := range made {
+			if _, err := a.c.DeleteSandbox(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("drain", func(t *testing.T) {
+		if n, err := a.c.DrainNode(ctx, "a", true); err != nil || n.State != "draining" {
+			t.Fatalf("drain: %+v %v", n, err)
+		}
+		for range 4 {
+			sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small})
+			if sb.Node == "a" {
+				t.Fatalf("a create went to the draining node a")
+			}
+			if _, err := a.c.DeleteSandbox(ctx, sb.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := b.c.DrainNode(ctx, "a", false); err != nil || n.State != "ready" {
+			t.Fatalf("undrain: %+v %v", n, err)
+		}
+	})
+
+	t.Run("a lost node and its return", func(t *testing.T) {
+		sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "b"}})
+		a.exec(t, sb.ID, client.ExecRequest{Cmd: "echo before > /tmp/kept"})
+		if err := b.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := true
+		defer func() {
+			if stopped {
+				_ = b.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		eventually(t, 15*time.Second, "node b marked lost", func() error {
+			if st := nodeStates(t, a)["b"].State; st != "lost" {
+				return errorf("b is %q", st)
+			}
+			return nil
+		})
+		if got, err := a.c.GetSandbox(ctx, sb.ID); err != nil || got.State != "lost" {
+			t.Fatalf("b's sandbox seen through a: %+v %v", got, err)
+		}
+		if _, err := a.c.Exec(ctx, sb.ID, &client.ExecRequest{Cmd: "true"}); err == nil || !strings.Contains(err.Error(), "lost") {
+			t.Fatalf("exec in a lost node's sandbox: %v", err)
+		}
+		for range 3 {
+			other := a.create(t, client.CreateRequest{Image: "busybox", Resources: small})
+			if other.Node == "b" {
+				t.Fatal("a create went to the lost node b")
+			}
+			if _, err := a.c.DeleteSandbox(ctx, other.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		stopped = false
+		eventually(t, 15*time.Second, "node b back", func() error {
+			if st := nodeStates(t, a)["b"].State; st != "ready" {
+				return errorf("b is %q", st)
+			}
+			return nil
+		})
+		if got, err := a.c.GetSandbox(ctx, sb.ID); err != nil || got.State != "running" {
+			t.Fatalf("b's sandbox after b returned: %+v %v", got, err)
+		}
+		if res := a.exec(t, sb.ID, client.ExecRequest{Cmd: "cat /tmp/kept"}); res.Stdout != "before\n" {
+			t.Fatalf("after b returned: %+v", res)
+		}
+		if _, err := a.c.DeleteSandbox(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a node killed mid-create leaves nothing reserved", func(t *testing.T) {
+		before := nodeStates(t, a)["b"].Allocated
+		b.stopKeepingSandboxes()
+		// b again, set to die the moment a create is recorded.
+		doomed := startNode(t, store, "b", 1, bDir, []string{"--label", "disk=ssd"}, "WARREN_FAILPOINT=create.recorded")
+		_, err := a.c.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "b"}})
+		if err == nil {
+			t.Fatal("the create succeeded; the failpoint never fired")
+		}
+		_ = doomed.cmd.Wait()
+		if ws, ok := doomed.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("b ended with %v, not at its failpoint", doomed.cmd.ProcessState)
+		}
+		// The create is recorded, holding b's room, until b is back.
+		var interrupted string
+		list, err := a.c.ListSandboxes(ctx, client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sb := range list {
+			if sb.Node == "b" && (sb.State == "creating" || sb.State == "lost") {
+				interrupted = sb.ID
+			}
+		}
+		if interrupted == "" {
+			t.Fatalf("no interrupted create on b among %d sandboxes", len(list))
+		}
+		b = startNode(t, store, "b", 1, bDir, []string{"--label", "disk=ssd"})
+		eventually(t, 15*time.Second, "b's interrupted create failed and its room freed", func() error {
+			got, err := a.c.GetSandbox(ctx, interrupted)
+			if err != nil {
+				return err
+			}
+			if got.State != "failed" {
+				return errorf("the interrupted create is %s", got.State)
+			}
+			if after := nodeStates(t, a)["b"]; after.State != "ready" || after.Allocated != before {
+				return errorf("b is %s holding %+v; before the crash %+v", after.State, after.Allocated, before)
+			}
+			return nil
+		})
+	})
+
+	t.Run("nodes listed by the CLI", func(t *testing.T) {
+		out, err := exec.Command(warrenBin, "node", "ls", "--url", a.url, "--api-key", a.key).CombinedOutput()
+		if err != nil {
+			t.Fatalf("warren node ls: %v\n%s", err, out)
+		}
+		for _, want := range []string{"ID", "STATE", "a ", "b ", "c ", "ready", "http://10.250.0.3:7070", "disk=ssd"} {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("warren node ls lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	// Each node's own names: its firewall table and cgroup parent.
+	for _, n := range []string{"a", "b", "c"} {
+		if out, err := exec.Command("ip", "netns", "exec", "wcl-"+n, "nft", "list", "table", "ip", "warren-"+n).CombinedOutput(); err != nil {
+			t.Errorf("node %s's table: %v %s", n, err, out)
+		}
+	}
+	if m, _ := filepath.Glob("/sys/fs/cgroup/*/warren-a"); len(m) == 0 {
+		t.Error("node a made no cgroup parent of its own")
+	}
+}
