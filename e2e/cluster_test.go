@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -113,6 +114,7 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	newLAN(t, "a", "b", "c")
+	top := t
 	a := startNode(t, store, "a", 0, "", nil)
 	bDir := t.TempDir()
 	t.Cleanup(func() { cleanDataDir(t, bDir) })
@@ -219,6 +221,119 @@ func TestCluster(t *testing.T) {
 			if _, err := c.c.DeleteSandbox(ctx, id); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+
+	t.Run("E2B's API and envd through another node", func(t *testing.T) {
+		key := map[string]string{"X-API-Key": a.key}
+		var made struct {
+			SandboxID       string `json:"sandboxID"`
+			EnvdAccessToken string `json:"envdAccessToken"`
+		}
+		// E2B's create names no node: with a and c drained for a moment
+		// it can only go to b, and it is sent through c.
+		for _, n := range []string{"a", "c"} {
+			if _, err := b.c.DrainNode(ctx, n, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, body := e2bCall(t, "POST", c.url+"/sandboxes", key, `{"templateID":"busybox","timeout":300}`, &made)
+		for _, n := range []string{"a", "c"} {
+			if _, err := b.c.DrainNode(ctx, n, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st != 201 {
+			t.Fatalf("E2B create through c: %d %s", st, body)
+		}
+		id := "sbx_" + made.SandboxID
+		if n := nodeOf(t, a, id); n != "b" {
+			t.Fatalf("E2B's sandbox is on %q, want b", n)
+		}
+		if st, body := e2bCall(t, "GET", a.url+"/sandboxes/"+made.SandboxID, key, "", nil); st != 200 || !strings.Contains(body, made.SandboxID) {
+			t.Fatalf("E2B get through a: %d %s", st, body)
+		}
+		envd := map[string]string{"E2b-Sandbox-Id": made.SandboxID, "E2b-Sandbox-Port": "49983", "X-Access-Token": made.EnvdAccessToken, "Content-Type": "application/json"}
+		if st, body := e2bCall(t, "POST", a.url+"/process.Process/List", envd, `{}`, nil); st != 200 {
+			t.Fatalf("envd through a: %d %s", st, body)
+		}
+		if st, body := e2bCall(t, "DELETE", c.url+"/sandboxes/"+made.SandboxID, key, "", nil); st != 204 {
+			t.Fatalf("E2B kill through c: %d %s", st, body)
+		}
+	})
+
+	t.Run("a volume keeps its sandboxes on its node", func(t *testing.T) {
+		if _, err := c.c.CreateVolume(ctx, "cache-on-c", 64); err != nil {
+			t.Fatal(err)
+		}
+		deleted := false
+		defer func() {
+			if !deleted {
+				_ = c.c.DeleteVolume(ctx, "cache-on-c")
+			}
+		}()
+		sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small, Volumes: []client.VolumeMount{{Name: "cache-on-c", Path: "/cache"}}})
+		if sb.Node != "c" {
+			t.Fatalf("a sandbox mounting c's volume went to %q", sb.Node)
+		}
+		if res := a.exec(t, sb.ID, client.ExecRequest{Cmd: "echo kept > /cache/f && cat /cache/f"}); res.Stdout != "kept\n" {
+			t.Fatalf("the volume: %+v", res)
+		}
+		if v, err := a.c.GetVolume(ctx, "cache-on-c"); err != nil || len(v.MountedBy) != 1 {
+			t.Fatalf("the volume seen through a: %+v %v", v, err)
+		}
+		if _, err := a.c.DeleteSandbox(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.c.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "a"},
+			Volumes: []client.VolumeMount{{Name: "cache-on-c", Path: "/cache"}}})
+		var apiErr *client.Error
+		if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(apiErr.Message, "node-local") {
+			t.Fatalf("a sandbox on a mounting c's volume: %v", err)
+		}
+		// Deleted through a, it is deleted on c, where its data is.
+		if err := a.c.DeleteVolume(ctx, "cache-on-c"); err != nil {
+			t.Fatal(err)
+		}
+		deleted = true
+		if m, _ := filepath.Glob(filepath.Join(c.dataDir, "volumes", "vol_*")); len(m) != 0 {
+			t.Fatalf("c still holds the deleted volume's files: %v", m)
+		}
+	})
+
+	t.Run("routing headers from a client", func(t *testing.T) {
+		sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "b"}})
+		defer a.c.DeleteSandbox(ctx, sb.ID)
+		send := func(method, path, key string, headers map[string]string) int {
+			req, _ := http.NewRequest(method, a.url+path, strings.NewReader(`{"image":"busybox"}`))
+			if key != "" {
+				req.Header.Set("Authorization", "Bearer "+key)
+			}
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		forged := map[string]string{"X-Warren-Node-Key": "guessed-0123456789", "X-Warren-Placed": "a", "X-Warren-Client-Addr": "10.250.0.99:1"}
+		// A forged node key is ignored: the request is routed to b as any
+		// other (a would have answered 404 had it served it itself).
+		if code := send("GET", "/v1/sandboxes/"+sb.ID+"/files/stat?path=/", a.key, forged); code != 200 {
+			t.Fatalf("a stat with a forged node key: %d, want 200 from b", code)
+		}
+		// No key, or a wrong one, is refused whatever the headers say.
+		if code := send("GET", "/v1/sandboxes/"+sb.ID+"/files/stat?path=/", "", forged); code != 401 {
+			t.Fatalf("a forwarded-looking request without a key: %d", code)
+		}
+		if code := send("POST", "/v1/sandboxes", "wrong-key-0123456789", forged); code != 401 {
+			t.Fatalf("a create with a wrong key and forged placement: %d", code)
+		}
+		if code := send("POST", "/v1/sandboxes/"+sb.ID+"/exec", "wrong-key-0123456789", forged); code != 401 {
+			t.Fatalf("an exec with a wrong key: %d", code)
 		}
 	})
 
@@ -336,7 +451,9 @@ func TestCluster(t *testing.T) {
 		before := nodeStates(t, a)["b"].Allocated
 		b.stopKeepingSandboxes()
 		// b again, set to die the moment a create is recorded.
-		doomed := startNode(t, store, "b", 1, bDir, []string{"--label", "disk=ssd"}, "WARREN_FAILPOINT=create.recorded")
+		// Started on the whole test's t: a subtest's would stop them when
+		// it ends.
+		doomed := startNode(top, store, "b", 1, bDir, []string{"--label", "disk=ssd"}, "WARREN_FAILPOINT=create.recorded")
 		_, err := a.c.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "b"}})
 		if err == nil {
 			t.Fatal("the create succeeded; the failpoint never fired")
@@ -359,7 +476,7 @@ func TestCluster(t *testing.T) {
 		if interrupted == "" {
 			t.Fatalf("no interrupted create on b among %d sandboxes", len(list))
 		}
-		b = startNode(t, store, "b", 1, bDir, []string{"--label", "disk=ssd"})
+		b = startNode(top, store, "b", 1, bDir, []string{"--label", "disk=ssd"})
 		eventually(t, 15*time.Second, "b's interrupted create failed and its room freed", func() error {
 			got, err := a.c.GetSandbox(ctx, interrupted)
 			if err != nil {
@@ -373,6 +490,38 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("bench through another node", func(t *testing.T) {
+		cmd := exec.Command(warrenBin, "bench", "--cluster", "--runs", "3", "--repeat", "1", "--runtime", "runc", "--json",
+			"--url", a.url, "--api-key", a.key)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("warren bench --cluster: %v\n%s%s", err, out, stderr.String())
+		}
+		var rep struct {
+			Rows []struct {
+				Metric string                     `json:"metric"`
+				Warren struct{ N int }            `json:"warren"`
+				Peers  map[string]struct{ N int } `json:"peers"`
+				Ratio  map[string]float64         `json:"ratio"`
+			} `json:"rows"`
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		want := []string{"runc cluster create→first output", "runc cluster exec round trip"}
+		if len(rep.Rows) != len(want) {
+			t.Fatalf("rows %+v, want %v", rep.Rows, want)
+		}
+		for i, r := range rep.Rows {
+			owner := r.Peers["sent to the owning node"]
+			if r.Metric != want[i] || r.Warren.N == 0 || owner.N != r.Warren.N || r.Ratio["sent to the owning node"] <= 0 {
+				t.Fatalf("row %d: %+v", i, r)
+			}
+		}
 	})
 
 	t.Run("nodes listed by the CLI", func(t *testing.T) {

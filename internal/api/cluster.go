@@ -37,13 +37,46 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) bool {
 		s.place(w, r)
 		return true
 	}
+	if name, node, ok := s.volumeNode(r); ok {
+		return s.forwardTo(w, r, node, "volume "+name, false)
+	}
 	id, ok := s.sandboxOf(r)
 	if !ok {
 		return false
 	}
 	node, err := s.store.SandboxNode(r.Context(), id)
-	if err != nil || node == "" || node == s.Cluster.Self() {
-		return false // unknown (404 here) or this node's
+	if err != nil {
+		return false // unknown: 404 here
+	}
+	// A lost node's sandbox still has its record here to read.
+	readable := r.Method == http.MethodGet && strings.TrimPrefix(r.URL.Path, "/v1/sandboxes/") == id
+	return s.forwardTo(w, r, node, "sandbox "+id, readable)
+}
+
+// volumeNode is the node whose disk holds the volume a delete is for. A
+// key that does not check out is left to the route to refuse (and count).
+func (s *Server) volumeNode(r *http.Request) (name, node string, ok bool) {
+	name, ok = strings.CutPrefix(r.URL.Path, "/v1/volumes/")
+	if !ok || r.Method != http.MethodDelete || name == "" || strings.Contains(name, "/") {
+		return "", "", false
+	}
+	k, err := s.keyOf(r)
+	if err != nil {
+		return "", "", false
+	}
+	v, err := s.store.GetVolume(r.Context(), k.Org, name)
+	if err != nil {
+		return "", "", false
+	}
+	return name, v.Node, true
+}
+
+// forwardTo sends r to node, unless it is this one (or none); it reports
+// whether r was served. A request for what a lost node holds is refused,
+// or (readable) answered here from the store.
+func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, what string, readable bool) bool {
+	if node == "" || node == s.Cluster.Self() {
+		return false
 	}
 	n, err := s.Cluster.Node(r.Context(), node)
 	if err != nil {
@@ -51,11 +84,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	if n.State == wire.NodeLost {
-		if r.Method == http.MethodGet && strings.TrimPrefix(r.URL.Path, "/v1/sandboxes/") == id {
-			return false // its record is here to read
+		if readable {
+			return false
 		}
-		writeError(w, wire.CodeUnavailable, fmt.Sprintf("sandbox %s lives on node %s, which is lost (no heartbeat since %s); it is reachable again when the node returns",
-			id, node, n.HeartbeatAt.Format("15:04:05Z07:00")), "")
+		writeError(w, wire.CodeUnavailable, fmt.Sprintf("%s lives on node %s, which is lost (no heartbeat since %s); it is reachable again when the node returns",
+			what, node, n.HeartbeatAt.Format("15:04:05Z07:00")), "")
 		return true
 	}
 	s.Cluster.Forward(w, r, n)

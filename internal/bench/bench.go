@@ -45,7 +45,10 @@ type Options struct {
 	Docker string
 	// Images measures pulls from a registry on loopback and Dockerfile
 	// builds.
-	Images   bool
+	Images bool
+	// Cluster measures only what reaching a sandbox through another node
+	// of a cluster costs, against reaching its own node.
+	Cluster  bool
 	Progress io.Writer
 }
 
@@ -179,6 +182,9 @@ func (o *Options) logf(format string, args ...any) {
 // Run measures everything and returns the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Image: o.Image, Runs: o.Runs, Repeat: max(o.Repeat, 1), Started: time.Now().UTC()}
+	if o.Cluster {
+		return rep, o.clusterFigures(ctx, rep)
+	}
 	for _, rt := range o.Runtimes {
 		// --runs 0 leaves only the idle figure (and the images).
 		if o.Runs > 0 {

@@ -73,12 +73,13 @@ def create_body(image: Optional[str] = None, runtime: Optional[str] = None, *, c
                 network: Optional[Mapping[str, Any]] = None, files: Optional[Sequence[Mapping[str, Any]]] = None,
                 startup: Optional[Mapping[str, Any]] = None, volumes: Optional[Sequence[Mapping[str, Any]]] = None,
                 secrets: Optional[Mapping[str, str]] = None,
-                secret_files: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+                secret_files: Optional[Mapping[str, str]] = None,
+                placement: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
     for k, v in (("image", image), ("runtime", runtime), ("env", env), ("metadata", metadata),
                  ("timeout_seconds", timeout), ("idle_timeout_seconds", idle_timeout), ("idle_action", idle_action),
                  ("network", network), ("files", files), ("startup", startup), ("volumes", volumes),
-                 ("secrets", secrets), ("secret_files", secret_files)):
+                 ("secrets", secrets), ("secret_files", secret_files), ("placement", placement)):
         if v is not None:
             body[k] = dict(v) if isinstance(v, Mapping) else (list(v) if isinstance(v, (list, tuple)) else v)
     res = {k: v for k, v in (("cpu", cpu), ("memory_mb", memory_mb), ("pids", pids), ("disk_mb", disk_mb)) if v is not None}

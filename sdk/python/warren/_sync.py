@@ -160,7 +160,7 @@ class Warren:
         Options: ``cpu``, ``memory_mb``, ``pids``, ``disk_mb``, ``env``,
         ``metadata``, ``timeout`` and ``idle_timeout`` (seconds),
         ``idle_action``, ``network``, ``files``, ``startup``, ``volumes``,
-        ``secrets``, ``secret_files`` (see docs/API.md). As a context manager it is deleted on exit.
+        ``secrets``, ``secret_files``, ``placement`` (see docs/API.md). As a context manager it is deleted on exit.
         """
         return Sandbox(self, self._do(_api.create(_api.create_body(image, runtime, **options))))
 

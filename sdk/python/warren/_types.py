@@ -92,6 +92,8 @@ class SandboxInfo:
     idle_timeout_seconds: int = 0
     idle_action: str = ""
     network: Optional[NetworkPolicy] = None
+    # The node it lives on, in a cluster.
+    node: str = ""
     address: str = ""
     ports: List[Port] = dataclasses.field(default_factory=list)
     created_at: Optional[datetime] = None

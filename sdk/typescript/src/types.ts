@@ -3,7 +3,9 @@
 
 /** Where a sandbox is in its life; `deleted` and `failed` are final. */
 export type State =
-  | "creating" | "running" | "pausing" | "paused" | "resuming" | "forking" | "deleting" | "deleted" | "failed";
+  | "creating" | "running" | "pausing" | "paused" | "resuming" | "forking" | "deleting" | "deleted" | "failed"
+  // shown for a sandbox whose cluster node stopped renewing its lease
+  | "lost";
 
 export interface Resources {
   cpu?: number;
@@ -61,6 +63,8 @@ export interface CreateRequest {
   secrets?: Record<string, string>;
   /** /run/secrets/FILE → the org's secret name (a memory-backed file). */
   secret_files?: Record<string, string>;
+  /** In a cluster: the node to make it on, or labels its node must carry. */
+  placement?: { node?: string; labels?: Record<string, string> };
 }
 
 export interface VolumeMount {
@@ -95,6 +99,8 @@ export interface SandboxInfo {
   idle_timeout_seconds: number;
   idle_action?: string;
   network?: NetworkPolicy;
+  /** The node it lives on, in a cluster. */
+  node?: string;
   address?: string;
   ports?: Port[];
   created_at: string;
