@@ -42,6 +42,16 @@ type NodeCapacity struct {
 	Images         []string `json:"images"`
 	// Pools are the warm sandboxes ready now, by image.
 	Pools map[string]int `json:"pools,omitempty"`
+	// Host is the machine itself.
+	Host NodeHost `json:"host"`
+}
+
+// NodeHost is what a node's machine has.
+type NodeHost struct {
+	Cores    int `json:"cores"`
+	MemoryMB int `json:"memory_mb"`
+	// DiskFreeMB is free on the filesystem of its data dir.
+	DiskFreeMB int `json:"disk_free_mb"`
 }
 
 // NodeAllocation is what a node's sandboxes hold.
