@@ -36,7 +36,7 @@ SYSCONFDIR ?= /etc
 STATEDIR ?= /var/lib/warren
 INSTALL_VARS = BINDIR=$(BINDIR) DATADIR=$(DATADIR) UNITDIR=$(UNITDIR) SYSCONFDIR=$(SYSCONFDIR) STATEDIR=$(STATEDIR) DESTDIR=$(DESTDIR)
 
-.PHONY: all deps build run test test-unit test-nonroot sdk-typescript e2b-sdk generate-envd test-sdk-cross fmt-check test-cgroupv2 vet clean fuzz install uninstall
+.PHONY: all deps build console run test test-unit test-nonroot sdk-typescript e2b-sdk generate-envd test-sdk-cross fmt-check test-cgroupv2 vet clean fuzz install uninstall
 
 # The Go SDK (and the packages it uses) build, tests included, for these.
 SDK_PLATFORMS := darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 linux/arm64 freebsd/amd64
@@ -50,7 +50,7 @@ deps:
 # finds warren-agent there too: the agent alone, which sandboxes boot
 # faster with (it must be of the same version; otherwise warren is its own
 # agent).
-build:
+build: console
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=$(VERSION)" -o $(AGENT) ./cmd/warren-agent
 	@if [ -s $(CACHE)/runsc-path ]; then ln -sfn "$$(cat $(CACHE)/runsc-path)" $(dir $(BIN))runsc; fi
@@ -64,6 +64,16 @@ run: deps build
 test-unit: test-sdk-cross fmt-check
 	go vet ./...
 	go test -count=1 $$(go list ./... | grep -v /e2e$$)
+
+# The web console's terminal: xterm.js from its pinned npm packages
+# (package-lock.json), copied where go:embed takes it. Without it a plain
+# go build still works; the console then says how to get the terminal.
+CONSOLE_VENDOR := internal/console/static/vendor
+console:
+	@cd internal/console/web && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(CONSOLE_VENDOR)
+	@cp internal/console/web/node_modules/@xterm/xterm/lib/xterm.mjs internal/console/web/node_modules/@xterm/xterm/css/xterm.css \
+		internal/console/web/node_modules/@xterm/addon-fit/lib/addon-fit.mjs $(CONSOLE_VENDOR)/
 
 # The TypeScript SDK, built from its pinned npm packages (package-lock.json).
 sdk-typescript:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/warrenhq/warren/internal/apikey"
 	"github.com/warrenhq/warren/internal/cluster"
+	"github.com/warrenhq/warren/internal/console"
 	"github.com/warrenhq/warren/internal/image"
 	"github.com/warrenhq/warren/internal/metrics"
 	"github.com/warrenhq/warren/internal/preview"
@@ -72,6 +73,10 @@ func New(st *store.Store, mgr *sandbox.Manager, images *image.Store, log *slog.L
 		s.mux.Handle(r.pattern, h)
 		s.patterns = append(s.patterns, r.pattern)
 	}
+	// The web console: pages, not API, so not in the OpenAPI document.
+	page := &console.Handler{}
+	s.mux.Handle("GET /{$}", page)
+	s.mux.Handle("GET /console/", page)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wire.CodeNotFound, "no route for "+r.Method+" "+r.URL.Path, "")
 	})
