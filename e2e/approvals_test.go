@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // fakeModel is a tiny OpenAI-compatible chat server, written for the tests
@@ -144,6 +146,37 @@ func TestApprovals(t *testing.T) {
 	eventually(t, 30*time.Second, "allowed.txt", func() error {
 		_, err := os.Stat(filepath.Join(ws, "allowed.txt"))
 		return err
+	})
+
+	// From the console's agent-host page: the approval waits there, Allow
+	// lets it run; a token minted there works until it is revoked there.
+	c := prompt("consoled")
+	pg, _ := openBrowser(t, p.URL+"/")
+	pg.run("sign in", chromedp.WaitVisible(chromedp.ID("key")), chromedp.SetValue(chromedp.ID("key"), p.HostToken),
+		chromedp.Click(chromedp.Search("//button[text()='Sign in']")))
+	pg.waitText("#approvals", "consoled.txt")
+	pg.waitText("#workspaces", ws)
+	pg.screenshot("agent-host")
+	pg.run("allow", chromedp.Click(chromedp.CSS(`#approvals tr[data-id="`+c.ID+`"] button.primary`)))
+	eventually(t, 30*time.Second, "consoled.txt", func() error {
+		_, err := os.Stat(filepath.Join(ws, "consoled.txt"))
+		return err
+	})
+	pg.run("mint", chromedp.SetValue(chromedp.ID("t-label"), "from-console"), chromedp.Click(chromedp.Search("//button[text()='Mint a token']")))
+	pg.waitText("#tokens", "from-console")
+	minted, err := chromedp.Run(pg.ctx, chromedp.TextContent(chromedp.ID("minted")))
+	if err != nil || minted == "" {
+		t.Fatalf("the minted token: %q %v", minted, err)
+	}
+	if code := h.call(t, "GET", "/status", bearer(minted), nil, nil); code != 200 {
+		t.Fatalf("the token minted in the console: %d", code)
+	}
+	pg.run("revoke", chromedp.Click(chromedp.Search("//tr[td[text()='from-console']]//button[text()='Revoke']")))
+	eventually(t, 10*time.Second, "the revoked token refused", func() error {
+		if code := h.call(t, "GET", "/status", bearer(minted), nil, nil); code != 401 {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
 	})
 
 	// Denied over HTTP: the tool never runs.

@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	cdpinput "github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 type page struct {
@@ -33,7 +34,16 @@ func (p *page) run(what string, actions ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 60*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	var err error
+	for range 3 {
+		// A page that refreshes may replace the node between the query
+		// and the click: ask again.
+		if err = chromedp.Do(ctx, actions...); err == nil || !strings.Contains(err.Error(), "Could not find node") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
 		p.fail(what, err)
 	}
 }
@@ -140,7 +150,10 @@ func (p *page) sttySize(marker string) string {
 	return ""
 }
 
-func TestConsole(t *testing.T) {
+// openBrowser starts Debian's chromium on url, downloads going to the
+// returned directory and the page's console to the test's log.
+func openBrowser(t *testing.T, url string) (*page, string) {
+	t.Helper()
 	chromium := "/usr/bin/chromium"
 	if _, err := os.Stat(chromium); err != nil {
 		t.Fatalf("no %s: make test installs it (scripts/deps.sh)", chromium)
@@ -153,15 +166,14 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	downloads := t.TempDir()
-	s := startServer(t, "")
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))...)
-	defer cancel()
+	t.Cleanup(cancel)
 	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
+	t.Cleanup(cancel)
 	p := &page{t: t, ctx: ctx, artifacts: artifacts}
 	// The first call starts the browser: no timeout on its context.
-	if err := chromedp.Do(ctx, chromedp.Navigate(s.url+"/"), chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 		_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
 			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
 		return err
@@ -179,6 +191,15 @@ func TestConsole(t *testing.T) {
 			t.Logf("browser console: %v", m)
 		}
 	}()
+	return p, downloads
+}
+
+func TestConsole(t *testing.T) {
+	reg := startRegistry(t)
+	reg.push(t, "library/from-console:1", imageOf(t, v1.Config{Env: []string{"FROM_CONSOLE=1"}}, busyboxLayer(t)))
+	ref := reg.host + "/library/from-console:1"
+	s := imageServer(t, filepath.Join(t.TempDir(), "images"))
+	p, downloads := openBrowser(t, s.url+"/")
 
 	// A wrong key: a clear refusal, and no way in.
 	p.run("sign in wrong", chromedp.WaitVisible(chromedp.ID("key")), chromedp.SendKeys(chromedp.ID("key"), "wrong-key-0123456789"),
@@ -265,12 +286,36 @@ func TestConsole(t *testing.T) {
 	p.screenshot("paused")
 	p.run("resume", chromedp.Click(chromedp.Search("//button[text()='Resume']")))
 	p.waitText("#state", "running")
+
+	// The network policy, changed in place.
+	p.run("network tab", chromedp.Click(chromedp.Search("//button[@role='tab'][text()='Network']")), chromedp.WaitVisible(chromedp.ID("n-egress")),
+		chromedp.SetValue(chromedp.ID("n-egress"), "none"), chromedp.Click(chromedp.Search("//button[text()='Save policy']")))
+	p.waitText("#facts", "Networknone")
+
+	// A fork: its own page, running, then deleted.
+	p.run("fork", chromedp.Click(chromedp.Search("//button[text()='Fork']")))
+	p.until("the fork's page", fmt.Sprintf(`location.hash.startsWith("#/sandboxes/sbx_") && location.hash !== "#/sandboxes/%s"`, id))
+	p.waitText("#state", "running")
+	p.run("delete the fork", chromedp.Click(chromedp.Search("//button[text()='Delete']")), chromedp.Click(chromedp.Search("//button[text()='Confirm delete']")))
+	p.waitText("h1", "Sandboxes")
+	p.run("back to the first", chromedp.Navigate(s.url+"/#/sandboxes/"+id))
+	p.waitText("#state", "running")
 	p.run("delete", chromedp.Click(chromedp.Search("//button[text()='Delete']")), chromedp.Click(chromedp.Search("//button[text()='Confirm delete']")))
 	p.waitText("h1", "Sandboxes")
 	p.until("gone from the list", fmt.Sprintf(`(() => { const b = document.querySelector("table tbody"); return !!b && b.textContent.length > 0 && !b.textContent.includes(%q); })()`, id))
 
+	// An image pulled from a registry, with its progress, then deleted.
+	p.run("images", chromedp.Navigate(s.url+"/#/images"), chromedp.WaitVisible(chromedp.ID("i-ref")),
+		chromedp.SetValue(chromedp.ID("i-name"), "from-console"), chromedp.SetValue(chromedp.ID("i-ref"), ref),
+		chromedp.Click(chromedp.Search("//button[text()='Pull']")))
+	p.waitText("#image-progress", "done in")
+	p.waitText("main table", "from-console")
+	p.screenshot("images-pulled")
+	p.run("delete the image", chromedp.Click(chromedp.Search("//tr[td[text()='from-console']]//button[text()='Delete']")))
+	p.until("the image gone", `!document.querySelector("main table").textContent.includes("from-console")`)
+
 	// The other pages render, and at a phone's size too.
-	for _, pg := range []string{"images", "usage", "nodes"} {
+	for _, pg := range []string{"usage", "nodes"} {
 		p.run("open "+pg, chromedp.Navigate(s.url+"/#/"+pg), chromedp.WaitVisible(chromedp.CSS("main h1")))
 		p.screenshot(pg)
 	}

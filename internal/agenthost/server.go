@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/warrenhq/warren/internal/console"
 )
 
 // HostTokenHeader carries the host token, as OpenWork's server expects.
@@ -38,6 +40,10 @@ func (h *Host) handler() http.Handler {
 	mux.HandleFunc("DELETE /tokens/{id}", h.auth(roleHost, h.handleRevoke))
 	mux.HandleFunc("/w/{id}/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
 	mux.HandleFunc("/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
+	// The console's agent-host page (it signs in with the host token).
+	page := &console.Handler{AgentHost: true}
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /console/", page)
 	return h.logRequests(mux)
 }
 

@@ -28,8 +28,12 @@ const Policy = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-
 // Handler serves the console: the page at / and its files under
 // /console/.
 type Handler struct {
-	mu   sync.Mutex
-	gzip map[string][]byte
+	// AgentHost makes it the agent host's page, on the workspace
+	// server: workspaces, tokens and approvals, signed in with the host
+	// token.
+	AgentHost bool
+	mu        sync.Mutex
+	gzip      map[string][]byte
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +45,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil || strings.HasPrefix(name, "..") {
 		http.NotFound(w, r)
 		return
+	}
+	if name == "index.html" && h.AgentHost {
+		// The page asks its meta tag which server it is on.
+		name = "index-agenthost.html"
+		b = bytes.Replace(b, []byte(`content="api"`), []byte(`content="agenthost"`), 1)
 	}
 	hd := w.Header()
 	hd.Set("Content-Security-Policy", Policy)

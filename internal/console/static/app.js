@@ -4,6 +4,12 @@
 // in headers (a WebSocket subprotocol for the terminal).
 
 const view = document.getElementById("view");
+// "api" on warren's API; "agenthost" on the workspace server of
+// warren start, whose page is the agent host's and whose key is the host
+// token.
+const mode = document.querySelector('meta[name="warren-mode"]')?.content || "api";
+const home = mode === "agenthost" ? "#/agent" : "#/sandboxes";
+const probe = mode === "agenthost" ? "/approvals" : "/v1/info";
 const enc = new TextEncoder();
 let key = sessionStorage.getItem("warren.key") || "";
 let info = null;
@@ -38,7 +44,8 @@ class ApiError extends Error {
 }
 
 async function api(method, path, { body, raw, headers = {} } = {}) {
-  const init = { method, headers: { Authorization: "Bearer " + key, ...headers } };
+  const auth = mode === "agenthost" ? { "X-OpenWork-Host-Token": key } : { Authorization: "Bearer " + key };
+  const init = { method, headers: { ...auth, ...headers } };
   if (body !== undefined) {
     if (body instanceof Blob || body instanceof ArrayBuffer || body instanceof Uint8Array) init.body = body;
     else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
@@ -47,7 +54,7 @@ async function api(method, path, { body, raw, headers = {} } = {}) {
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`, f;
     try { const e = await r.json(); if (e.error) { msg = e.error.message; f = e.error.field; } } catch { /* not JSON */ }
-    if (r.status === 401 && path !== "/v1/info") { signOut("Your key was refused: " + msg); }
+    if (r.status === 401 && path !== probe) { signOut("Your key was refused: " + msg); }
     throw new ApiError(r.status, f ? `${msg} (${f})` : msg, f);
   }
   if (raw) return r;
@@ -105,6 +112,15 @@ function pairs(text) {
   }
   return out;
 }
+// redraw replaces el's children with build()'s only when what they show
+// changed: a refresh must not swap a button out from under the pointer.
+function redraw(el, data, build) {
+  const sig = JSON.stringify(data);
+  if (el.dataset.sig === sig) return false;
+  el.dataset.sig = sig;
+  el.replaceChildren(...build());
+  return true;
+}
 function stateCell(st) { return h("td", { class: "state state-" + st }, st); }
 function every(ms, f) { f(); timers.push(setInterval(f, ms)); }
 
@@ -128,9 +144,9 @@ function signIn(message) {
       say(err);
       key = input.value.trim();
       try {
-        info = await api("GET", "/v1/info");
+        info = await signedIn();
         sessionStorage.setItem("warren.key", key);
-        location.hash = "#/sandboxes";
+        location.hash = home;
         route();
       } catch (e2) {
         key = "";
@@ -138,11 +154,22 @@ function signIn(message) {
       }
     },
   },
-  h("h1", {}, "Sign in to warren"),
-  h("p", { class: "muted" }, "Paste an API key. It stays in this browser tab only, and is sent in request headers, never in a URL."),
-  field("API key", input), h("p"), h("button", { class: "primary", type: "submit" }, "Sign in"), err);
+  h("h1", {}, mode === "agenthost" ? "Sign in to the agent host" : "Sign in to warren"),
+  h("p", { class: "muted" }, (mode === "agenthost" ? "Paste the host token warren start printed (also in its state file)." : "Paste an API key.") +
+    " It stays in this browser tab only, and is sent in request headers, never in a URL."),
+  field(mode === "agenthost" ? "Host token" : "API key", input), h("p"), h("button", { class: "primary", type: "submit" }, "Sign in"), err);
   view.replaceChildren(form);
   input.focus();
+}
+
+// signedIn checks the key and returns what the header shows.
+async function signedIn() {
+  if (mode === "agenthost") {
+    await api("GET", probe);
+    const st = await api("GET", "/status");
+    return { org: "host", version: st.version, status: st };
+  }
+  return api("GET", "/v1/info");
 }
 
 // --- sandboxes -----------------------------------------------------------
@@ -164,12 +191,16 @@ async function sandboxes() {
       for (const [k, v] of Object.entries(pairs(meta.value))) q.set("metadata." + k, v);
       const list = await api("GET", "/v1/sandboxes?" + q);
       say(err);
-      body.replaceChildren(...(list.sandboxes || []).map((sb) => h("tr", { "data-id": sb.id },
+      const rows = list.sandboxes || [];
+      if (!redraw(body, rows, () => rows.map((sb) => h("tr", { "data-id": sb.id },
         h("td", {}, h("a", { href: "#/sandboxes/" + enc1(sb.id) }, sb.id)), stateCell(sb.state), h("td", {}, sb.runtime),
-        h("td", {}, sb.image), h("td", {}, sb.node || ""), h("td", {}, ago(sb.created_at)), h("td", {}, sb.resources?.cpu ?? ""),
+        h("td", {}, sb.image), h("td", {}, sb.node || ""), h("td", { class: "age" }, ago(sb.created_at)), h("td", {}, sb.resources?.cpu ?? ""),
         h("td", {}, sb.resources?.memory_mb ? sb.resources.memory_mb + " MB" : ""), h("td", {}, sb.boot_path || ""),
-        h("td", {}, sb.timings?.total_ms ?? ""))));
-      if (!list.sandboxes?.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No sandboxes.")));
+        h("td", {}, sb.timings?.total_ms ?? ""))))) {
+        // Only the ages moved on.
+        for (const sb of rows) { const c = body.querySelector(`tr[data-id="${CSS.escape(sb.id)}"] td.age`); if (c) c.textContent = ago(sb.created_at); }
+      }
+      if (!rows.length) redraw(body, "none", () => [h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No sandboxes."))]);
     } catch (e) { say(err, e); }
   };
   state.addEventListener("change", load);
@@ -271,10 +302,10 @@ async function sandbox(id) {
       drawActions();
     } catch (e) { say(err, e); }
   };
-  const act = (label, method, path, cls, after) => h("button", { type: "button", class: cls, onclick: async (e) => {
+  const act = (label, method, path, cls, after, body) => h("button", { type: "button", class: cls, onclick: async (e) => {
     const b = e.currentTarget;
     b.disabled = true;
-    try { const out = await api(method, sbPath(id, path)); if (after) after(out); else await refresh(); } catch (e2) { say(err, e2); } finally { b.disabled = false; }
+    try { const out = await api(method, sbPath(id, path), { body }); if (after) after(out); else await refresh(); } catch (e2) { say(err, e2); } finally { b.disabled = false; }
   } }, label);
   let confirming = false;
   function drawActions() {
@@ -283,10 +314,10 @@ async function sandbox(id) {
       if (!confirming) { confirming = true; drawActions(); return; }
       try { await api("DELETE", sbPath(id)); location.hash = "#/sandboxes"; } catch (e) { say(err, e); }
     } }, confirming ? "Confirm delete" : "Delete");
-    actions.replaceChildren(...[
+    redraw(actions, [st, confirming], () => [
       st === "running" ? act("Pause", "POST", "/pause") : null,
       st === "paused" ? act("Resume", "POST", "/resume") : null,
-      st === "running" ? act("Fork", "POST", "/fork", null, (out) => { location.hash = "#/sandboxes/" + enc1(out.sandboxes[0].id); }) : null,
+      st === "running" ? act("Fork", "POST", "/fork", null, (out) => { location.hash = "#/sandboxes/" + enc1(out.sandboxes[0].id); }, { count: 1 }) : null,
       st !== "deleted" ? del : null].filter(Boolean));
   }
   const tabs = ["Terminal", "Files", "Commands", "Ports", "Network"];
@@ -329,7 +360,7 @@ async function terminal(id, panel, get) {
     if (typeof m.data === "string") {
       const f = JSON.parse(m.data);
       if (f.type === "exit") term.write(`\r\n[the shell exited with ${f.exit_code}]\r\n`);
-      if (f.type === "error") term.write(`\r\n[${f.error.message}]\r\n`);
+      if (f.type === "error") term.write(`\r\n[${f.error?.message ?? f.message ?? "error"}]\r\n`);
       return;
     }
     term.write(new Uint8Array(m.data));
@@ -433,7 +464,7 @@ async function commands(id, panel) {
   const listCmds = async () => {
     try {
       const l = await api("GET", sbPath(id, "/commands"));
-      body.replaceChildren(...(l.commands || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", { class: "wrap" }, c.cmd), h("td", {}, c.state),
+      redraw(body, l.commands || [], () => (l.commands || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", { class: "wrap" }, c.cmd), h("td", {}, c.state),
         h("td", {}, c.exit_code ?? ""), h("td", {}, h("button", { type: "button", onclick: async () => {
           try { logs.replaceChildren(h("h2", {}, "Logs of " + c.name), h("pre", {}, await api("GET", sbPath(id, "/commands/" + enc1(c.name) + "/logs")))); } catch (e) { say(err, e); }
         } }, "Logs")))));
@@ -453,7 +484,7 @@ async function commands(id, panel) {
       await lines(r, (f) => {
         if (f.type === "stdout" || f.type === "stderr") out.append(f.data);
         if (f.type === "exit") out.append(`\n[exit ${f.exit_code}]\n`);
-        if (f.type === "error") out.append(`\n[${f.error.message}]\n`);
+        if (f.type === "error") out.append(`\n[${f.error?.message ?? f.message ?? "error"}]\n`);
       });
     } catch (e2) { say(err, e2); }
   };
@@ -620,23 +651,79 @@ async function nodes() {
   every(5000, load);
 }
 
+// --- the agent host (warren start's workspace server) ------------------------------
+
+async function agentHost() {
+  const err = alertBox();
+  const status = h("dl", { class: "facts", id: "host-status" });
+  const wsBody = h("tbody", { id: "workspaces" });
+  const apBody = h("tbody", { id: "approvals" });
+  const tkBody = h("tbody", { id: "tokens" });
+  const minted = h("div", { "aria-live": "polite" });
+  const scope = h("select", { id: "t-scope" }, ["viewer", "collaborator", "owner"].map((v) => h("option", { value: v }, v)));
+  const label = h("input", { id: "t-label", placeholder: "laptop" });
+  const table = (caption, heads, body) => h("div", { class: "table" }, h("table", {}, h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, heads.map((c) => h("th", { scope: "col" }, c)))), body));
+  const load = async () => {
+    try {
+      const [st, ws, ap, tk] = await Promise.all([api("GET", "/status"), api("GET", "/workspaces"), api("GET", "/approvals"), api("GET", "/tokens")]);
+      say(err);
+      status.replaceChildren(...[["Version", st.version], ["Run", st.runId], ["Approvals", `${st.approval.mode}, denied after ${Math.round(st.approval.timeoutMs / 1000)} s`],
+        ["Up", ago(Date.now() - st.uptimeMs)]].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]).flat());
+      const health = new Map((st.services || []).map((x) => [x.workspaceId, x]));
+      wsBody.replaceChildren(...(ws.items || []).map((w) => h("tr", {}, h("td", {}, w.name), h("td", { class: "wrap" }, w.path),
+        h("td", {}, health.get(w.id)?.healthy ? "healthy" : "not answering"), h("td", {}, health.get(w.id)?.sandbox || ""))));
+      redraw(apBody, ap.items || [], () => (ap.items || []).map((a) => h("tr", { "data-id": a.id }, h("td", {}, a.permission), h("td", { class: "wrap" }, (a.patterns || []).join(" ")),
+        h("td", {}, ago(a.createdAt) + " ago"), h("td", {},
+          h("button", { type: "button", class: "primary", onclick: () => reply(a.id, "allow") }, "Allow"), " ",
+          h("button", { type: "button", class: "danger", onclick: () => reply(a.id, "deny") }, "Deny")))));
+      if (!ap.items?.length) redraw(apBody, "none", () => [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "Nothing waits for you."))]);
+      redraw(tkBody, tk.items || [], () => (tk.items || []).map((t) => h("tr", { "data-id": t.id }, h("td", {}, t.label || ""), h("td", {}, t.scope), h("td", {}, t.id),
+        h("td", {}, ago(t.createdAt) + " ago"), h("td", {}, h("button", { type: "button", class: "danger", "aria-label": "Revoke " + t.id, onclick: async () => {
+          try { await api("DELETE", "/tokens/" + enc1(t.id)); await load(); } catch (e) { say(err, e); }
+        } }, "Revoke")))));
+      if (!tk.items?.length) redraw(tkBody, "none", () => [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No tokens minted."))]);
+    } catch (e) { say(err, e); }
+  };
+  const reply = async (id, answer) => {
+    try { await api("POST", "/approvals/" + enc1(id), { body: { reply: answer } }); await load(); } catch (e) { say(err, e); }
+  };
+  view.replaceChildren(h("h1", {}, "Agent host"), err, status,
+    h("h2", {}, "Waiting for approval"), table("Approvals", ["Permission", "What", "Asked", ""], apBody),
+    h("h2", {}, "Workspaces"), table("Workspaces", ["Name", "Path", "OpenCode", "Sandbox"], wsBody),
+    h("h2", {}, "Client tokens"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const t = await api("POST", "/tokens", { body: { scope: scope.value, label: label.value.trim() } });
+        minted.replaceChildren(h("div", { class: "note" }, "A new ", t.scope, " token (shown once): ", h("code", { id: "minted" }, t.token)));
+        label.value = "";
+        await load();
+      } catch (e2) { say(err, e2); }
+    } }, field("Scope", scope), field("Label", label), h("button", { class: "primary", type: "submit" }, "Mint a token")),
+    minted, table("Tokens", ["Label", "Scope", "ID", "Minted", ""], tkBody));
+  every(2000, load);
+}
+
 // --- routing -------------------------------------------------------------------
 
 async function route(message) {
   for (const t of timers.splice(0)) clearInterval(t);
   for (const f of cleanups.splice(0)) f();
-  const hash = location.hash || "#/sandboxes";
+  const hash = location.hash || home;
+  for (const a of document.querySelectorAll("nav a")) a.hidden = a.dataset.mode !== mode;
   if (!key || hash === "#/signin") return signIn(message);
   if (!info) {
-    try { info = await api("GET", "/v1/info"); } catch { return signIn("Sign in again."); }
+    try { info = await signedIn(); } catch { return signIn("Sign in again."); }
   }
   document.getElementById("nav").hidden = false;
-  document.getElementById("who").textContent = `org ${info.org} · warren ${info.version}`;
+  document.getElementById("who").textContent = mode === "agenthost" ? `agent host · warren ${info.version}` : `org ${info.org} · warren ${info.version}`;
   for (const a of document.querySelectorAll("nav a")) a.toggleAttribute("aria-current", hash.startsWith(a.getAttribute("href")));
   for (const a of document.querySelectorAll("nav a[aria-current]")) a.setAttribute("aria-current", "page");
   const parts = hash.slice(2).split("/");
   try {
-    if (parts[0] === "sandboxes" && parts[1]) await sandbox(decodeURIComponent(parts[1]));
+    if (mode === "agenthost") await agentHost();
+    else if (parts[0] === "sandboxes" && parts[1]) await sandbox(decodeURIComponent(parts[1]));
     else if (parts[0] === "images") await images();
     else if (parts[0] === "usage") await usage();
     else if (parts[0] === "nodes") await nodes();
@@ -647,7 +734,7 @@ async function route(message) {
 
 document.getElementById("signout").addEventListener("click", () => { info = null; signOut(); });
 window.addEventListener("hashchange", () => route());
-fetch("/healthz").then((r) => r.json()).then((hz) => {
-  document.getElementById("health").textContent = `warren ${hz.version}, up ${Math.round(hz.uptime_ms / 60000)} min`;
+fetch(mode === "agenthost" ? "/health" : "/healthz").then((r) => r.json()).then((hz) => {
+  document.getElementById("health").textContent = `warren ${hz.version}, up ${Math.round((hz.uptime_ms ?? hz.uptimeMs) / 60000)} min`;
 }).catch(() => {});
 route();
