@@ -42,3 +42,10 @@ func (c *Client) DrainNode(ctx context.Context, id string, drain bool) (*Node, e
 	var out Node
 	return &out, c.call(ctx, method, "/v1/nodes/"+url.PathEscape(id)+"/drain", nil, nil, &out)
 }
+
+// ForgetNode removes a lost node for good; its sandboxes that had not
+// ended fail (admin).
+func (c *Client) ForgetNode(ctx context.Context, id string) (*wire.NodeForgotten, error) {
+	var out wire.NodeForgotten
+	return &out, c.call(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(id), nil, nil, &out)
+}

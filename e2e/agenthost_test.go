@@ -40,6 +40,8 @@ type agentHost struct {
 			Path      string `json:"path"`
 			Sandbox   string `json:"sandbox"`
 			SandboxID string `json:"sandbox_id"`
+			Attach    string `json:"attach"`
+			Password  string `json:"opencode_password"`
 			ProxyURL  string `json:"proxy_url"`
 		} `json:"workspaces"`
 	}

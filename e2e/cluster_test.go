@@ -535,6 +535,57 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a node that does not come back is forgotten", func(t *testing.T) {
+		sb := a.create(t, client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: "c"}})
+		if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := true
+		defer func() {
+			if stopped {
+				_ = c.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		out, err := exec.Command(warrenBin, "node", "forget", "c", "--url", a.url, "--api-key", a.key).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "not lost") {
+			t.Fatalf("forgetting a node that is not lost yet: %v %s", err, out)
+		}
+		eventually(t, 15*time.Second, "node c lost", func() error {
+			if st := nodeStates(t, a)["c"].State; st != "lost" {
+				return errorf("c is %q", st)
+			}
+			return nil
+		})
+		out, err = exec.Command(warrenBin, "node", "forget", "c", "--url", a.url, "--api-key", a.key).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "1 of its sandboxes failed") {
+			t.Fatalf("warren node forget c: %v %s", err, out)
+		}
+		if got, err := a.c.GetSandbox(ctx, sb.ID); err != nil || got.State != "failed" || !strings.Contains(got.Reason, "forgotten") {
+			t.Fatalf("the forgotten node's sandbox: %+v %v", got, err)
+		}
+		if _, ok := nodeStates(t, a)["c"]; ok {
+			t.Fatal("node c is still listed")
+		}
+		// It comes back after all: it joins again, and its reconciler
+		// removes the sandbox that failed while it was away.
+		if err := c.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		stopped = false
+		eventually(t, 15*time.Second, "node c registered again", func() error {
+			if st := nodeStates(t, a)["c"].State; st != "ready" {
+				return errorf("c is %q", st)
+			}
+			return nil
+		})
+		eventually(t, 40*time.Second, "the failed sandbox's cgroup gone from c", func() error {
+			if m, _ := filepath.Glob("/sys/fs/cgroup/*/warren-c/" + sb.ID); len(m) > 0 {
+				return errorf("still there: %v", m)
+			}
+			return nil
+		})
+	})
+
 	// Each node's own names: its firewall table and cgroup parent.
 	for _, n := range []string{"a", "b", "c"} {
 		if out, err := exec.Command("ip", "netns", "exec", "wcl-"+n, "nft", "list", "table", "ip", "warren-"+n).CombinedOutput(); err != nil {

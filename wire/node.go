@@ -66,3 +66,11 @@ type NodeAllocation struct {
 type NodeList struct {
 	Nodes []Node `json:"nodes"`
 }
+
+// NodeForgotten is the answer to DELETE /v1/nodes/{id}.
+type NodeForgotten struct {
+	ID string `json:"id"`
+	// SandboxesFailed is how many of its sandboxes that had not ended
+	// were failed with it.
+	SandboxesFailed int `json:"sandboxes_failed"`
+}

@@ -330,7 +330,9 @@ func (h *Host) Pairing() *Pairing {
 			ID: w.ID, Name: w.Name, Path: w.Path, Sandbox: w.Runtime, SandboxID: w.SandboxID,
 			ProxyURL:    p.ConnectURL + "/w/" + w.ID + "/opencode",
 			OpenCodeURL: w.OpenCodeURL, OpenCodeUsername: w.Username, OpenCodePassword: w.Password,
-			Attach: fmt.Sprintf("opencode attach %s --dir %s --username %s --password %s", w.OpenCodeURL, w.Directory(), w.Username, w.Password),
+			// Through the workspace server, with the client token: it works
+			// from another machine, and OpenCode's own password stays here.
+			Attach: fmt.Sprintf("opencode attach %s/w/%s/opencode --dir %s --password %s", p.ConnectURL, w.ID, w.Directory(), p.ClientToken),
 		})
 	}
 	return p

@@ -58,9 +58,13 @@ func (h *Host) auth(need string, next http.HandlerFunc) http.HandlerFunc {
 			role = roleHost
 		} else if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 			role = h.st.scopeOf(strings.TrimSpace(t))
+		} else if _, pass, ok := r.BasicAuth(); ok {
+			// OpenCode's own clients (opencode attach --password) speak
+			// basic auth: the token is the password, any user name.
+			role = h.st.scopeOf(pass)
 		}
 		if role == "" {
-			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token> (or the host token in "+HostTokenHeader+")")
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token>, or the token as a basic-auth password (or the host token in "+HostTokenHeader+")")
 			return
 		}
 		if rank[role] < rank[need] {

@@ -79,6 +79,9 @@ func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, what st
 		return false
 	}
 	n, err := s.Cluster.Node(r.Context(), node)
+	if errors.Is(err, store.ErrNotFound) {
+		return false // a forgotten node's: its record is here
+	}
 	if err != nil {
 		writeError(w, wire.CodeInternal, "look up node "+node+": "+err.Error(), "")
 		return true
@@ -285,6 +288,23 @@ func (s *Server) nodeRoutes() []route {
 		{"GET /v1/nodes/{id}", s.handleGetNode, admin},
 		{"POST /v1/nodes/{id}/drain", s.handleDrain(true), admin},
 		{"DELETE /v1/nodes/{id}/drain", s.handleDrain(false), admin},
+		{"DELETE /v1/nodes/{id}", s.handleForgetNode, admin},
+	}
+}
+
+// handleForgetNode removes a lost node for good, failing its sandboxes.
+func (s *Server) handleForgetNode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n, err := s.store.ForgetNode(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, wire.CodeNotFound, "no node "+id, "")
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, wire.CodeConflict, err.Error()+"; only a lost node can be forgotten", "")
+	case err != nil:
+		s.fail(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, wire.NodeForgotten{ID: id, SandboxesFailed: n})
 	}
 }
 

@@ -65,7 +65,7 @@ var wireTypes = map[string]any{
 	"Secret": wire.Secret{}, "SecretList": wire.SecretList{}, "VolumeRequest": wire.VolumeRequest{}, "Volume": wire.Volume{},
 	"VolumeList": wire.VolumeList{}, "VolumeMount": wire.VolumeMount{}, "Usage": wire.Usage{}, "UsageRow": wire.UsageRow{},
 	"Node": wire.Node{}, "NodeCapacity": wire.NodeCapacity{}, "NodeAllocation": wire.NodeAllocation{}, "NodeList": wire.NodeList{},
-	"Placement": wire.Placement{}, "NodeHost": wire.NodeHost{},
+	"Placement": wire.Placement{}, "NodeHost": wire.NodeHost{}, "NodeForgotten": wire.NodeForgotten{},
 }
 
 // TestWireTypesDocumented: every struct the wire package declares is a

@@ -61,7 +61,20 @@ func newNodeCmd(g *globals) *cobra.Command {
 			},
 		}
 	}
-	cmd.AddCommand(list, get, drain("drain", "Place no new sandboxes on a node; those it has run on", true),
+	forget := &cobra.Command{
+		Use: "forget ID", Short: "Remove a lost node for good; its sandboxes that had not ended fail", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := g.client().ForgetNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			g.print(cmd.OutOrStdout(), out, func() {
+				fmt.Fprintf(cmd.OutOrStdout(), "forgot node %s; %d of its sandboxes failed with it\n", out.ID, out.SandboxesFailed)
+			})
+			return nil
+		},
+	}
+	cmd.AddCommand(list, get, forget, drain("drain", "Place no new sandboxes on a node; those it has run on", true),
 		drain("undrain", "Make a draining node take new sandboxes again", false))
 	return cmd
 }

@@ -121,6 +121,13 @@ func (c *Cluster) beat(ctx context.Context) {
 	now := time.Now()
 	was, err := c.cfg.Store.Heartbeat(ctx, c.cfg.Self, c.cfg.Offer(ctx), now, now.Add(c.cfg.Lease))
 	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Forgotten while it was away (its sandboxes failed then): it
+		// joins again, and its reconciler clears what it still runs.
+		c.cfg.Log.Warn("this node was forgotten by the cluster; registering again", "node.id", c.cfg.Self)
+		if err := c.Join(ctx); err != nil {
+			c.cfg.Log.Error("register node", "node.id", c.cfg.Self, "err", err)
+		}
 	case err != nil:
 		c.cfg.Log.Error("renew node lease", "node.id", c.cfg.Self, "err", err)
 	case was == wire.NodeLost:

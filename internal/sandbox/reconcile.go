@@ -100,6 +100,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	m.dropEnded(ctx, keep)
 	m.cfg.HostRestarted = false
 	m.SweepVolumes(ctx)
 	m.sweep(ctx, func(id string) bool {
@@ -114,6 +115,27 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		return kept || m.creating[id] || m.live[id] != nil || m.ending[id]
 	})
 	return nil
+}
+
+// dropEnded lets go of live sandboxes whose rows ended without this node:
+// in a cluster, the sandboxes of a node that was forgotten while it was
+// away. The sweep that follows removes what they still hold.
+func (m *Manager) dropEnded(ctx context.Context, listed map[string]bool) {
+	m.mu.Lock()
+	var ids []string
+	for id := range m.live {
+		if !listed[id] && !m.creating[id] && !m.ending[id] {
+			ids = append(ids, id)
+		}
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		row, err := m.cfg.Store.GetSandbox(ctx, "", id)
+		if err == nil && (row.State == StateFailed || row.State == StateDeleted) {
+			m.log.Warn("reconcile: a sandbox ended while this node was away; removing it", "sandbox.id", id, "reason", row.Reason)
+			m.detach(id)
+		}
+	}
 }
 
 // settle decides what a sandbox left pausing, forking or resuming by a

@@ -284,3 +284,42 @@ func RandomHex(n int) func() (string, error) {
 		return hex.EncodeToString(b), nil
 	}
 }
+
+// ForgetNode removes a lost node for good: each of its sandboxes that has
+// not ended fails (they were on its disk), freeing what they held, and its
+// row goes. A node that is not lost is ErrConflict: drain it first, and
+// forget it once its lease has ended.
+func (s *Store) ForgetNode(ctx context.Context, id string) (failed int, err error) {
+	n, err := s.GetNode(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	if n.State != wire.NodeLost {
+		return 0, fmt.Errorf("%w: node %s is %s, not lost", ErrConflict, id, n.State)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sandboxes WHERE node = ? AND state NOT IN ('deleted', 'failed')`, id)
+	if err != nil {
+		return 0, fmt.Errorf("list the sandboxes of node %s: %w", id, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var sid string
+		if err := rows.Scan(&sid); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, sid)
+	}
+	rows.Close()
+	reason := "lost: its node " + id + " was forgotten, and its files were on that node"
+	for _, sid := range ids {
+		if _, err := s.Transition(ctx, sid, nil, "failed", Change{Reason: &reason, Ended: true, Unchecked: true}); err != nil && !errors.Is(err, ErrNotFound) {
+			return failed, fmt.Errorf("fail sandbox %s of node %s: %w", sid, id, err)
+		}
+		failed++
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM nodes WHERE id = ? AND state = 'lost'`, id); err != nil {
+		return failed, fmt.Errorf("forget node %s: %w", id, err)
+	}
+	return failed, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +63,27 @@ func TestNodeLeases(t *testing.T) {
 		}
 		if _, err := s.GetNode(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("missing node: %v", err)
+		}
+		// Forgetting: only a lost node; its sandboxes fail, its row goes.
+		on := sized("sbx_on_b", "default", "creating", 1, 64, 10)
+		on.Node = "b"
+		if err := s.InsertSandbox(ctx, on); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ForgetNode(ctx, "b"); !errors.Is(err, ErrConflict) {
+			t.Fatalf("forget a ready node: %v, want ErrConflict", err)
+		}
+		if _, err := s.ExpireNodes(ctx, now.Add(2*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.ForgetNode(ctx, "b"); err != nil || n != 1 {
+			t.Fatalf("forget: %d %v", n, err)
+		}
+		if sb, _ := s.GetSandbox(ctx, "", "sbx_on_b"); sb.State != "failed" || sb.EndedAt.IsZero() || !strings.Contains(sb.Reason, "forgotten") {
+			t.Fatalf("the forgotten node's sandbox: %+v", sb)
+		}
+		if _, err := s.GetNode(ctx, "b"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the forgotten node: %v", err)
 		}
 	})
 }
