@@ -43,6 +43,15 @@ func TestOpenCodeAttach(t *testing.T) {
 		t.Fatalf("the attach command is %q, want %q", w.Attach, want)
 	}
 
+	// /status shows the command to every token, with no token in it.
+	var st struct {
+		Services []struct{ Attach string }
+	}
+	if code := h.call(t, "GET", "/status", bearer(p.ClientToken), nil, &st); code != 200 || len(st.Services) != 1 ||
+		st.Services[0].Attach != fmt.Sprintf("opencode attach %s --dir /workspace --password <your token>", proxy) {
+		t.Fatalf("/status: %d %+v", code, st)
+	}
+
 	// Basic auth with a token as the password, any user name; the same
 	// scopes as a bearer token.
 	path := "/w/" + w.ID + "/opencode/config/providers"

@@ -321,6 +321,12 @@ func (h *Host) Warnings() []string {
 	return out
 }
 
+// attach is the command that attaches OpenCode's TUI to w through the
+// workspace server at url, with token as its password.
+func (w *Workspace) attach(url, token string) string {
+	return fmt.Sprintf("opencode attach %s/w/%s/opencode --dir %s --password %s", url, w.ID, w.Directory(), token)
+}
+
 // Pairing returns the connect details.
 func (h *Host) Pairing() *Pairing {
 	p := &Pairing{RunID: h.cfg.RunID, URL: h.URL(), ConnectURL: h.ConnectURL(),
@@ -332,7 +338,7 @@ func (h *Host) Pairing() *Pairing {
 			OpenCodeURL: w.OpenCodeURL, OpenCodeUsername: w.Username, OpenCodePassword: w.Password,
 			// Through the workspace server, with the client token: it works
 			// from another machine, and OpenCode's own password stays here.
-			Attach: fmt.Sprintf("opencode attach %s/w/%s/opencode --dir %s --password %s", p.ConnectURL, w.ID, w.Directory(), p.ClientToken),
+			Attach: w.attach(p.ConnectURL, p.ClientToken),
 		})
 	}
 	return p

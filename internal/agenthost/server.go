@@ -95,6 +95,8 @@ func (h *Host) handleStatus(w http.ResponseWriter, r *http.Request) {
 		services = append(services, map[string]any{
 			"name": "opencode", "workspaceId": ws.ID, "healthy": ws.Healthy(), "url": ws.OpenCodeURL,
 			"sandbox": ws.Runtime, "sandboxId": ws.SandboxID, "uptimeMs": time.Since(ws.StartedAt).Milliseconds(),
+			// Any token reads this: the command names no token.
+			"attach": ws.attach(h.ConnectURL(), "<your token>"),
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
