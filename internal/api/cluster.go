@@ -41,8 +41,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) bool {
 		return s.forwardTo(w, r, node, "volume "+name, false)
 	}
 	id, ok := s.sandboxOf(r)
-	if !ok {
-		return false
+	if !ok || s.sandbox.Serves(id) {
+		return false // none, or one this node runs: no lookup on the way
 	}
 	node, err := s.store.SandboxNode(r.Context(), id)
 	if err != nil {
@@ -78,7 +78,7 @@ func (s *Server) forwardTo(w http.ResponseWriter, r *http.Request, node, what st
 	if node == "" || node == s.Cluster.Self() {
 		return false
 	}
-	n, err := s.Cluster.Node(r.Context(), node)
+	n, err := s.Cluster.Peer(r.Context(), node)
 	if errors.Is(err, store.ErrNotFound) {
 		return false // a forgotten node's: its record is here
 	}

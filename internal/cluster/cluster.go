@@ -282,12 +282,9 @@ func refuse(n wire.Node, w Want, now time.Time) string {
 		return "no runtime " + rt
 	case w.Image != "" && !slices.Contains(c.Images, w.Image):
 		return "no image " + w.Image
-	case c.CPU > 0 && a.CPU+w.CPU > c.CPU+1e-9:
-		return fmt.Sprintf("%g of %g CPUs asked for", a.CPU, c.CPU)
-	case c.MemoryMB > 0 && a.MemoryMB+w.MemoryMB > c.MemoryMB:
-		return fmt.Sprintf("%d of %d MB of memory asked for", a.MemoryMB, c.MemoryMB)
-	case c.DiskMB > 0 && a.DiskMB+w.DiskMB > c.DiskMB:
-		return fmt.Sprintf("%d of %d MB of disk asked for", a.DiskMB, c.DiskMB)
+	}
+	if why := store.Short(c, a, w.CPU, w.MemoryMB, w.DiskMB); why != "" {
+		return why
 	}
 	for k, v := range w.Labels {
 		if n.Labels[k] != v {
@@ -317,11 +314,21 @@ func (c *Cluster) FromNode(r *http.Request) bool {
 
 // Forward sends r to node n and its answer back to w: any method,
 // streams and WebSockets included. The client's address travels along.
-func (c *Cluster) Forward(w http.ResponseWriter, r *http.Request, n wire.Node) {
+func (c *Cluster) Forward(w http.ResponseWriter, r *http.Request, n *store.Node) {
 	c.proxy(n).ServeHTTP(w, r)
 }
 
-func (c *Cluster) proxy(n wire.Node) *httputil.ReverseProxy {
+// Peer reads one node, without what its sandboxes hold: what forwarding
+// needs, on the path of every request for another node's sandbox.
+func (c *Cluster) Peer(ctx context.Context, id string) (*store.Node, error) {
+	n, err := c.cfg.Store.GetNode(ctx, id)
+	if err == nil {
+		c.saw(n)
+	}
+	return n, err
+}
+
+func (c *Cluster) proxy(n *store.Node) *httputil.ReverseProxy {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p := c.proxies[n.ID+" "+n.URL]; p != nil {

@@ -61,7 +61,7 @@ func TestCandidates(t *testing.T) {
 	if err != nil || got[0].ID != "pooled" || len(got) != 3 {
 		t.Fatalf("a warm sandbox first, and never the full or lost node: %v %v", ids(got), err)
 	}
-	if _, err := c.Candidates(ctx, Want{Image: "base", CPU: 1, Node: "full"}); err == nil || !strings.Contains(err.Error(), "full: 2 of 2 CPUs asked for") {
+	if _, err := c.Candidates(ctx, Want{Image: "base", CPU: 1, Node: "full"}); err == nil || !strings.Contains(err.Error(), "full: it offers 2 CPUs, its sandboxes ask for 2") {
 		t.Fatalf("a full node: %v", err)
 	}
 	got, _ = c.Candidates(ctx, Want{Image: "base", CPU: 1, Labels: map[string]string{"zone": "a"}})

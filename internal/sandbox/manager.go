@@ -684,6 +684,13 @@ func hostname(id string) string { return strings.ReplaceAll(id, "_", "-") }
 // Node is this node's id ("" when it is alone).
 func (m *Manager) Node() string { return m.cfg.Node }
 
+// Serves says whether this node runs sandbox id now.
+func (m *Manager) Serves(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live[id] != nil
+}
+
 // Defaults are the resources a create that names none gets.
 func (m *Manager) Defaults() wire.Resources { return DefaultResources }
 

@@ -172,39 +172,48 @@ func (s *Store) SetNodeDraining(ctx context.Context, id string, draining bool) (
 // Allocations sums, by node, what the sandboxes that hold resources ask
 // for.
 func (s *Store) Allocations(ctx context.Context) (map[string]wire.NodeAllocation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT node, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_mb), 0) FROM sandboxes
-		WHERE state IN (`+placeholders(len(computeStates))+`) GROUP BY node`, stateArgs(computeStates)...)
+	return allocations(ctx, s.db, "")
+}
+
+// allocations is Allocations of one node ("" for every node), in or out
+// of a transaction: the sums a node's reservation and placement use.
+func allocations(ctx context.Context, q querier, node string) (map[string]wire.NodeAllocation, error) {
+	out := map[string]wire.NodeAllocation{}
+	rows, err := q.QueryContext(ctx, `SELECT node, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_mb), 0) FROM sandboxes
+		WHERE (? = '' OR node = ?) AND state IN (`+placeholders(len(computeStates))+`) GROUP BY node`,
+		append([]any{node, node}, stateArgs(computeStates)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("sum node allocations: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]wire.NodeAllocation{}
 	for rows.Next() {
-		var node string
+		var id string
 		var a wire.NodeAllocation
-		if err := rows.Scan(&node, &a.Sandboxes, &a.CPU, &a.MemoryMB); err != nil {
+		if err := rows.Scan(&id, &a.Sandboxes, &a.CPU, &a.MemoryMB); err != nil {
+			rows.Close()
 			return nil, err
 		}
-		out[node] = a
+		out[id] = a
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	disk, err := s.db.QueryContext(ctx, `SELECT node, COALESCE(SUM(disk_mb), 0) FROM sandboxes
-		WHERE state IN (`+placeholders(len(diskStates))+`) GROUP BY node`, stateArgs(diskStates)...)
+	disk, err := q.QueryContext(ctx, `SELECT node, COALESCE(SUM(disk_mb), 0) FROM sandboxes
+		WHERE (? = '' OR node = ?) AND state IN (`+placeholders(len(diskStates))+`) GROUP BY node`,
+		append([]any{node, node}, stateArgs(diskStates)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("sum node disk allocations: %w", err)
 	}
 	defer disk.Close()
 	for disk.Next() {
-		var node string
+		var id string
 		var mb int
-		if err := disk.Scan(&node, &mb); err != nil {
+		if err := disk.Scan(&id, &mb); err != nil {
 			return nil, err
 		}
-		a := out[node]
+		a := out[id]
 		a.DiskMB = mb
-		out[node] = a
+		out[id] = a
 	}
 	return out, disk.Err()
 }
@@ -227,27 +236,30 @@ func fits(ctx context.Context, tx *txn, node string, isNew bool, cpu float64, me
 	if isNew && n.State != wire.NodeReady {
 		return fmt.Errorf("%w: node %s is %s", ErrNoRoom, node, n.State)
 	}
-	var have wire.NodeAllocation
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_mb), 0) FROM sandboxes
-		WHERE node = ? AND state IN (`+placeholders(len(computeStates))+`)`, append([]any{node}, stateArgs(computeStates)...)...).
-		Scan(&have.CPU, &have.MemoryMB); err != nil {
-		return fmt.Errorf("sum what node %s holds: %w", node, err)
+	all, err := allocations(ctx, tx, node)
+	if err != nil {
+		return err
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(disk_mb), 0) FROM sandboxes
-		WHERE node = ? AND state IN (`+placeholders(len(diskStates))+`)`, append([]any{node}, stateArgs(diskStates)...)...).
-		Scan(&have.DiskMB); err != nil {
-		return fmt.Errorf("sum the disk node %s holds: %w", node, err)
-	}
-	c := n.Capacity
-	switch {
-	case c.CPU > 0 && have.CPU+cpu > c.CPU+1e-9:
-		return fmt.Errorf("%w: node %s offers %g CPUs, its sandboxes ask for %g and this one %g", ErrNoRoom, node, c.CPU, have.CPU, cpu)
-	case c.MemoryMB > 0 && have.MemoryMB+memoryMB > c.MemoryMB:
-		return fmt.Errorf("%w: node %s offers %d MB of memory, its sandboxes ask for %d and this one %d", ErrNoRoom, node, c.MemoryMB, have.MemoryMB, memoryMB)
-	case c.DiskMB > 0 && have.DiskMB+diskMB > c.DiskMB:
-		return fmt.Errorf("%w: node %s offers %d MB of disk, its sandboxes ask for %d and this one %d", ErrNoRoom, node, c.DiskMB, have.DiskMB, diskMB)
+	have := all[node]
+	if why := Short(n.Capacity, have, cpu, memoryMB, diskMB); why != "" {
+		return fmt.Errorf("%w: node %s: %s", ErrNoRoom, node, why)
 	}
 	return nil
+}
+
+// Short says what a node offering c, whose sandboxes ask for have, lacks
+// to take one more asking for cpu, memoryMB and diskMB ("" if nothing).
+// The store's reservation and the cluster's placement both judge by it.
+func Short(c wire.NodeCapacity, have wire.NodeAllocation, cpu float64, memoryMB, diskMB int) string {
+	switch {
+	case c.CPU > 0 && have.CPU+cpu > c.CPU+1e-9:
+		return fmt.Sprintf("it offers %g CPUs, its sandboxes ask for %g and this one %g", c.CPU, have.CPU, cpu)
+	case c.MemoryMB > 0 && have.MemoryMB+memoryMB > c.MemoryMB:
+		return fmt.Sprintf("it offers %d MB of memory, its sandboxes ask for %d and this one %d", c.MemoryMB, have.MemoryMB, memoryMB)
+	case c.DiskMB > 0 && have.DiskMB+diskMB > c.DiskMB:
+		return fmt.Sprintf("it offers %d MB of disk, its sandboxes ask for %d and this one %d", c.DiskMB, have.DiskMB, diskMB)
+	}
+	return ""
 }
 
 // Setting returns the value of a setting every node shares, making it
