@@ -375,6 +375,40 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("an org's quota counts every node", func(t *testing.T) {
+		org, err := a.c.CreateOrg(ctx, "cluster-quota")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.c.SetQuotas(ctx, org.ID, client.Quotas{MaxSandboxes: 2}); err != nil {
+			t.Fatal(err)
+		}
+		k, err := a.c.CreateAPIKey(ctx, &client.APIKeyRequest{Name: "q", OrgID: org.ID, Scopes: []string{"sandboxes:write"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var made []string
+		for i, n := range []string{"a", "b", "c"} {
+			via := client.New([]*server{a, b, c}[i].url, k.Key)
+			sb, err := via.CreateSandbox(ctx, &client.CreateRequest{Image: "busybox", Resources: small, Placement: &client.Placement{Node: n}})
+			var apiErr *client.Error
+			switch {
+			case i < 2 && err != nil:
+				t.Fatalf("create %d of a quota of 2 (on %s): %v", i+1, n, err)
+			case i < 2:
+				made = append(made, sb.ID)
+			case !errors.As(err, &apiErr) || apiErr.Code != "quota_exceeded":
+				t.Fatalf("a third create, on a third node, against a quota of 2: %v", err)
+			}
+		}
+		owner := client.New(a.url, k.Key)
+		for _, id := range made {
+			if _, err := owner.DeleteSandbox(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("drain", func(t *testing.T) {
 		if n, err := a.c.DrainNode(ctx, "a", true); err != nil || n.State != "draining" {
 			t.Fatalf("drain: %+v %v", n, err)

@@ -105,8 +105,23 @@ func (p *page) screen() string {
 // typeIn types into the terminal and waits for a line that is exactly want.
 func (p *page) typeIn(input, want string) {
 	p.t.Helper()
-	// Text goes in as the browser's own insertion (as a paste or an input
-	// method would), Enter as a key press.
+	p.typeText(input)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(p.screen(), "\n") {
+			if strings.TrimSpace(line) == want {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.t.Fatalf("the terminal never showed the line %q; it shows:\n%s", want, p.screen())
+}
+
+// typeText types into the terminal: text as the browser's own insertion
+// (as a paste or an input method would), each newline as an Enter key.
+func (p *page) typeText(input string) {
+	p.t.Helper()
 	steps := []chromedp.Action[chromedp.Void]{chromedp.Focus(chromedp.CSS(".xterm-helper-textarea"))}
 	for i, part := range strings.Split(input, "\n") {
 		if i > 0 {
@@ -121,22 +136,12 @@ func (p *page) typeIn(input, want string) {
 		}
 	}
 	p.run("type "+input, steps...)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(p.screen(), "\n") {
-			if strings.TrimSpace(line) == want {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	p.t.Fatalf("the terminal never showed the line %q; it shows:\n%s", want, p.screen())
 }
 
 // sttySize types stty size and returns the last "ROWS COLS" line.
 func (p *page) sttySize(marker string) string {
 	p.t.Helper()
-	p.typeIn("echo "+marker+"-$(stty size | tr ' ' x)\n", "")
+	p.typeText("echo " + marker + "-$(stty size | tr ' ' x)\n")
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, line := range strings.Split(p.screen(), "\n") {
