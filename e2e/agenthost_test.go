@@ -57,9 +57,15 @@ func startEnv() []string { return append(os.Environ(), "WARREN_IMAGE_DIR="+image
 // startAgentHost runs `warren start --json` and waits for its pairing.
 func startAgentHost(t *testing.T, ws, data string, extra ...string) *agentHost {
 	t.Helper()
+	return startAgentHostEnv(t, ws, data, nil, extra...)
+}
+
+// startAgentHostEnv is startAgentHost with more environment variables.
+func startAgentHostEnv(t *testing.T, ws, data string, env []string, extra ...string) *agentHost {
+	t.Helper()
 	h := &agentHost{logs: &syncBuffer{}}
 	h.cmd = exec.Command(warrenBin, append(startArgs(ws, data, extra...), "--json")...)
-	h.cmd.Env = startEnv()
+	h.cmd.Env = append(startEnv(), env...)
 	h.cmd.Stderr = h.logs
 	out, err := h.cmd.StdoutPipe()
 	if err != nil {

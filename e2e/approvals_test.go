@@ -55,36 +55,28 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 `
 
-// TestApprovals drives OpenCode in a gVisor sandbox, with the fake model,
-// into tool calls that need approval: allow lets one run, deny stops one,
-// and the timeout denies one.
-func TestApprovals(t *testing.T) {
-	ws := t.TempDir()
-	data := t.TempDir()
-	t.Cleanup(func() { cleanDataDir(t, data) })
+// writeFakeModel puts the fake model and an OpenCode config that uses it
+// into a workspace; the model runs inside the sandbox next to OpenCode.
+func writeFakeModel(ws string) {
 	os.WriteFile(filepath.Join(ws, "fake_model.py"), []byte(fakeModel), 0o644)
-	// The project's OpenCode config points at the fake model, which runs
-	// inside the sandbox next to OpenCode.
 	cfg := `{"provider":{"fake":{"npm":"@ai-sdk/openai-compatible","name":"Fake","options":{"baseURL":"http://127.0.0.1:18999/v1","apiKey":"x"},"models":{"m":{"name":"m","tool_call":true}}}},"model":"fake/m"}`
 	os.WriteFile(filepath.Join(ws, "opencode.json"), []byte(cfg), 0o644)
+}
 
-	h := startAgentHost(t, ws, data, "--approval", "manual", "--approval-timeout", "6s")
-	p := &h.pairing
-	tok := bearer(p.ClientToken)
-	host := map[string]string{"X-OpenWork-Host-Token": p.HostToken}
-	proxy := "/w/" + p.Workspaces[0].ID + "/opencode"
-
-	newSession := func() string {
-		t.Helper()
-		var s struct{ ID string }
-		if code := h.call(t, "POST", proxy+"/session", tok, map[string]any{}, &s); code != 200 || s.ID == "" {
-			t.Fatalf("create session: %d", code)
-		}
-		return s.ID
+func (h *agentHost) newSession(t *testing.T, proxy string, tok map[string]string) string {
+	t.Helper()
+	var s struct{ ID string }
+	if code := h.call(t, "POST", proxy+"/session", tok, map[string]any{}, &s); code != 200 || s.ID == "" {
+		t.Fatalf("create session: %d", code)
 	}
-	// Start the fake model inside the sandbox, in its own session so it
-	// outlives the shell command.
-	setup := newSession()
+	return s.ID
+}
+
+// startFakeModel starts the fake model inside the sandbox, in its own
+// session so it outlives the shell command, and returns that session.
+func (h *agentHost) startFakeModel(t *testing.T, ws, proxy string, tok map[string]string) string {
+	t.Helper()
+	setup := h.newSession(t, proxy, tok)
 	start := "setsid -f python3 /workspace/fake_model.py 18999 > /tmp/fake_model.log 2>&1; sleep 1; curl -s http://127.0.0.1:18999/v1/models > /workspace/models.json"
 	if code := h.call(t, "POST", proxy+"/session/"+setup+"/shell", tok, map[string]any{"agent": "build", "command": start}, nil); code != 200 {
 		t.Fatalf("start the fake model: %d", code)
@@ -92,6 +84,26 @@ func TestApprovals(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(ws, "models.json")); !strings.Contains(string(b), `"m"`) {
 		t.Fatalf("the fake model does not answer in the sandbox: %q", b)
 	}
+	return setup
+}
+
+// TestApprovals drives OpenCode in a gVisor sandbox, with the fake model,
+// into tool calls that need approval: allow lets one run, deny stops one,
+// and the timeout denies one.
+func TestApprovals(t *testing.T) {
+	ws := t.TempDir()
+	data := t.TempDir()
+	t.Cleanup(func() { cleanDataDir(t, data) })
+	writeFakeModel(ws)
+
+	h := startAgentHost(t, ws, data, "--approval", "manual", "--approval-timeout", "6s")
+	p := &h.pairing
+	tok := bearer(p.ClientToken)
+	host := map[string]string{"X-OpenWork-Host-Token": p.HostToken}
+	proxy := "/w/" + p.Workspaces[0].ID + "/opencode"
+
+	newSession := func() string { return h.newSession(t, proxy, tok) }
+	setup := h.startFakeModel(t, ws, proxy, tok)
 
 	type approval struct {
 		ID, Permission string

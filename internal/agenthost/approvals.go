@@ -44,6 +44,42 @@ var ErrNoApproval = errors.New("no such pending approval")
 type approvals struct {
 	mu      sync.Mutex
 	pending map[string]*Approval
+	// version counts changes to pending; changed is closed (and
+	// replaced) at each, so a client can wait for the next one.
+	version uint64
+	changed chan struct{}
+}
+
+func (a *approvals) bumpLocked() {
+	a.version++
+	if a.changed != nil {
+		close(a.changed)
+	}
+	a.changed = make(chan struct{})
+}
+
+// maxApprovalWait bounds how long GET /approvals?wait= holds a request.
+const maxApprovalWait = 60 * time.Second
+
+// waitApprovals returns once pending differs from version, or after wait.
+func (a *approvals) wait(ctx context.Context, version uint64, wait time.Duration) {
+	a.mu.Lock()
+	if a.version != version {
+		a.mu.Unlock()
+		return
+	}
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	ch := a.changed
+	a.mu.Unlock()
+	t := time.NewTimer(min(wait, maxApprovalWait))
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // openCodeConfig is the permission part of OpenCode's config for a mode:
@@ -177,6 +213,7 @@ func (h *Host) requested(ctx context.Context, w *Workspace, p permissionRequest)
 		return
 	}
 	h.approvals.pending[a.ID] = a
+	h.approvals.bumpLocked()
 	a.timer = time.AfterFunc(h.cfg.ApprovalTimeout, func() {
 		if err := h.Decide(context.Background(), a.ID, false, "timeout"); err != nil && !errors.Is(err, ErrNoApproval) {
 			h.log.Error("deny on timeout", "approval.id", a.ID, "err", err)
@@ -193,11 +230,18 @@ func (h *Host) forgetApproval(id string) {
 	if a := h.approvals.pending[id]; a != nil {
 		a.timer.Stop()
 		delete(h.approvals.pending, id)
+		h.approvals.bumpLocked()
 	}
 }
 
 // Approvals lists the pending approvals, oldest first.
 func (h *Host) Approvals() []*Approval {
+	list, _ := h.approvalsVersion()
+	return list
+}
+
+// approvalsVersion lists the pending approvals with the version they are.
+func (h *Host) approvalsVersion() ([]*Approval, uint64) {
 	h.approvals.mu.Lock()
 	defer h.approvals.mu.Unlock()
 	out := make([]*Approval, 0, len(h.approvals.pending))
@@ -209,7 +253,7 @@ func (h *Host) Approvals() []*Approval {
 			out[j], out[j-1] = out[j-1], out[j]
 		}
 	}
-	return out
+	return out, h.approvals.version
 }
 
 // Decide answers a pending approval: allow lets the tool call run once,
@@ -220,6 +264,7 @@ func (h *Host) Decide(ctx context.Context, id string, allow bool, by string) err
 	if a != nil {
 		a.timer.Stop()
 		delete(h.approvals.pending, id)
+		h.approvals.bumpLocked()
 	}
 	h.approvals.mu.Unlock()
 	if a == nil {
@@ -272,6 +317,7 @@ func (h *Host) holdRequest(r *http.Request, ws *Workspace, path string) (bool, e
 		return false, fmt.Errorf("%d approvals are already waiting; try again later", maxPending)
 	}
 	h.approvals.pending[a.ID] = a
+	h.approvals.bumpLocked()
 	a.timer = time.AfterFunc(h.cfg.ApprovalTimeout, func() {
 		_ = h.Decide(context.Background(), a.ID, false, "timeout")
 	})

@@ -57,6 +57,7 @@ type Host struct {
 	ln      net.Listener
 
 	approvals approvals
+	bridge    *bridgeState
 
 	mu         sync.Mutex
 	starting   map[string]bool
@@ -86,8 +87,12 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	br, err := loadBridge(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	return &Host{cfg: cfg, log: cfg.Log, st: st, started: time.Now(), workspaces: map[string]*Workspace{}, starting: map[string]bool{},
-		approvals: approvals{pending: map[string]*Approval{}}}, nil
+		approvals: approvals{pending: map[string]*Approval{}}, bridge: br}, nil
 }
 
 // Add starts OpenCode for the workspace at path (a directory).

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,13 @@ func (h *Host) handler() http.Handler {
 	mux.HandleFunc("GET /tokens", h.auth(roleHost, h.handleTokens))
 	mux.HandleFunc("POST /tokens", h.auth(roleHost, h.handleMint))
 	mux.HandleFunc("DELETE /tokens/{id}", h.auth(roleHost, h.handleRevoke))
+	mux.HandleFunc("GET /bridge", h.auth(roleHost, h.handleBridge))
+	mux.HandleFunc("POST /bridge/codes", h.auth(roleHost, h.handlePairCode))
+	mux.HandleFunc("POST /bridge/claim", h.auth(roleHost, h.handleClaim))
+	mux.HandleFunc("POST /bridge/refused", h.auth(roleHost, h.handleRefuse))
+	mux.HandleFunc("GET /bridge/chats/{key}", h.auth(roleHost, h.handleChat))
+	mux.HandleFunc("PATCH /bridge/chats/{key}", h.auth(roleHost, h.handleUpdateChat))
+	mux.HandleFunc("DELETE /bridge/chats/{key}", h.auth(roleHost, h.handleUnpair))
 	mux.HandleFunc("/w/{id}/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
 	mux.HandleFunc("/opencode/{rest...}", h.auth(ScopeViewer, h.handleProxy))
 	// The console's agent-host page (it signs in with the host token).
@@ -102,7 +110,7 @@ func (h *Host) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ok": true, "version": h.cfg.Version, "uptimeMs": time.Since(h.started).Milliseconds(), "runId": h.cfg.RunID,
 		"approval":   map[string]any{"mode": h.cfg.Approval, "timeoutMs": h.cfg.ApprovalTimeout.Milliseconds()},
-		"workspaces": len(services), "services": services, "warnings": h.Warnings(),
+		"workspaces": len(services), "services": services, "warnings": h.Warnings(), "bridge": h.Bridge(),
 	})
 }
 
@@ -196,8 +204,25 @@ func (h *Host) workspaceOp(w http.ResponseWriter, r *http.Request, op func(conte
 	}
 }
 
+// handleApprovals lists the pending approvals. With ?wait=DURATION and
+// ?version=N (the version of the list the caller has) it answers when the
+// list changes, or after the wait: the chat bridge follows it that way.
 func (h *Host) handleApprovals(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"items": h.Approvals(), "mode": h.cfg.Approval})
+	if ws := r.URL.Query().Get("wait"); ws != "" {
+		wait, err := time.ParseDuration(ws)
+		if err != nil || wait < 0 {
+			writeJSONError(w, http.StatusBadRequest, "bad_request", "wait: want a duration like 30s")
+			return
+		}
+		version, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
+		if err != nil {
+			writeJSONError(w, http.StatusBadRequest, "bad_request", "version: want the version of the list you have")
+			return
+		}
+		h.approvals.wait(r.Context(), version, wait)
+	}
+	items, version := h.approvalsVersion()
+	writeJSON(w, http.StatusOK, map[string]any{"items": items, "mode": h.cfg.Approval, "version": version})
 }
 
 func (h *Host) handleReply(w http.ResponseWriter, r *http.Request) {

@@ -91,15 +91,7 @@ func loadState(dir string) (*state, error) {
 // saveLocked writes the state atomically: a crash leaves the old file or
 // the new one, never half of one.
 func (s *state) saveLocked() error {
-	b, _ := json.MarshalIndent(&s.f, "", "  ")
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write agent host state: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("write agent host state: %w", err)
-	}
-	return nil
+	return writeFileAtomic(s.path, &s.f)
 }
 
 // workspace returns the record for a path, adding it if new.

@@ -84,6 +84,7 @@ func newRoot() *cobra.Command {
 		newWorkspaceCmd(g),
 		newInstanceCmd(g),
 		newApprovalsCmd(g),
+		newBridgeCmd(g),
 		newDoctorCmd(g),
 		newVersionCmd(g),
 	)

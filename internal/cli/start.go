@@ -47,6 +47,7 @@ type startOptions struct {
 	dataDir, imageDir     string
 	runsc, runc           string
 	logFormat, logLevel   string
+	bridge                bridgeFlags
 }
 
 func newStartCmd(g *globals) *cobra.Command {
@@ -97,6 +98,7 @@ func addStartFlags(cmd *cobra.Command, o *startOptions) {
 	f.StringVar(&o.runc, "runc", os.Getenv("WARREN_RUNC"), "path of runc (WARREN_RUNC)")
 	f.StringVar(&o.logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level")
+	o.bridge.register(cmd)
 }
 
 func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
@@ -113,6 +115,9 @@ func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
 	}
 	if o.detach && o.check {
 		return fmt.Errorf("--detach and --check do not go together")
+	}
+	if err := o.bridge.check(); err != nil {
+		return err
 	}
 	if o.runID == "" {
 		b := make([]byte, 6)
@@ -249,6 +254,12 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 	}
 	defer agenthost.RemoveRun(cfg.DataDir, cfg.RunID)
 	g.print(out, p, func() { printPairing(out, p) })
+	bridgeDone := make(chan error, 1)
+	if o.bridge.enabled() {
+		bc := o.bridge.cfg
+		bc.LogFormat = o.logFormat
+		go func() { bridgeDone <- h.RunBridge(serveCtx, bc, o.bridge.required) }()
+	}
 	if o.check {
 		err := h.Check(ctx, o.checkEvents)
 		if err == nil {
@@ -259,6 +270,13 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 	select {
 	case err := <-served:
 		return err
+	case err := <-bridgeDone:
+		// Only a required bridge ends the agent host.
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
 	case <-ctx.Done():
 		return nil
 	}
@@ -289,11 +307,17 @@ func detachStart(cmd *cobra.Command, o *startOptions) (*agenthost.Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The child is the same start, from the flags given, without --detach.
+	// The child is the same start, from the flags given, without --detach;
+	// secrets go in its environment.
 	args := []string{"start"}
+	var secrets []string
 	visit := func(f *pflag.Flag) {
 		switch f.Name {
 		case "detach", "run-id", "daemon", "no-tui":
+			return
+		}
+		if env, ok := bridgeSecretFlags[f.Name]; ok {
+			secrets = append(secrets, env+"="+f.Value.String())
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
@@ -322,7 +346,7 @@ func detachStart(cmd *cobra.Command, o *startOptions) (*agenthost.Run, error) {
 	defer logf.Close()
 	child := exec.Command(exe, args...)
 	child.Stdout, child.Stderr = logf, logf
-	child.Env = append(os.Environ(), runLogEnv+"="+logPath)
+	child.Env = append(append(os.Environ(), secrets...), runLogEnv+"="+logPath)
 	// Its own session: no terminal's hangup or Ctrl-C reaches it.
 	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := child.Start(); err != nil {
