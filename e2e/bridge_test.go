@@ -101,7 +101,9 @@ func TestChatBridge(t *testing.T) {
 		}
 		return nil
 	})
-	tg.wait(t, "111", 60*time.Second, "done", "Files changed", "+ allowed.txt")
+	if r := tg.wait(t, "111", 60*time.Second, "done", "Files changed", "+ allowed.txt"); r.Edits < 1 {
+		t.Fatalf("the reply was sent whole, not edited in place as it grew: %+v", r)
+	}
 	tg.wait(t, "111", 10*time.Second, "allowed by @alice")
 
 	// Deny from the chat: the tool never runs.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -29,8 +30,13 @@ func TestDashboard(t *testing.T) {
 	for _, a := range startArgs(ws, data) {
 		args = append(args, quote(a))
 	}
+	// A chat bridge too, to a fake Telegram: the dashboard shows it and
+	// makes pairing codes.
+	tgToken := "77:dashboard-telegram-secret"
+	tg := newFakeTelegram(t, tgToken)
+	bridgeEnv := " WARREN_TELEGRAM_TOKEN=" + quote(tgToken) + " WARREN_TELEGRAM_API_URL=" + quote(tg.srv.URL)
 	// The pane stays a while after warren exits, so its last words can be read.
-	line := "env WARREN_IMAGE_DIR=" + quote(imageDir) + " " + quote(warrenBin) + " " + strings.Join(args, " ") + "; sleep 60"
+	line := "env WARREN_IMAGE_DIR=" + quote(imageDir) + bridgeEnv + " " + quote(warrenBin) + " " + strings.Join(args, " ") + "; sleep 60"
 	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "60", line).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
@@ -43,7 +49,7 @@ func TestDashboard(t *testing.T) {
 	var screen string
 	eventually(t, 4*time.Minute, "the dashboard to show a healthy OpenCode", func() error {
 		screen = capture()
-		if healthy.MatchString(screen) && strings.Contains(screen, "workspace-server   healthy") {
+		if healthy.MatchString(screen) && strings.Contains(screen, "workspace-server   healthy") && strings.Contains(screen, "bridge             running") {
 			return nil
 		}
 		return fmt.Errorf("screen:\n%s", screen)
@@ -58,6 +64,32 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("the dashboard does not show %q:\n%s", want, screen)
 		}
 	}
+	// The background start got the bridge's token in its environment,
+	// not on its command line where every user of the host can read it.
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.PID)); err != nil || strings.Contains(string(cmdline), tgToken) {
+		t.Fatalf("the detached start's command line: %q %v", cmdline, err)
+	}
+	if out, err := exec.Command("tmux", "send-keys", "-t", session, "p").CombinedOutput(); err != nil {
+		t.Fatalf("send p: %v %s", err, out)
+	}
+	pairing := regexp.MustCompile(`/pair ([A-Z0-9]{8}) \(host chat`)
+	var code string
+	eventually(t, 30*time.Second, "a pairing code on the dashboard", func() error {
+		m := pairing.FindStringSubmatch(capture())
+		if m == nil {
+			return fmt.Errorf("screen:\n%s", capture())
+		}
+		code = m[1]
+		return nil
+	})
+	tg.say(5, "carol", "/pair "+code)
+	tg.wait(t, "5", 30*time.Second, "Paired", "host chat")
+	eventually(t, 30*time.Second, "the dashboard to count the chat", func() error {
+		if !strings.Contains(capture(), "telegram, 1 chats") {
+			return fmt.Errorf("screen:\n%s", capture())
+		}
+		return nil
+	})
 	sandboxID := r.Pairing.Workspaces[0].SandboxID
 	if out, err := exec.Command("tmux", "send-keys", "-t", session, "q").CombinedOutput(); err != nil {
 		t.Fatalf("send q: %v %s", err, out)

@@ -57,6 +57,7 @@ type status struct {
 	Approval struct {
 		Mode string `json:"mode"`
 	} `json:"approval"`
+	Bridge agenthost.BridgeStatus `json:"bridge"`
 }
 
 type model struct {
@@ -130,9 +131,36 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 				m.note = "attach command copied"
 				return m, copyCmd(m.run.Pairing.Workspaces[0].Attach)
 			}
+		case "p":
+			if m.st != nil && m.st.Bridge.Enabled {
+				m.note = "making a pairing code…"
+				return m, pairCode(m.run)
+			}
+			m.note = "no chat bridge: start with --telegram-token or the Slack tokens"
 		}
+	case pairMsg:
+		m.note = string(msg)
 	}
 	return m, nil
+}
+
+// pairMsg is the outcome of making a pairing code, for the note line.
+type pairMsg string
+
+// pairCode makes a host pairing code for the chat bridge.
+func pairCode(run *agenthost.Run) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		var out struct {
+			Code      string    `json:"code"`
+			ExpiresAt time.Time `json:"expiresAt"`
+		}
+		if _, err := agenthost.HostClient(run.Pairing.URL, run.Pairing.HostToken).Call(ctx, "POST", "/bridge/codes", map[string]string{"role": agenthost.ChatHost}, &out); err != nil {
+			return pairMsg("pairing code: " + err.Error())
+		}
+		return pairMsg(fmt.Sprintf("send in the chat: /pair %s (host chat, until %s)", out.Code, out.ExpiresAt.Local().Format("15:04")))
+	}
 }
 
 // copyCmd puts text on the terminal's clipboard with OSC 52, which works
@@ -182,6 +210,17 @@ func (m *model) render() string {
 			fmt.Fprintf(&b, "%-18s %-10s %-30s %-32s %s\n", s.Name, state, s.Sandbox+" "+s.SandboxID, s.URL,
 				(time.Duration(s.UptimeMs) * time.Millisecond).Round(time.Second))
 		}
+		if br := m.st.Bridge; br.Enabled {
+			up := time.Duration(0)
+			if br.State == "running" {
+				up = time.Since(br.StartedAt)
+			}
+			fmt.Fprintf(&b, "%-18s %-10s %-30s %-32s %s\n", "bridge", br.State, fmt.Sprintf("(host) pid %d", br.PID),
+				fmt.Sprintf("%s, %d chats, %d restarts", strings.Join(br.Platforms, "+"), br.Chats, br.Restarts), up.Round(time.Second))
+			if br.LastError != "" && br.State != "running" {
+				fmt.Fprintf(&b, "  last exit: %s\n", br.LastError)
+			}
+		}
 	}
 	fmt.Fprintf(&b, "\nconnect URL   %s\nclient token  %s\nhost token    %s\n", p.ConnectURL, p.ClientToken, p.HostToken)
 	for _, w := range p.Workspaces {
@@ -202,7 +241,11 @@ func (m *model) render() string {
 		}
 		b.WriteString(l + "\n")
 	}
-	fmt.Fprintf(&b, "\n[c] client token  [h] host token  [u] URL  [a] attach  [d] detach  [q] quit   %s", m.note)
+	keys := "[c] client token  [h] host token  [u] URL  [a] attach"
+	if m.st != nil && m.st.Bridge.Enabled {
+		keys += "  [p] pair a chat"
+	}
+	fmt.Fprintf(&b, "\n%s  [d] detach  [q] quit   %s", keys, m.note)
 	return b.String()
 }
 
