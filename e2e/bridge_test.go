@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // bridgeState is GET /bridge.
@@ -158,6 +160,37 @@ func TestChatBridge(t *testing.T) {
 	tg.wait(t, "111", 30*time.Second, "approval: manual", "bridge: telegram and slack")
 	tg.say(alice, "alice", "/workspace")
 	tg.wait(t, "111", 30*time.Second, "Workspaces:", filepath.Base(ws))
+
+	// The console's agent-host page shows the bridge and its chats, makes
+	// a pairing code that a chat can use, and unpairs.
+	pg, _ := openBrowser(t, p.URL+"/")
+	pg.run("sign in", chromedp.WaitVisible(chromedp.ID("key")), chromedp.SetValue(chromedp.ID("key"), p.HostToken),
+		chromedp.Click(chromedp.Search("//button[text()='Sign in']")))
+	pg.waitText("#bridge-state", "telegram and slack: running")
+	pg.waitText("#chats", "telegram:111")
+	pg.run("make a code", chromedp.SetValue(chromedp.ID("pair-role"), "collaborator"), chromedp.Click(chromedp.Search("//button[text()='Make a pairing code']")))
+	pg.waitText("#pair-code", "/pair ")
+	shown, err := chromedp.Run(pg.ctx, chromedp.TextContent(chromedp.ID("pair-code")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.say(333, "dave", shown)
+	tg.wait(t, "333", 30*time.Second, "Paired", "collaborator chat")
+	pg.waitText("#chats", "telegram:333")
+	pg.screenshot("agent-host-bridge")
+	pg.run("unpair", chromedp.Click(chromedp.CSS(`#chats tr[data-key="telegram:333"] button`)))
+	eventually(t, 10*time.Second, "the chat unpaired", func() error {
+		var now bridgeState
+		h.call(t, "GET", "/bridge", host, nil, &now)
+		for _, c := range now.Chats {
+			if c.Key == "telegram:333" {
+				return fmt.Errorf("still there: %+v", c)
+			}
+		}
+		return nil
+	})
+	// The page would go on polling a host the test stops later.
+	pg.run("leave", chromedp.Navigate("about:blank"))
 
 	var st bridgeState
 	if code := h.call(t, "GET", "/bridge", host, nil, &st); code != 200 || st.Bridge.State != "running" || len(st.Chats) < 4 {

@@ -662,12 +662,25 @@ async function agentHost() {
   const minted = h("div", { "aria-live": "polite" });
   const scope = h("select", { id: "t-scope" }, ["viewer", "collaborator", "owner"].map((v) => h("option", { value: v }, v)));
   const label = h("input", { id: "t-label", placeholder: "laptop" });
+  const brState = h("p", { id: "bridge-state" });
+  const brBody = h("tbody", { id: "chats" });
+  const brCode = h("div", { "aria-live": "polite" });
+  const brRole = h("select", { id: "pair-role" }, ["host", "collaborator"].map((v) => h("option", { value: v }, v)));
   const table = (caption, heads, body) => h("div", { class: "table" }, h("table", {}, h("caption", {}, caption),
     h("thead", {}, h("tr", {}, heads.map((c) => h("th", { scope: "col" }, c)))), body));
   const load = async () => {
     try {
-      const [st, ws, ap, tk] = await Promise.all([api("GET", "/status"), api("GET", "/workspaces"), api("GET", "/approvals"), api("GET", "/tokens")]);
+      const [st, ws, ap, tk, br] = await Promise.all([api("GET", "/status"), api("GET", "/workspaces"), api("GET", "/approvals"), api("GET", "/tokens"), api("GET", "/bridge")]);
       say(err);
+      const b = br.bridge;
+      brState.textContent = b.enabled ? `${b.platforms.join(" and ")}: ${b.state}${b.pid ? ", pid " + b.pid : ""}, ${b.restarts} restarts${b.lastError ? " (last exit: " + b.lastError + ")" : ""}` :
+        "No chat bridge: start with --telegram-token, or --slack-bot-token and --slack-app-token.";
+      const chats = (br.chats || []).filter((c) => c.role);
+      redraw(brBody, chats, () => chats.map((c) => h("tr", { "data-key": c.key }, h("td", {}, c.key), h("td", {}, c.title || ""), h("td", {}, c.role),
+        h("td", {}, c.pairedBy || ""), h("td", {}, ago(c.pairedAt) + " ago"), h("td", {}, h("button", { type: "button", class: "danger", "aria-label": "Unpair " + c.key, onclick: async () => {
+          try { await api("DELETE", "/bridge/chats/" + enc1(c.key)); await load(); } catch (e) { say(err, e); }
+        } }, "Unpair")))));
+      if (!chats.length) redraw(brBody, "none", () => [h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No chat is paired."))]);
       status.replaceChildren(...[["Version", st.version], ["Run", st.runId], ["Approvals", `${st.approval.mode}, denied after ${Math.round(st.approval.timeoutMs / 1000)} s`],
         ["Up", ago(Date.now() - st.uptimeMs)]].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]).flat());
       const health = new Map((st.services || []).map((x) => [x.workspaceId, x]));
@@ -701,7 +714,17 @@ async function agentHost() {
         await load();
       } catch (e2) { say(err, e2); }
     } }, field("Scope", scope), field("Label", label), h("button", { class: "primary", type: "submit" }, "Mint a token")),
-    minted, table("Tokens", ["Label", "Scope", "ID", "Minted", ""], tkBody));
+    minted, table("Tokens", ["Label", "Scope", "ID", "Minted", ""], tkBody),
+    h("h2", {}, "Chat bridge"), brState,
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const c = await api("POST", "/bridge/codes", { body: { role: brRole.value } });
+        brCode.replaceChildren(h("div", { class: "note" }, `Send this in the chat to pair it as a ${c.role} chat (until ${new Date(c.expiresAt).toLocaleTimeString()}): `,
+          h("code", { id: "pair-code" }, "/pair " + c.code)));
+      } catch (e2) { say(err, e2); }
+    } }, field("Role", brRole), h("button", { class: "primary", type: "submit" }, "Make a pairing code")),
+    brCode, table("Paired chats", ["Chat", "Name", "Role", "Paired by", "Paired", ""], brBody));
   every(2000, load);
 }
 
