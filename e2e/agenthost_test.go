@@ -34,7 +34,8 @@ type agentHost struct {
 		URL         string `json:"url"`
 		ClientToken string `json:"client_token"`
 		HostToken   string `json:"host_token"`
-		RunID       string `json:"run_id"`
+		RunID       string   `json:"run_id"`
+		Bridge      []string `json:"bridge"`
 		Workspaces  []struct {
 			ID        string `json:"id"`
 			Path      string `json:"path"`

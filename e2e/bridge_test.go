@@ -50,6 +50,9 @@ func TestChatBridge(t *testing.T) {
 	args := []string{"--sandbox", "runc", "--approval", "manual", "--approval-timeout", "8s"}
 	h := startAgentHostEnv(t, ws, data, env, args...)
 	p := &h.pairing
+	if strings.Join(p.Bridge, ",") != "telegram,slack" {
+		t.Fatalf("the pairing names the bridge's platforms as %q", p.Bridge)
+	}
 	tok := bearer(p.ClientToken)
 	host := map[string]string{"X-OpenWork-Host-Token": p.HostToken}
 	proxy := "/w/" + p.Workspaces[0].ID + "/opencode"

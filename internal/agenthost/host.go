@@ -295,6 +295,8 @@ type Pairing struct {
 	Workspaces  []WorkspacePairing `json:"workspaces"`
 	// Warnings say where isolation is weaker than a gVisor sandbox.
 	Warnings []string `json:"warnings,omitempty"`
+	// Bridge names the chat platforms the bridge serves, if any.
+	Bridge []string `json:"bridge,omitempty"`
 }
 
 // WorkspacePairing is one workspace's part of the pairing details.

@@ -246,6 +246,7 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 		workspace = w.Path
 	}
 	p := h.Pairing()
+	p.Bridge = o.bridge.cfg.Platforms()
 	// The run record lets `warren stop` (and a detaching parent) find us.
 	run := &agenthost.Run{RunID: cfg.RunID, PID: os.Getpid(), Workspace: workspace,
 		LogPath: os.Getenv(runLogEnv), StartedAt: time.Now().UTC(), Pairing: p}
@@ -288,6 +289,9 @@ func printPairing(w io.Writer, p *agenthost.Pairing) {
 		fmt.Fprintf(w, "connect URL       %s\n", p.ConnectURL)
 	}
 	fmt.Fprintf(w, "client token      %s\nhost token        %s\nrun id            %s\napproval          %s\n", p.ClientToken, p.HostToken, p.RunID, p.Approval)
+	if len(p.Bridge) > 0 {
+		fmt.Fprintf(w, "chat bridge       %s (pair a chat: warren bridge pair)\n", strings.Join(p.Bridge, ", "))
+	}
 	printWarnings(w, p.Warnings)
 	for _, ws := range p.Workspaces {
 		fmt.Fprintf(w, "\nworkspace %s (%s) in %s %s\n  proxy     %s\n  opencode  %s (user %s, password %s)\n  attach    %s\n",
