@@ -31,9 +31,9 @@ type agentHost struct {
 	cmd     *exec.Cmd
 	logs    *syncBuffer
 	pairing struct {
-		URL         string `json:"url"`
-		ClientToken string `json:"client_token"`
-		HostToken   string `json:"host_token"`
+		URL         string   `json:"url"`
+		ClientToken string   `json:"client_token"`
+		HostToken   string   `json:"host_token"`
 		RunID       string   `json:"run_id"`
 		Bridge      []string `json:"bridge"`
 		Workspaces  []struct {
