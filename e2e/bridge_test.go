@@ -247,7 +247,13 @@ func TestChatBridge(t *testing.T) {
 	}
 
 	// A restart keeps the chat's session: the next message continues it.
+	// Stopping the agent host stops its bridge too.
+	var last bridgeState
+	h.call(t, "GET", "/bridge", host, nil, &last)
 	h.stop()
+	if last.Bridge.PID == 0 || syscall.Kill(last.Bridge.PID, 0) == nil {
+		t.Fatalf("the bridge (pid %d) outlived the agent host", last.Bridge.PID)
+	}
 	h = startAgentHostEnv(t, ws, data, env, args...)
 	h.startFakeModel(t, ws, proxy, tok)
 	tg.say(alice, "alice", "continued")

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -69,6 +70,20 @@ func (b *Bridge) prompt(ctx context.Context, ev Event, chat *agenthost.ChatRecor
 	}
 	oc := "/w/" + ws.ID + "/opencode"
 	session := chat.Sessions[ws.ID]
+	var before []openCodeMessage
+	if session != "" {
+		_, err := b.call(ctx, "GET", oc+"/session/"+session+"/message", nil, &before)
+		var se *agenthost.StatusError
+		if errors.As(err, &se) && se.Status == 404 {
+			// OpenCode no longer has it (its data was removed): start
+			// another rather than fail every message.
+			b.log.Warn("a chat's session is gone; starting another", "chat", key, "session", session)
+			session = ""
+		} else if err != nil {
+			b.say(ctx, ev.Conv, fmt.Sprintf("The session does not answer (%v); /new starts another.", err))
+			return
+		}
+	}
 	if session == "" {
 		var s struct {
 			ID string `json:"id"`
@@ -77,16 +92,11 @@ func (b *Bridge) prompt(ctx context.Context, ev Event, chat *agenthost.ChatRecor
 			b.say(ctx, ev.Conv, fmt.Sprintf("Could not start a session: %v", err))
 			return
 		}
-		session = s.ID
+		session, before = s.ID, nil
 		if _, err := b.call(ctx, "PATCH", chatPath(ev.Conv), map[string]any{"session": map[string]string{"workspace": ws.ID, "id": session}}, nil); err != nil {
 			b.log.Warn("record a chat's session", "chat", key, "err", err)
 		}
 		b.log.Info("session started for a chat", "chat", key, "workspace.id", ws.ID, "session", session)
-	}
-	var before []openCodeMessage
-	if _, err := b.call(ctx, "GET", oc+"/session/"+session+"/message", nil, &before); err != nil {
-		b.say(ctx, ev.Conv, fmt.Sprintf("The session does not answer (%v); /new starts another.", err))
-		return
 	}
 	seen := map[string]bool{}
 	for _, m := range before {

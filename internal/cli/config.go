@@ -80,7 +80,7 @@ func applyConfig(cmd *cobra.Command, path string) (map[string]string, error) {
 	if _, err := toml.DecodeFile(path, &raw); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	for _, secret := range []string{"admin-key", "master-key", "master-key-previous"} {
+	for _, secret := range []string{"admin-key", "master-key", "master-key-previous", "telegram-token", "slack-bot-token", "slack-app-token"} {
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 && raw[secret] != nil {
 			return nil, fmt.Errorf("config %s holds %s but every user of this host can read it: chmod 600 it", path, secret)
 		}

@@ -108,3 +108,27 @@ func TestConfigCoversEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestStartConfig: start takes the chat bridge's tokens from a config
+// file, which must then be private.
+func TestStartConfig(t *testing.T) {
+	t.Setenv("WARREN_TELEGRAM_TOKEN", "")
+	t.Setenv("WARREN_SLACK_BOT_TOKEN", "")
+	body := "telegram-token = \"1:from-the-file\"\napproval = \"manual\"\n"
+	cmd := newStartCmd(&globals{})
+	if err := cmd.ParseFlags(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applyConfig(cmd, writeConfig(t, body, 0o644)); err == nil || !strings.Contains(err.Error(), "telegram-token") {
+		t.Fatalf("a readable config with a token: %v", err)
+	}
+	if _, err := applyConfig(cmd, writeConfig(t, body, 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cmd.Flags().Lookup("telegram-token").Value.String(); got != "1:from-the-file" {
+		t.Fatalf("telegram-token = %q", got)
+	}
+	if got := cmd.Flags().Lookup("approval").Value.String(); got != "manual" {
+		t.Fatalf("approval = %q", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -47,6 +48,7 @@ type startOptions struct {
 	dataDir, imageDir     string
 	runsc, runc           string
 	logFormat, logLevel   string
+	config                string
 	bridge                bridgeFlags
 }
 
@@ -99,9 +101,15 @@ func addStartFlags(cmd *cobra.Command, o *startOptions) {
 	f.StringVar(&o.logFormat, "log-format", envOr("WARREN_LOG_FORMAT", "text"), "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", envOr("WARREN_LOG_LEVEL", "info"), "log level")
 	o.bridge.register(cmd)
+	f.StringVar(&o.config, "config", os.Getenv("WARREN_START_CONFIG"), "a TOML file setting any of these flags by name, the chat bridge's tokens say (WARREN_START_CONFIG); flags and environment variables override it")
 }
 
 func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
+	if o.config != "" {
+		if _, err := applyConfig(cmd, o.config); err != nil {
+			return err
+		}
+	}
 	if o.workspace == "" && !o.daemon {
 		return fmt.Errorf("--workspace is required")
 	}
@@ -259,7 +267,13 @@ func hostWorkspace(ctx context.Context, out io.Writer, g *globals, o *startOptio
 	if o.bridge.enabled() {
 		bc := o.bridge.cfg
 		bc.LogFormat = o.logFormat
-		go func() { bridgeDone <- h.RunBridge(serveCtx, bc, o.bridge.required) }()
+		var bridged sync.WaitGroup
+		bridged.Go(func() { bridgeDone <- h.RunBridge(serveCtx, bc, o.bridge.required) })
+		// On the way out the bridge process is stopped and waited for.
+		defer func() {
+			stopServe()
+			bridged.Wait()
+		}()
 	}
 	if o.check {
 		err := h.Check(ctx, o.checkEvents)
