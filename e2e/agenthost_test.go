@@ -539,9 +539,11 @@ func TestAgentHostDaemon(t *testing.T) {
 	}
 	allowlist := filepath.Join(t.TempDir(), "mount-allowlist.json")
 	os.WriteFile(allowlist, []byte(`{"allowedRoots":[{"path":"`+roots+`","allowReadWrite":true}]}`), 0o644)
+	// The daemon runs a chat bridge too, to a fake Telegram.
+	tg := newFakeTelegram(t, "9:daemon-telegram-token")
 	warren := func(args ...string) (string, error) {
 		cmd := exec.Command(warrenBin, args...)
-		cmd.Env = append(startEnv(), "WARREN_MOUNT_ALLOWLIST="+allowlist)
+		cmd.Env = append(startEnv(), "WARREN_MOUNT_ALLOWLIST="+allowlist, "WARREN_TELEGRAM_TOKEN=9:daemon-telegram-token", "WARREN_TELEGRAM_API_URL="+tg.srv.URL)
 		out, err := cmd.Output()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return string(out), fmt.Errorf("%v: %s", err, ee.Stderr)
@@ -592,6 +594,22 @@ func TestAgentHostDaemon(t *testing.T) {
 	}
 	if p := strings.TrimSpace(must("workspace", "path", w2.ID, "--data-dir", data)); p != w2.Path {
 		t.Fatalf("workspace path: %q, want %q", p, w2.Path)
+	}
+	// A chat lists the daemon's workspaces and switches to the second.
+	var code struct{ Code string }
+	json.Unmarshal([]byte(must("bridge", "pair", "--json", "--data-dir", data)), &code)
+	tg.say(7, "erin", "/pair "+code.Code)
+	tg.wait(t, "7", 30*time.Second, "Paired")
+	tg.say(7, "erin", "/workspace")
+	tg.wait(t, "7", 30*time.Second, "1. one", "2. second")
+	tg.say(7, "erin", "/workspace second")
+	tg.wait(t, "7", 30*time.Second, "Now working in second")
+	var bridge struct {
+		Chats []struct{ Key, Workspace string }
+	}
+	json.Unmarshal([]byte(must("bridge", "status", "--json", "--data-dir", data)), &bridge)
+	if len(bridge.Chats) != 1 || bridge.Chats[0].Workspace != w2.ID {
+		t.Fatalf("the chat's workspace: %+v, want %s", bridge.Chats, w2.ID)
 	}
 	var status struct {
 		Services []struct {

@@ -152,6 +152,28 @@ func TestChatBridge(t *testing.T) {
 	sl.wait(t, "C2", 90*time.Second, "done", "+ slacked.txt")
 	// The Telegram host chat hears who answered, in Slack.
 	tg.wait(t, "111", 30*time.Second, "slacked.txt", "allowed by U1")
+	// Deny and the timeout from Slack, and an unpaired Slack chat.
+	sl.mention(t, "C2", "U2", "!new")
+	sl.mention(t, "C2", "U2", "slackdenied")
+	sap = sl.wait(t, "D1", 90*time.Second, "asks to run bash", "slackdenied.txt")
+	sl.click(t, "D1", "U1", sap, sap.Buttons[1])
+	sl.wait(t, "D1", 30*time.Second, "slackdenied.txt", "denied by U1")
+	sl.mention(t, "C2", "U2", "!new")
+	sl.mention(t, "C2", "U2", "slacklate")
+	sl.wait(t, "D1", 90*time.Second, "asks to run bash", "slacklate.txt")
+	sl.wait(t, "D1", 30*time.Second, "slacklate.txt", "timed out")
+	for _, f := range []string{"slackdenied.txt", "slacklate.txt"} {
+		if exists(f) {
+			t.Fatalf("%s was written although it was denied", f)
+		}
+	}
+	sl.dm(t, "D9", "U9", "hello")
+	sl.wait(t, "D9", 30*time.Second, "not paired")
+	sl.dm(t, "D9", "U9", "anyone?")
+	time.Sleep(2 * time.Second)
+	if n := len(sl.in("D9")); n != 1 {
+		t.Fatalf("an unpaired Slack chat got %d messages, want the one refusal", n)
+	}
 	for _, m := range sl.in("C2") {
 		if strings.Contains(m.Text, "asks to run") || len(m.Buttons) > 0 {
 			t.Fatalf("the collaborators' channel saw an approval: %+v", m)
@@ -202,14 +224,12 @@ func TestChatBridge(t *testing.T) {
 	if code := h.call(t, "GET", "/bridge", tok, nil, nil); code != 403 {
 		t.Fatalf("a client token read the bridge: %d", code)
 	}
-	session := ""
+	sessions := map[string]string{}
 	for _, c := range st.Chats {
-		if c.Key == "telegram:111" {
-			session = c.Sessions[p.Workspaces[0].ID]
-		}
+		sessions[c.Key] = c.Sessions[p.Workspaces[0].ID]
 	}
-	if session == "" {
-		t.Fatalf("alice's chat has no session: %+v", st.Chats)
+	if sessions["telegram:111"] == "" || sessions["slack:C2"] == "" {
+		t.Fatalf("the chats have no sessions: %+v", st.Chats)
 	}
 
 	// The bridge crashes: the agent host keeps running and starts it again.
@@ -257,20 +277,23 @@ func TestChatBridge(t *testing.T) {
 	h = startAgentHostEnv(t, ws, data, env, args...)
 	h.startFakeModel(t, ws, proxy, tok)
 	tg.say(alice, "alice", "continued")
-	eventually(t, 90*time.Second, "the prompt in the same session", func() error {
-		var msgs []struct {
-			Parts []struct{ Text string }
-		}
-		h.call(t, "GET", proxy+"/session/"+session+"/message", tok, nil, &msgs)
-		for _, m := range msgs {
-			for _, part := range m.Parts {
-				if part.Text == "continued" {
-					return nil
+	sl.mention(t, "C2", "U2", "slackcontinued")
+	for key, text := range map[string]string{"telegram:111": "continued", "slack:C2": "slackcontinued"} {
+		eventually(t, 90*time.Second, "the prompt in the same session", func() error {
+			var msgs []struct {
+				Parts []struct{ Text string }
+			}
+			h.call(t, "GET", proxy+"/session/"+sessions[key]+"/message", tok, nil, &msgs)
+			for _, m := range msgs {
+				for _, part := range m.Parts {
+					if part.Text == text {
+						return nil
+					}
 				}
 			}
-		}
-		return fmt.Errorf("%d messages, none says continued", len(msgs))
-	})
+			return fmt.Errorf("%s: %d messages, none says %s", key, len(msgs), text)
+		})
+	}
 	// Unpairing takes the chat away; it is refused again, once.
 	if out, err := exec.Command(warrenBin, "bridge", "unpair", "telegram:111", "--url", h.pairing.URL, "--host-token", h.pairing.HostToken).CombinedOutput(); err != nil {
 		t.Fatalf("warren bridge unpair: %v %s", err, out)

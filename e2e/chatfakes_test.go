@@ -349,6 +349,17 @@ func (f *fakeSlack) socket(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.conns = append(f.conns, c)
 	f.mu.Unlock()
+	// A connection that ends (the app restarted) takes no more envelopes.
+	defer func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, o := range f.conns {
+			if o == c {
+				f.conns = append(f.conns[:i], f.conns[i+1:]...)
+				break
+			}
+		}
+	}()
 	_ = wsjson.Write(ctx, c, map[string]any{"type": "hello", "num_connections": 1, "connection_info": map[string]any{"app_id": "A1"},
 		"debug_info": map[string]any{"host": "fake"}})
 	go func() {
