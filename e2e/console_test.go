@@ -288,9 +288,13 @@ func TestConsole(t *testing.T) {
 	p.waitText("#state", "running")
 	p.run("pause", chromedp.Click(chromedp.Search("//button[text()='Pause']")))
 	p.waitText("#state", "paused")
+	p.waitText("#panel", "comes back when it resumes")
 	p.screenshot("paused")
 	p.run("resume", chromedp.Click(chromedp.Search("//button[text()='Resume']")))
 	p.waitText("#state", "running")
+	// The terminal comes back by itself, with a new shell.
+	p.waitText("#panel [role=status]", "Connected")
+	p.typeIn("echo after-resume\n", "after-resume")
 
 	// The network policy, changed in place.
 	p.run("network tab", chromedp.Click(chromedp.Search("//button[@role='tab'][text()='Network']")), chromedp.WaitVisible(chromedp.ID("n-egress")),

@@ -286,10 +286,14 @@ async function sandbox(id) {
   const actions = h("div", { class: "row", id: "actions" });
   const panel = h("div", { id: "panel" });
   let sb = null;
+  let tab = null;
   const refresh = async () => {
     try {
+      const was = sb?.state;
       sb = await api("GET", sbPath(id));
       say(err);
+      // A pause ends the terminal's shell; a resume brings a new one.
+      if (tab === "Terminal" && was && was !== sb.state && (was === "running" || sb.state === "running")) show("Terminal");
       const r = sb.resources || {};
       const rows = [["State", h("span", { class: "state state-" + sb.state, id: "state" }, sb.state)], ["Runtime", sb.runtime], ["Image", sb.image],
         ["Node", sb.node], ["Address", sb.address], ["Resources", `${r.cpu} CPU, ${r.memory_mb} MB, ${r.pids} processes, ${r.disk_mb || "—"} MB disk`],
@@ -323,6 +327,7 @@ async function sandbox(id) {
   const tabs = ["Terminal", "Files", "Commands", "Ports", "Network"];
   const tabBar = h("div", { class: "tabs", role: "tablist" });
   const show = (name) => {
+    tab = name;
     for (const f of cleanups.splice(0)) f();
     for (const b of tabBar.children) b.setAttribute("aria-selected", String(b.textContent === name));
     ({ Terminal: terminal, Files: filesTab, Commands: commands, Ports: ports, Network: network })[name](id, panel, () => sb, refresh);
@@ -337,8 +342,12 @@ async function sandbox(id) {
 async function terminal(id, panel, get) {
   const note = h("div", { role: "status" });
   const box = h("div", { id: "terminal" });
-  panel.replaceChildren(note, box);
-  if (get()?.state !== "running") { note.textContent = "The terminal needs a running sandbox."; return; }
+  panel.replaceChildren(note);
+  if (get()?.state !== "running") {
+    note.textContent = get()?.state === "paused" ? "The sandbox is paused; the terminal comes back when it resumes." : "The terminal needs a running sandbox.";
+    return;
+  }
+  panel.append(box);
   let Terminal, FitAddon;
   try {
     ({ Terminal } = await import("/console/vendor/xterm.mjs"));
