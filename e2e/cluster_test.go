@@ -484,6 +484,11 @@ func TestCluster(t *testing.T) {
 	t.Run("a node killed mid-create leaves nothing reserved", func(t *testing.T) {
 		before := nodeStates(t, a)["b"].Allocated
 		b.stopKeepingSandboxes()
+		// A node that stops on purpose leaves at once, not when its lease
+		// runs out.
+		if got := nodeStates(t, a)["b"].State; got != "lost" || !strings.Contains(b.logs.String(), "left the cluster") {
+			t.Fatalf("b stopped and is %s", got)
+		}
 		// b again, set to die the moment a create is recorded.
 		// Started on the whole test's t: a subtest's would stop them when
 		// it ends.

@@ -34,6 +34,7 @@ type Store interface {
 	RegisterNode(ctx context.Context, n store.Node) error
 	Heartbeat(ctx context.Context, id string, c wire.NodeCapacity, now, leaseUntil time.Time) (string, error)
 	ExpireNodes(ctx context.Context, now time.Time) ([]string, error)
+	LeaveNode(ctx context.Context, id string, now time.Time) error
 	ListNodes(ctx context.Context) ([]*store.Node, error)
 	GetNode(ctx context.Context, id string) (*store.Node, error)
 	Allocations(ctx context.Context) (map[string]wire.NodeAllocation, error)
@@ -115,6 +116,16 @@ func (c *Cluster) Run(ctx context.Context) {
 		}
 		c.beat(ctx)
 	}
+}
+
+// Leave tells the cluster this node is stopping: it is lost from now
+// until it starts again, so no create waits on it meanwhile.
+func (c *Cluster) Leave(ctx context.Context) {
+	if err := c.cfg.Store.LeaveNode(ctx, c.cfg.Self, time.Now()); err != nil {
+		c.cfg.Log.Error("leave the cluster", "node.id", c.cfg.Self, "err", err)
+		return
+	}
+	c.cfg.Log.Info("left the cluster until this node starts again", "node.id", c.cfg.Self)
 }
 
 func (c *Cluster) beat(ctx context.Context) {

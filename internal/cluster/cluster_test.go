@@ -24,6 +24,7 @@ func (n *nodes) Heartbeat(context.Context, string, wire.NodeCapacity, time.Time,
 	return wire.NodeReady, nil
 }
 func (n *nodes) ExpireNodes(context.Context, time.Time) ([]string, error) { return nil, nil }
+func (n *nodes) LeaveNode(context.Context, string, time.Time) error       { return nil }
 func (n *nodes) ListNodes(context.Context) ([]*store.Node, error)         { return n.list, nil }
 func (n *nodes) GetNode(_ context.Context, id string) (*store.Node, error) {
 	for _, x := range n.list {

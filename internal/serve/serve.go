@@ -306,6 +306,12 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		go node.cluster.Run(runCtx)
+		// Deferred first, so it runs last: once this node answers nothing.
+		defer func() {
+			lctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+			defer stop()
+			node.cluster.Leave(lctx)
+		}()
 	}
 	// Warm sandboxes belong to no one: they go when warren does.
 	defer mgr.DrainPools(context.Background())

@@ -89,6 +89,19 @@ func (s *Store) Heartbeat(ctx context.Context, id string, capacity wire.NodeCapa
 	return was, nil
 }
 
+// LeaveNode is a node stopping on purpose: its lease ends now and it is
+// lost at once, as it would be once its lease ran out, so placement and
+// requests for its sandboxes stop trying it without waiting for that. A
+// draining node stays draining (placement passes it by anyway), so a
+// quick restart keeps it drained.
+func (s *Store) LeaveNode(ctx context.Context, id string, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET lease_until = ?,
+		state = CASE WHEN state = 'draining' THEN 'draining' ELSE 'lost' END WHERE id = ?`, millis(now), id); err != nil {
+		return fmt.Errorf("node %s leaves: %w", id, err)
+	}
+	return nil
+}
+
 // ExpireNodes marks lost every node whose lease ended before now, and
 // returns their ids. Their sandboxes are left as they are: the node may
 // still run them, and shows them again when it returns.

@@ -43,9 +43,30 @@ func TestNodeLeases(t *testing.T) {
 		if err != nil || n.State != wire.NodeReady || n.Labels["zone"] != "b" {
 			t.Fatalf("after return: %+v %v", n, err)
 		}
-		// Drained, it stays drained across a restart, and takes nothing.
+		// A node that stops on purpose is lost at once, and ready again
+		// when it registers.
+		if err := s.LeaveNode(ctx, "b", now.Add(12*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeLost {
+			t.Fatalf("after leaving: %+v", n)
+		}
+		if err := s.RegisterNode(ctx, Node{ID: "b", URL: "http://b", Labels: map[string]string{"zone": "b"}, StartedAt: now, HeartbeatAt: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeReady {
+			t.Fatalf("registered after leaving: %+v", n)
+		}
+		// Drained, it stays drained across a restart (leaving included),
+		// and takes nothing.
 		if n, err := s.SetNodeDraining(ctx, "b", true); err != nil || n.State != wire.NodeDraining {
 			t.Fatalf("drain: %+v %v", n, err)
+		}
+		if err := s.LeaveNode(ctx, "b", now.Add(13*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeDraining {
+			t.Fatalf("a draining node after leaving: %+v", n)
 		}
 		if err := s.RegisterNode(ctx, Node{ID: "b", URL: "http://b2", StartedAt: now, HeartbeatAt: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
 			t.Fatal(err)
