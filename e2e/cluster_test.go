@@ -625,6 +625,32 @@ func TestCluster(t *testing.T) {
 		})
 	})
 
+	t.Run("a create served from another node's warm pool", func(t *testing.T) {
+		c.stopKeepingSandboxes()
+		if got := nodeStates(t, a)["c"].State; got != "lost" {
+			t.Fatalf("c stopped and is %s", got)
+		}
+		c = startNode(top, store, "c", 2, c.dataDir, []string{"--capacity-cpu", "2", "--pool", "busybox:1"})
+		eventually(t, 30*time.Second, "c ready with a warm sandbox", func() error {
+			if n := nodeStates(t, a)["c"]; n.State != "ready" || n.Capacity.Pools["busybox"] < 1 {
+				return errorf("c: %s, pools %v", n.State, n.Capacity.Pools)
+			}
+			return nil
+		})
+		// Sent to a, which has no pool: placement prefers the node whose
+		// warm sandbox can take it.
+		sb := a.create(t, client.CreateRequest{Image: "busybox"})
+		if sb.Node != "c" || sb.BootPath != "hot_pool" {
+			t.Fatalf("the create went to %s by %s, want c's warm pool", sb.Node, sb.BootPath)
+		}
+		if res := a.exec(t, sb.ID, client.ExecRequest{Cmd: "echo warm"}); res.Stdout != "warm\n" {
+			t.Fatalf("exec through a: %+v", res)
+		}
+		if _, err := a.c.DeleteSandbox(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// Each node's own names: its firewall table and cgroup parent.
 	for _, n := range []string{"a", "b", "c"} {
 		if out, err := exec.Command("ip", "netns", "exec", "wcl-"+n, "nft", "list", "table", "ip", "warren-"+n).CombinedOutput(); err != nil {
