@@ -238,6 +238,14 @@ func (s *server) stopKeepingSandboxes() {
 		_ = s.cmd.Process.Kill()
 		<-done
 	}
+	// What runsc pins in the data dir goes with warren (this build; an
+	// older release may be running), so the data dir can be removed after.
+	if s.cmd.ProcessState.Success() && slices.Contains(s.cmd.Args, warrenBin) {
+		pin := filepath.Join(s.dataDir, "runtime", "runsc", "null-netns")
+		if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), " "+pin+" ") {
+			s.t.Errorf("warren stopped and left %s mounted", pin)
+		}
+	}
 }
 
 // kill9 ends the server the hard way, as a crash would.

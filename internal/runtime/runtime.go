@@ -135,6 +135,16 @@ type CPUHeadroom interface {
 	LimitCPU(id string, cpu float64) error
 }
 
+// Closer is implemented by backends that keep something on the host
+// between sandboxes, for the sandboxes to come (gVisor pins an empty
+// network namespace for its gofers with a bind mount in its state
+// directory). Close lets go of it when warren stops, so the data dir can
+// be removed; sandboxes still running are not affected, and the backend
+// takes it again when it next needs it.
+type Closer interface {
+	Close() error
+}
+
 // Freezer is implemented by backends that can stop a sandbox's processes
 // in place for a moment (cgroup freezer, gVisor's pause) and let them go
 // on, so its files can be read at rest. A frozen sandbox still counts as

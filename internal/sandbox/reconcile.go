@@ -481,4 +481,11 @@ func (m *Manager) Shutdown() {
 		_ = m.cfg.Store.Touch(context.Background(), l.id, last)
 		l.close()
 	}
+	for name, rt := range m.cfg.Runtimes {
+		if c, ok := rt.(runtime.Closer); ok {
+			if err := c.Close(); err != nil {
+				m.log.Warn("close runtime", "runtime", name, "err", err)
+			}
+		}
+	}
 }

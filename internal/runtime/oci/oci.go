@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/warrenhq/warren/internal/cgroups"
 	"github.com/warrenhq/warren/internal/runtime"
 )
@@ -67,6 +69,25 @@ var CgroupParent = "warren"
 
 // Runtime is an OCI-runtime backend.
 type Runtime struct{ cfg Config }
+
+// nullNetNS is where runsc pins the empty network namespace its gofers
+// join: a bind mount in its --root, made again whenever it is missing.
+const nullNetNS = "null-netns"
+
+// Close unmounts runsc's pinned namespace (see runtime.Closer); runsc may
+// have stacked several, so until none is left.
+func (r *Runtime) Close() error {
+	path := filepath.Join(r.cfg.StateDir, nullNetNS)
+	for range 64 {
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			break
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: remove %s: %w", r.cfg.Name, path, err)
+	}
+	return nil
+}
 
 // New checks the binary and returns the backend.
 func New(cfg Config) (*Runtime, error) {
