@@ -48,8 +48,8 @@ func scanNode(r scanner) (*Node, error) {
 }
 
 // RegisterNode records a node starting: its address, capacity, labels and
-// first lease. A node that was draining stays draining; any other state
-// becomes ready.
+// first lease. A node told to drain is draining again; any other becomes
+// ready.
 func (s *Store) RegisterNode(ctx context.Context, n Node) error {
 	c, _ := json.Marshal(n.Capacity)
 	l, _ := json.Marshal(n.Labels)
@@ -59,7 +59,7 @@ func (s *Store) RegisterNode(ctx context.Context, n Node) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO nodes(`+nodeColumns+`) VALUES(?,?,?,?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET url = excluded.url, capacity = excluded.capacity, labels = excluded.labels,
 			started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until,
-			state = CASE WHEN nodes.state = 'draining' THEN 'draining' ELSE 'ready' END`,
+			state = CASE WHEN nodes.drain = 1 THEN 'draining' ELSE 'ready' END`,
 		n.ID, n.URL, wire.NodeReady, string(c), string(l), millis(n.StartedAt), millis(n.HeartbeatAt), millis(n.LeaseUntil))
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", n.ID, err)
@@ -79,7 +79,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, capacity wire.NodeCapa
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE nodes SET heartbeat_at = ?, lease_until = ?, capacity = ?,
-			state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE id = ?`,
+			state = CASE WHEN state != 'lost' THEN state WHEN drain = 1 THEN 'draining' ELSE 'ready' END WHERE id = ?`,
 			millis(now), millis(leaseUntil), string(c), id)
 		return err
 	})
@@ -92,11 +92,9 @@ func (s *Store) Heartbeat(ctx context.Context, id string, capacity wire.NodeCapa
 // LeaveNode is a node stopping on purpose: its lease ends now and it is
 // lost at once, as it would be once its lease ran out, so placement and
 // requests for its sandboxes stop trying it without waiting for that. A
-// draining node stays draining (placement passes it by anyway), so a
-// quick restart keeps it drained.
+// drain it was told is kept for its return.
 func (s *Store) LeaveNode(ctx context.Context, id string, now time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET lease_until = ?,
-		state = CASE WHEN state = 'draining' THEN 'draining' ELSE 'lost' END WHERE id = ?`, millis(now), id); err != nil {
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET lease_until = ?, state = 'lost' WHERE id = ?`, millis(now), id); err != nil {
 		return fmt.Errorf("node %s leaves: %w", id, err)
 	}
 	return nil
@@ -170,13 +168,15 @@ func (s *Store) GetNode(ctx context.Context, id string) (*Node, error) {
 
 // SetNodeDraining drains a node (no new sandboxes; those it has run on)
 // or, with false, makes a draining node ready again. A lost node stays
-// lost until its heartbeat returns.
+// lost until its heartbeat returns, and returns drained or not as it was
+// last told.
 func (s *Store) SetNodeDraining(ctx context.Context, id string, draining bool) (*Node, error) {
-	from, to := wire.NodeReady, wire.NodeDraining
-	if !draining {
-		from, to = to, from
+	drain, state := 0, wire.NodeReady
+	if draining {
+		drain, state = 1, wire.NodeDraining
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET state = ? WHERE id = ? AND state = ?`, to, id, from); err != nil {
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET drain = ?, state = CASE WHEN state = 'lost' THEN 'lost' ELSE ? END WHERE id = ?`,
+		drain, state, id); err != nil {
 		return nil, fmt.Errorf("set the state of node %s: %w", id, err)
 	}
 	return s.GetNode(ctx, id)

@@ -65,8 +65,35 @@ func TestNodeLeases(t *testing.T) {
 		if err := s.LeaveNode(ctx, "b", now.Add(13*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeDraining {
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeLost {
 			t.Fatalf("a draining node after leaving: %+v", n)
+		}
+		// Lost longer than its lease, then back by heartbeat: still
+		// draining, as it was told.
+		if _, err := s.ExpireNodes(ctx, now.Add(14*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if was, err := s.Heartbeat(ctx, "b", wire.NodeCapacity{CPU: 4}, now.Add(15*time.Second), now.Add(time.Minute)); err != nil || was != wire.NodeLost {
+			t.Fatalf("heartbeat after leaving: %q %v", was, err)
+		}
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeDraining {
+			t.Fatalf("a drained node back by heartbeat: %+v", n)
+		}
+		// Told to drain or not while lost, it returns as it was last told.
+		if err := s.LeaveNode(ctx, "b", now.Add(16*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.SetNodeDraining(ctx, "b", false); n.State != wire.NodeLost {
+			t.Fatalf("undrain a lost node: %+v", n)
+		}
+		if err := s.RegisterNode(ctx, Node{ID: "b", URL: "http://b", StartedAt: now, HeartbeatAt: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.GetNode(ctx, "b"); n.State != wire.NodeReady {
+			t.Fatalf("undrained while lost, then back: %+v", n)
+		}
+		if n, err := s.SetNodeDraining(ctx, "b", true); err != nil || n.State != wire.NodeDraining {
+			t.Fatalf("drain again: %+v %v", n, err)
 		}
 		if err := s.RegisterNode(ctx, Node{ID: "b", URL: "http://b2", StartedAt: now, HeartbeatAt: now, LeaseUntil: now.Add(time.Minute)}); err != nil {
 			t.Fatal(err)

@@ -173,8 +173,8 @@ func TestUpgradeFromFirstReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := st.SchemaVersion(ctx); err != nil || v != 4 {
-		t.Fatalf("schema version %d, %v; want 4, the latest", v, err)
+	if v, err := st.SchemaVersion(ctx); err != nil || v != 5 {
+		t.Fatalf("schema version %d, %v; want 5, the latest", v, err)
 	}
 	running, err := st.GetSandbox(ctx, "default", "sbx_626jfsa7xd3757s6zsmq")
 	if err != nil || running.State != "running" || running.Metadata["purpose"] != "upgrade-fixture" {
