@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 func writeConfig(t *testing.T, body string, mode os.FileMode) string {
@@ -130,5 +132,44 @@ func TestStartConfig(t *testing.T) {
 	}
 	if got := cmd.Flags().Lookup("approval").Value.String(); got != "manual" {
 		t.Fatalf("approval = %q", got)
+	}
+}
+
+// TestHelpShowsNoSecrets: flags whose environment variables hold secrets
+// do not take them as defaults, which --help would print; the values still
+// arrive.
+func TestHelpShowsNoSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"WARREN_API_KEY": "api-key-SEKRIT", "WARREN_STORE": "postgres://u:pg-SEKRIT@h/db",
+		"WARREN_TELEGRAM_TOKEN": "1:tg-SEKRIT", "WARREN_SLACK_BOT_TOKEN": "xoxb-SEKRIT", "WARREN_SLACK_APP_TOKEN": "xapp-SEKRIT",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"start", "--help"}, {"daemon", "start", "--help"}} {
+		root := newRoot()
+		var out strings.Builder
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "SEKRIT") {
+			t.Errorf("warren %s prints a secret:\n%s", strings.Join(args, " "), out.String())
+		}
+	}
+	var n nodeFlags
+	cmd := &cobra.Command{Use: "serve"}
+	n.register(cmd)
+	if err := cmd.ParseFlags(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.load(cmd); err != nil || n.Store != secrets["WARREN_STORE"] {
+		t.Fatalf("WARREN_STORE did not arrive: %q %v", n.Store, err)
+	}
+	var b bridgeFlags
+	if err := b.check(); err != nil || b.cfg.TelegramToken != secrets["WARREN_TELEGRAM_TOKEN"] || b.cfg.SlackAppToken != secrets["WARREN_SLACK_APP_TOKEN"] {
+		t.Fatalf("the chat tokens did not arrive: %+v %v", b.cfg, err)
 	}
 }

@@ -62,7 +62,8 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.url, "url", envOr("WARREN_URL", "http://127.0.0.1:7070"), "warren API URL (WARREN_URL)")
-	root.PersistentFlags().StringVar(&g.apiKey, "api-key", os.Getenv("WARREN_API_KEY"), "API key (WARREN_API_KEY; default: the local server's admin.key)")
+	// Not the environment variable as the default: --help prints defaults.
+	root.PersistentFlags().StringVar(&g.apiKey, "api-key", "", "API key (WARREN_API_KEY; default: the local server's admin.key)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")
 	root.AddCommand(
 		newServeCmd(g),
@@ -113,6 +114,9 @@ func DefaultDataDir() string {
 // key a local server wrote, so the CLI works on the server's own machine.
 func (g *globals) client() *client.Client {
 	key := g.apiKey
+	if key == "" {
+		key = os.Getenv("WARREN_API_KEY")
+	}
 	if key == "" {
 		dir := envOr("WARREN_DATA_DIR", DefaultDataDir())
 		if b, err := os.ReadFile(filepath.Join(dir, "admin.key")); err == nil {
