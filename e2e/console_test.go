@@ -94,6 +94,11 @@ func (p *page) screenshot(name string) {
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		p.t.Logf("screenshot %s: %v", name, err)
 	}
+	// Every page of the console worth a picture is checked for
+	// accessibility (not the previewed app, nor a failure's screen).
+	if name != "preview" && !strings.HasPrefix(name, "failed-") {
+		p.accessible(name)
+	}
 }
 
 // screen is the terminal's visible text, one line per row.
@@ -153,6 +158,29 @@ func (p *page) sttySize(marker string) string {
 	}
 	p.t.Fatalf("no stty size after %s:\n%s", marker, p.screen())
 	return ""
+}
+
+// accessible runs axe-core, the accessibility checker (pinned in the
+// console's package.json, installed by make console), on the page as it
+// is, and fails the test on serious or critical WCAG 2 A/AA violations.
+func (p *page) accessible(what string) {
+	p.t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "internal", "console", "web", "node_modules", "axe-core", "axe.min.js"))
+	if err != nil {
+		p.t.Fatalf("axe-core: %v (make console installs it)", err)
+	}
+	if _, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](string(src)+";true")); err != nil {
+		p.t.Fatalf("load axe-core: %v", err)
+	}
+	out, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa"]}}).then(r =>
+		JSON.stringify(r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+			.map(v => ({id: v.id, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))))`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("run axe-core on %s: %v", what, err)
+	}
+	if out != "[]" {
+		p.t.Errorf("%s: accessibility violations: %s", what, out)
+	}
 }
 
 // openBrowser starts Debian's chromium on url, downloads going to the

@@ -179,7 +179,7 @@ async function sandboxes() {
   const state = h("select", { id: "filter-state" }, ["", "running", "paused", "creating", "failed", "deleted", "lost"].map((s) => h("option", { value: s }, s || "any but deleted")));
   const meta = h("input", { id: "filter-metadata", placeholder: "team=search" });
   const body = h("tbody");
-  const table = h("div", { class: "table" }, h("table", {},
+  const table = h("div", { class: "table", tabindex: "0" }, h("table", {},
     h("caption", {}, "Sandboxes"),
     h("thead", {}, h("tr", {}, ["ID", "State", "Runtime", "Image", "Node", "Age", "CPU", "Memory", "Boot", "Create ms"].map((c) => h("th", { scope: "col" }, c)))),
     body));
@@ -456,7 +456,7 @@ async function filesTab(id, panel) {
         try { await api("POST", sbPath(id, "/files/mkdir?path=" + enc1(join(folder.value.trim())))); folder.value = ""; await list(cwd); } catch (e2) { say(err, e2); }
       } }, field("New folder", folder), h("button", { type: "submit" }, "Create folder"))),
     drop, err,
-    h("div", { class: "table" }, h("table", {}, h("caption", {}, "Files"),
+    h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, "Files"),
       h("thead", {}, h("tr", {}, ["Name", "Type", "Size", "Mode", "Modified", ""].map((c) => h("th", { scope: "col" }, c)))), body)),
     preview);
   await list(cwd);
@@ -501,7 +501,7 @@ async function commands(id, panel) {
     h("form", { class: "row", onsubmit: run }, field("Command", cmd), h("div", {}, h("label", { for: "background" }, "In the background"), bg),
       field("Name (background)", name), h("button", { class: "primary", type: "submit" }, "Run")),
     err, out,
-    h("div", { class: "table" }, h("table", {}, h("caption", {}, "Background commands"),
+    h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, "Background commands"),
       h("thead", {}, h("tr", {}, ["Name", "Command", "State", "Exit", ""].map((c) => h("th", { scope: "col" }, c)))), body)), logs);
   await listCmds();
   timers.push(setInterval(listCmds, 4000));
@@ -531,7 +531,7 @@ async function ports(id, panel, get, refresh) {
       e.preventDefault();
       try { await api("POST", sbPath(id, "/ports/" + Number(port.value))); port.value = ""; await refresh(); draw(); } catch (e2) { say(err, e2); }
     } }, field("Port", port), h("button", { class: "primary", type: "submit" }, "Expose")),
-    err, h("div", { class: "table" }, h("table", {}, h("caption", {}, "Exposed ports"),
+    err, h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, "Exposed ports"),
       h("thead", {}, h("tr", {}, ["Port", "URL (with an API key)", ""].map((c) => h("th", { scope: "col" }, c)))), body)));
   draw();
 }
@@ -587,7 +587,7 @@ async function images() {
       try { await stream("POST", "/v1/images", { name: name.value.trim(), ref: ref.value.trim() }); await load(); } catch (e2) { say(err, e2); }
     } }, field("Name", name), field("Registry reference", ref), h("button", { class: "primary", type: "submit" }, "Pull")),
     err, progress,
-    h("div", { class: "table" }, h("table", {}, h("caption", {}, "Images on this node"),
+    h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, "Images on this node"),
       h("thead", {}, h("tr", {}, ["Name", "State", "Kind", "From", "Size", "Built", ""].map((c) => h("th", { scope: "col" }, c)))), body)));
   await load();
 }
@@ -643,7 +643,7 @@ async function usage() {
 async function nodes() {
   const err = alertBox();
   const body = h("tbody");
-  view.replaceChildren(h("h1", {}, "Nodes"), err, h("div", { class: "table" }, h("table", {}, h("caption", {}, "Nodes sharing this warren's store"),
+  view.replaceChildren(h("h1", {}, "Nodes"), err, h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, "Nodes sharing this warren's store"),
     h("thead", {}, h("tr", {}, ["ID", "State", "Sandboxes", "CPU asked / offered", "Memory asked / offered", "Heartbeat", "URL", ""].map((c) => h("th", { scope: "col" }, c)))), body)));
   const load = async () => {
     try {
@@ -675,7 +675,7 @@ async function agentHost() {
   const brBody = h("tbody", { id: "chats" });
   const brCode = h("div", { "aria-live": "polite" });
   const brRole = h("select", { id: "pair-role" }, ["host", "collaborator"].map((v) => h("option", { value: v }, v)));
-  const table = (caption, heads, body) => h("div", { class: "table" }, h("table", {}, h("caption", {}, caption),
+  const table = (caption, heads, body) => h("div", { class: "table", tabindex: "0" }, h("table", {}, h("caption", {}, caption),
     h("thead", {}, h("tr", {}, heads.map((c) => h("th", { scope: "col" }, c)))), body));
   const load = async () => {
     try {
