@@ -31,12 +31,7 @@ func WriteRun(dataDir string, r *Run) error {
 	if err := os.MkdirAll(runsDir(dataDir), 0o700); err != nil {
 		return err
 	}
-	b, _ := json.MarshalIndent(r, "", "  ")
-	tmp := runPath(dataDir, r.RunID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("record run: %w", err)
-	}
-	return os.Rename(tmp, runPath(dataDir, r.RunID))
+	return writeFileAtomic(runPath(dataDir, r.RunID), r)
 }
 
 // RemoveRun forgets a run.

@@ -38,34 +38,20 @@ var bridgeSecretFlags = map[string]string{
 func (b *bridgeFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	c := &b.cfg
-	// The tokens' environment variables are read in check, not made the
-	// flags' defaults: --help prints defaults.
-	secret := func(p *string, name, usage string) {
-		env := bridgeSecretFlags[name]
-		f.StringVar(p, name, "", usage+" ("+env+", which is better: a command line is visible to every user of the host)")
-		_ = f.SetAnnotation(name, envAnnotation, []string{env})
-	}
-	secret(&c.TelegramToken, "telegram-token", "run the chat bridge with this Telegram bot token")
+	// Better given in the environment: a command line is visible to every
+	// user of the host.
+	envString(f, &c.TelegramToken, "telegram-token", "WARREN_TELEGRAM_TOKEN", "", "run the chat bridge with this Telegram bot token")
 	envString(f, &c.TelegramAPIURL, "telegram-api-url", "WARREN_TELEGRAM_API_URL", "", "Telegram Bot API server (default Telegram's own)")
-	secret(&c.SlackBotToken, "slack-bot-token", "run the chat bridge with this Slack bot token, xoxb-…")
-	secret(&c.SlackAppToken, "slack-app-token", "the Slack app-level token for Socket Mode, xapp-…")
+	envString(f, &c.SlackBotToken, "slack-bot-token", "WARREN_SLACK_BOT_TOKEN", "", "run the chat bridge with this Slack bot token, xoxb-…")
+	envString(f, &c.SlackAppToken, "slack-app-token", "WARREN_SLACK_APP_TOKEN", "", "the Slack app-level token for Socket Mode, xapp-…")
 	envString(f, &c.SlackAPIURL, "slack-api-url", "WARREN_SLACK_API_URL", "", "Slack Web API base URL (default Slack's own)")
 	f.BoolVar(&b.required, "bridge-required", false, "stop the agent host when the chat bridge exits (by default it keeps running and the bridge is started again)")
 }
 
 func (b *bridgeFlags) enabled() bool { return len(b.cfg.Platforms()) > 0 }
 
-// check reads the tokens the command line did not give from the
-// environment, and says what is wrong with the settings.
+// check says what is wrong with the bridge's settings.
 func (b *bridgeFlags) check() error {
-	for _, t := range []struct {
-		p    *string
-		flag string
-	}{{&b.cfg.TelegramToken, "telegram-token"}, {&b.cfg.SlackBotToken, "slack-bot-token"}, {&b.cfg.SlackAppToken, "slack-app-token"}} {
-		if *t.p == "" {
-			*t.p = os.Getenv(bridgeSecretFlags[t.flag])
-		}
-	}
 	for _, u := range []struct{ flag, v string }{{"--telegram-api-url", b.cfg.TelegramAPIURL}, {"--slack-api-url", b.cfg.SlackAPIURL}} {
 		if u.v == "" {
 			continue

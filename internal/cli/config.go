@@ -19,15 +19,17 @@ import (
 // config file knows to give way to it.
 const envAnnotation = "warren.env"
 
-// envString registers a string flag that defaults to the environment
-// variable env, then def.
+// envString registers a string flag set by the environment variable env
+// (applyEnv reads it) unless given, else def. The variable is not the
+// flag's default: --help prints defaults, and some hold secrets (a
+// PostgreSQL URL's password, a bot token).
 func envString(f *pflag.FlagSet, p *string, name, env, def, usage string) {
-	f.StringVar(p, name, envOr(env, def), usage+" ("+env+")")
+	f.StringVar(p, name, def, usage+" ("+env+")")
 	_ = f.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-// envFloat, envInt and envDuration register flags like envString; their
-// variables are read by applyEnv, which can say when one is malformed.
+// envFloat, envInt and envDuration register flags like envString; applyEnv
+// says when a variable is malformed.
 func envFloat(f *pflag.FlagSet, p *float64, name, env string, def float64, usage string) {
 	f.Float64Var(p, name, def, usage+" ("+env+")")
 	_ = f.SetAnnotation(name, envAnnotation, []string{env})
@@ -43,13 +45,13 @@ func envDuration(f *pflag.FlagSet, p *time.Duration, name, env string, def time.
 	_ = f.SetAnnotation(name, envAnnotation, []string{env})
 }
 
-// applyEnv sets the flags that are not strings from their environment
-// variables, unless the command line set them.
+// applyEnv sets the flags registered with an environment variable from
+// it, unless the command line set them.
 func applyEnv(f *pflag.FlagSet) error {
 	var err error
 	f.VisitAll(func(fl *pflag.Flag) {
 		env := fl.Annotations[envAnnotation]
-		if err != nil || fl.Changed || len(env) != 1 || fl.Value.Type() == "string" {
+		if err != nil || fl.Changed || len(env) != 1 {
 			return
 		}
 		if v := os.Getenv(env[0]); v != "" {

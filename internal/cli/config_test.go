@@ -36,6 +36,10 @@ admin-key = "a-key-of-sixteen-chars"
 	if err := cmd.ParseFlags([]string{"--runtime", "gvisor"}); err != nil {
 		t.Fatal(err)
 	}
+	// As load does: the environment, then the file.
+	if err := applyEnv(cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
 	extras, err := applyConfig(cmd, path)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +173,9 @@ func TestHelpShowsNoSecrets(t *testing.T) {
 		t.Fatalf("WARREN_STORE did not arrive: %q %v", n.Store, err)
 	}
 	var b bridgeFlags
-	if err := b.check(); err != nil || b.cfg.TelegramToken != secrets["WARREN_TELEGRAM_TOKEN"] || b.cfg.SlackAppToken != secrets["WARREN_SLACK_APP_TOKEN"] {
+	start := &cobra.Command{Use: "start"}
+	b.register(start)
+	if err := applyEnv(start.Flags()); err != nil || b.check() != nil || b.cfg.TelegramToken != secrets["WARREN_TELEGRAM_TOKEN"] || b.cfg.SlackAppToken != secrets["WARREN_SLACK_APP_TOKEN"] {
 		t.Fatalf("the chat tokens did not arrive: %+v %v", b.cfg, err)
 	}
 }

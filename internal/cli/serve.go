@@ -29,10 +29,7 @@ func (n *nodeFlags) register(cmd *cobra.Command) {
 	envString(f, &n.config, "config", "WARREN_CONFIG", "", "a TOML file setting any of these flags by name, and admin-key; flags and environment variables override it")
 	envString(f, &o.Listen, "listen", "WARREN_LISTEN", "127.0.0.1:7070", "address to serve the API on")
 	envString(f, &o.DataDir, "data-dir", "WARREN_DATA_DIR", DefaultDataDir(), "state directory")
-	// Not envString: a PostgreSQL URL holds a password, and --help prints
-	// defaults; load reads WARREN_STORE.
-	f.StringVar(&o.Store, "store", "", "where state is kept: empty for SQLite in the data dir, or postgres://USER:PASSWORD@HOST/DB to share one PostgreSQL database between nodes (WARREN_STORE)")
-	_ = f.SetAnnotation("store", envAnnotation, []string{"WARREN_STORE"})
+	envString(f, &o.Store, "store", "WARREN_STORE", "", "where state is kept: empty for SQLite in the data dir, or postgres://USER:PASSWORD@HOST/DB to share one PostgreSQL database between nodes")
 	envString(f, &o.ImageDir, "image-dir", "WARREN_IMAGE_DIR", "", "image cache directory (default DATA_DIR/images)")
 	envString(f, &o.Runtime, "runtime", "WARREN_RUNTIME", "auto", "sandbox runtime: auto (gvisor, never a weaker one by itself), gvisor, runc or process")
 	envString(f, &o.Runsc, "runsc", "WARREN_RUNSC", "", "path of runsc (default: beside warren, then PATH)")
@@ -65,11 +62,6 @@ func (n *nodeFlags) load(cmd *cobra.Command) error {
 	n.AdminKey = os.Getenv("WARREN_ADMIN_KEY")
 	n.MasterKey = os.Getenv("WARREN_MASTER_KEY")
 	n.PreviousMasterKeys = os.Getenv("WARREN_MASTER_KEY_PREVIOUS")
-	if !cmd.Flags().Changed("store") {
-		if v := os.Getenv("WARREN_STORE"); v != "" {
-			n.Store = v
-		}
-	}
 	if err := applyEnv(cmd.Flags()); err != nil {
 		return err
 	}

@@ -105,6 +105,9 @@ func addStartFlags(cmd *cobra.Command, o *startOptions) {
 }
 
 func runStart(cmd *cobra.Command, g *globals, o *startOptions) error {
+	if err := applyEnv(cmd.Flags()); err != nil {
+		return err
+	}
 	if o.config != "" {
 		if _, err := applyConfig(cmd, o.config); err != nil {
 			return err
